@@ -1,0 +1,626 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+	"gopkg.in/yaml.v3"
+)
+
+// Load reads the file at path and parses it with Parse, using path as the
+// Source. An unreadable file gives an error wrapping the os error; a bad
+// configuration gives Errors.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes and validates a YAML configuration; source names it in
+// errors and becomes Config.Source. Absent keys get their documented
+// defaults. On any problem Parse returns a nil Config and an error of type
+// Errors holding every problem found, sorted by line.
+func Parse(data []byte, source string) (*Config, error) {
+	d := &decoder{file: source, m: &meta{lines: map[string]int{}, bad: map[string]bool{}}}
+	root, err := parseYAML(data)
+	if err != nil {
+		line, msg := yamlErrorLine(err)
+		d.errAt(line, "", "%s", msg)
+		return nil, d.errs
+	}
+	if root == nil {
+		d.errAt(1, "", "empty configuration file")
+		return nil, d.errs
+	}
+	c := d.root(root)
+	c.Source = source
+	if len(d.errs) == 0 {
+		// Read the same bytes with viper, the project's configuration
+		// library, so other sources can be layered on later. The values
+		// come from the schema walk above; any disagreement on the syntax
+		// is still reported.
+		v := viper.New()
+		v.SetConfigType("yaml")
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+			line, msg := yamlErrorLine(err)
+			d.errAt(line, "", "viper: %s", msg)
+		}
+	}
+	errs := append(d.errs, c.Validate()...)
+	if len(errs) > 0 {
+		errs.sort()
+		return nil, errs
+	}
+	return c, nil
+}
+
+// parseYAML returns the single document's root node, or nil if data holds
+// no document (empty, only comments, or only a null).
+func parseYAML(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		return nil, fmt.Errorf("yaml: line %d: a second YAML document is not allowed", extra.Line)
+	case !errors.Is(err, io.EOF):
+		return nil, err
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, nil
+	}
+	root := deref(doc.Content[0])
+	if isNull(root) {
+		return nil, nil
+	}
+	return root, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlErrorLine splits a yaml.v3 error "yaml: line N: msg" into its line and
+// message; other errors get line 0.
+func yamlErrorLine(err error) (int, string) {
+	s := err.Error()
+	// viper wraps parser errors; look at the innermost "yaml:" part.
+	if i := strings.LastIndex(s, "yaml: "); i > 0 {
+		s = s[i:]
+	}
+	if m := yamlLineRE.FindStringSubmatch(s); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			return n, "YAML syntax: " + m[2]
+		}
+	}
+	return 0, "YAML syntax: " + strings.TrimPrefix(s, "yaml: ")
+}
+
+// meta records where Parse found each key path, and which paths already had
+// a decoding error, so Validate neither repeats nor loses their lines.
+type meta struct {
+	lines map[string]int
+	bad   map[string]bool
+}
+
+// line returns the line of path, or of its nearest ancestor that was seen
+// (the enclosing mapping for a missing key); 0 without meta.
+func (m *meta) line(path string) int {
+	if m == nil {
+		return 0
+	}
+	for {
+		if l, ok := m.lines[path]; ok {
+			return l
+		}
+		if path == "" {
+			return 0
+		}
+		path = parentPath(path)
+	}
+}
+
+// isBad reports whether path or one of its ancestors already has an error.
+func (m *meta) isBad(path string) bool {
+	if m == nil {
+		return false
+	}
+	for {
+		if m.bad[path] {
+			return true
+		}
+		if path == "" {
+			return false
+		}
+		path = parentPath(path)
+	}
+}
+
+// parentPath strips the last ".key" or "[i]" from path.
+func parentPath(path string) string {
+	i := strings.LastIndexAny(path, ".[")
+	if i < 0 {
+		return ""
+	}
+	return path[:i]
+}
+
+// joinPath appends key to path.
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// indexPath appends an index to path.
+func indexPath(path string, i int) string {
+	return path + "[" + strconv.Itoa(i) + "]"
+}
+
+// decoder walks a yaml.v3 node tree according to the schema, collecting
+// every error.
+type decoder struct {
+	file string
+	errs Errors
+	m    *meta
+}
+
+// errAt records an error at line for path and marks path as bad.
+func (d *decoder) errAt(line int, path, format string, args ...any) {
+	d.errs = append(d.errs, Error{File: d.file, Line: line, Key: path, Msg: fmt.Sprintf(format, args...)})
+	d.m.bad[path] = true
+}
+
+// deref follows aliases to the node they name.
+func deref(n *yaml.Node) *yaml.Node {
+	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 100; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// isNull reports whether n is a null scalar ("", "~" or "null").
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// describe names n's kind and value for error messages.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		kind := map[string]string{
+			"!!str": "string", "!!int": "integer", "!!float": "number",
+			"!!bool": "boolean", "!!null": "null", "!!timestamp": "timestamp",
+		}[n.ShortTag()]
+		if kind == "" {
+			kind = "value tagged " + n.ShortTag()
+		}
+		v := n.Value
+		if len(v) > 40 {
+			v = v[:40] + "..."
+		}
+		return fmt.Sprintf("%s %q", kind, v)
+	}
+	return "an unsupported node"
+}
+
+// mapping walks the mapping n at path. Unknown, duplicate and non-string keys
+// are errors; f is called for every known key whose value is not null.
+func (d *decoder) mapping(n *yaml.Node, path string, known []string, f func(key string, v *yaml.Node, p string)) bool {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		d.errAt(n.Line, path, "expected a mapping, got %s", describe(n))
+		return false
+	}
+	if _, ok := d.m.lines[path]; !ok {
+		d.m.lines[path] = n.Line
+	}
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := deref(n.Content[i]), n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			d.errAt(k.Line, path, "keys must be strings, got %s", describe(k))
+			continue
+		}
+		p := joinPath(path, k.Value)
+		if k.ShortTag() == "!!merge" {
+			d.errAt(k.Line, p, "merge keys (<<) are not supported")
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			d.errAt(k.Line, p, "duplicate key (first at line %d)", first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		if !slices.Contains(known, k.Value) {
+			d.errAt(k.Line, p, "unknown key (valid keys here: %s)", strings.Join(known, ", "))
+			continue
+		}
+		d.m.lines[p] = k.Line
+		if isNull(deref(v)) {
+			continue
+		}
+		f(k.Value, v, p)
+	}
+	return true
+}
+
+// seq walks the list n at path and returns its length, calling f for every
+// non-null item; null items are errors. It returns -1 if n is not a list.
+func (d *decoder) seq(n *yaml.Node, path string, f func(i int, item *yaml.Node, p string)) int {
+	n = deref(n)
+	if n.Kind != yaml.SequenceNode {
+		d.errAt(n.Line, path, "expected a list, got %s", describe(n))
+		return -1
+	}
+	for i, it := range n.Content {
+		it = deref(it)
+		p := indexPath(path, i)
+		d.m.lines[p] = it.Line
+		if isNull(it) {
+			d.errAt(it.Line, p, "empty list item")
+			continue
+		}
+		f(i, it, p)
+	}
+	return len(n.Content)
+}
+
+// list decodes the list n at path into a fresh slice whose items start as
+// init(), so indexes in the result match indexes in the file.
+func list[T any](d *decoder, n *yaml.Node, path string, init func() T, f func(item *yaml.Node, p string, out *T)) []T {
+	n = deref(n)
+	if n.Kind != yaml.SequenceNode {
+		d.errAt(n.Line, path, "expected a list, got %s", describe(n))
+		return nil
+	}
+	out := make([]T, len(n.Content))
+	for i := range out {
+		out[i] = init()
+	}
+	d.seq(n, path, func(i int, item *yaml.Node, p string) { f(item, p, &out[i]) })
+	return out
+}
+
+// str decodes a string scalar.
+func (d *decoder) str(v *yaml.Node, p string) (string, bool) {
+	v = deref(v)
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
+		d.errAt(v.Line, p, "expected a string, got %s", describe(v))
+		return "", false
+	}
+	return v.Value, true
+}
+
+// integer decodes an integer scalar within lo..hi.
+func (d *decoder) integer(v *yaml.Node, p string, lo, hi int64) (int64, bool) {
+	v = deref(v)
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
+		d.errAt(v.Line, p, "expected an integer, got %s", describe(v))
+		return 0, false
+	}
+	var x int64
+	if err := v.Decode(&x); err != nil {
+		d.errAt(v.Line, p, "%q is not a valid integer", v.Value)
+		return 0, false
+	}
+	if x < lo || x > hi {
+		d.errAt(v.Line, p, "%d is out of range %d..%d", x, lo, hi)
+		return 0, false
+	}
+	return x, true
+}
+
+// duration decodes a Go duration string such as "60s" or "1h30m".
+func (d *decoder) duration(v *yaml.Node, p string) (time.Duration, bool) {
+	v = deref(v)
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
+		d.errAt(v.Line, p, "expected a duration such as \"60s\", got %s", describe(v))
+		return 0, false
+	}
+	x, err := time.ParseDuration(v.Value)
+	if err != nil {
+		d.errAt(v.Line, p, "%q is not a valid duration (examples: 500ms, 60s, 1h30m)", v.Value)
+		return 0, false
+	}
+	return x, true
+}
+
+// addr decodes an IP address.
+func (d *decoder) addr(v *yaml.Node, p string) (netip.Addr, bool) {
+	s, ok := d.str(v, p)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		d.errAt(deref(v).Line, p, "%q is not a valid IP address", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// prefix decodes an IP prefix such as 198.18.0.0/24.
+func (d *decoder) prefix(v *yaml.Node, p string) (netip.Prefix, bool) {
+	s, ok := d.str(v, p)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	x, err := netip.ParsePrefix(s)
+	if err != nil {
+		d.errAt(deref(v).Line, p, "%q is not a valid prefix (want address/bits, such as 198.18.0.0/24)", s)
+		return netip.Prefix{}, false
+	}
+	return x, true
+}
+
+// addrPort decodes address:port.
+func (d *decoder) addrPort(v *yaml.Node, p string) (netip.AddrPort, bool) {
+	s, ok := d.str(v, p)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	x, err := netip.ParseAddrPort(s)
+	if err != nil {
+		d.errAt(deref(v).Line, p, "%q is not a valid address:port (such as 198.18.1.11:8080)", s)
+		return netip.AddrPort{}, false
+	}
+	return x, true
+}
+
+// portRange decodes "lo-hi" or [lo, hi].
+func (d *decoder) portRange(v *yaml.Node, p string) (lo, hi uint16, ok bool) {
+	v = deref(v)
+	const want = `expected "lo-hi" (such as "20000-60999") or a list [lo, hi]`
+	switch {
+	case v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str":
+		a, b, found := strings.Cut(v.Value, "-")
+		x, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+		y, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+		if !found || err1 != nil || err2 != nil {
+			d.errAt(v.Line, p, "%q: %s, each port 0..65535", v.Value, want)
+			return 0, 0, false
+		}
+		return uint16(x), uint16(y), true
+	case v.Kind == yaml.SequenceNode:
+		if len(v.Content) != 2 {
+			d.errAt(v.Line, p, "%s; got a list of %d items", want, len(v.Content))
+			return 0, 0, false
+		}
+		var ports [2]uint16
+		ok := true
+		for i, it := range v.Content {
+			x, good := d.integer(it, indexPath(p, i), 0, 65535)
+			ports[i], ok = uint16(x), ok && good
+		}
+		if !ok {
+			d.m.bad[p] = true
+		}
+		return ports[0], ports[1], ok
+	}
+	d.errAt(v.Line, p, "%s, got %s", want, describe(v))
+	return 0, 0, false
+}
+
+// root decodes the top-level mapping, starting from the defaults.
+func (d *decoder) root(n *yaml.Node) *Config {
+	c := &Config{
+		SNAT:    SNAT{PortMin: DefaultPortMin, PortMax: DefaultPortMax},
+		Flows:   Flows{Max: DefaultFlowsMax},
+		Metrics: Metrics{Listen: DefaultMetricsListen},
+		Log:     Log{Level: DefaultLogLevel},
+		meta:    d.m,
+	}
+	c.Flows.Timeouts = Timeouts{
+		Syn:         DefaultSynTimeout,
+		Established: DefaultEstTimeout,
+		Fin:         DefaultFinTimeout,
+		TimeWait:    DefaultTWTimeout,
+		Closed:      DefaultClosedTimeout,
+	}
+	known := []string{"links", "services", "snat", "flows", "metrics", "log", "detector"}
+	if !d.mapping(n, "", known, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "links":
+			c.Links = list(d, v, p, func() Link { return Link{} }, d.link)
+		case "services":
+			c.Services = list(d, v, p, newService, d.service)
+		case "snat":
+			d.snat(v, p, &c.SNAT)
+		case "flows":
+			d.flows(v, p, &c.Flows)
+		case "metrics":
+			d.mapping(v, p, []string{"listen"}, func(_ string, v *yaml.Node, p string) {
+				c.Metrics.Listen, _ = d.str(v, p)
+			})
+		case "log":
+			d.mapping(v, p, []string{"level"}, func(_ string, v *yaml.Node, p string) {
+				c.Log.Level, _ = d.str(v, p)
+			})
+		case "detector":
+			d.mapping(v, p, []string{"pcap_dir"}, func(_ string, v *yaml.Node, p string) {
+				c.Detector.PcapDir, _ = d.str(v, p)
+			})
+		}
+	}) {
+		d.m.bad[""] = true
+	}
+	return c
+}
+
+// link decodes one links[] item.
+func (d *decoder) link(n *yaml.Node, path string, l *Link) {
+	d.mapping(n, path, []string{"name", "interface", "subnets", "gateway"}, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "name":
+			l.Name, _ = d.str(v, p)
+		case "interface":
+			l.Interface, _ = d.str(v, p)
+		case "subnets":
+			l.Subnets = list(d, v, p, func() netip.Prefix { return netip.Prefix{} }, func(it *yaml.Node, p string, out *netip.Prefix) {
+				*out, _ = d.prefix(it, p)
+			})
+		case "gateway":
+			l.Gateway, _ = d.addr(v, p)
+		}
+	})
+	if l.Name == "" {
+		l.Name = l.Interface
+	}
+}
+
+// newService returns a Service holding the defaults.
+func newService() Service {
+	return Service{
+		Protocol:   DefaultProtocol,
+		Scheduler:  DefaultScheduler,
+		Timestamps: DefaultTimestamps,
+		TimeWait:   DefaultTimeWait,
+	}
+}
+
+// service decodes one services[] item.
+func (d *decoder) service(n *yaml.Node, path string, s *Service) {
+	known := []string{"name", "vip", "port", "protocol", "scheduler", "timestamps", "time_wait", "backends", "health_check"}
+	d.mapping(n, path, known, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "name":
+			s.Name, _ = d.str(v, p)
+		case "vip":
+			s.VIP, _ = d.addr(v, p)
+		case "port":
+			x, _ := d.integer(v, p, 1, 65535)
+			s.Port = uint16(x)
+		case "protocol":
+			s.Protocol, _ = d.str(v, p)
+		case "scheduler":
+			s.Scheduler, _ = d.str(v, p)
+		case "timestamps":
+			x, _ := d.str(v, p)
+			s.Timestamps = TSMode(x)
+		case "time_wait":
+			s.TimeWait, _ = d.duration(v, p)
+		case "backends":
+			s.Backends = list(d, v, p, func() Backend { return Backend{Weight: DefaultWeight} }, d.backend)
+		case "health_check":
+			s.HealthCheck = d.healthCheck(v, p)
+		}
+	})
+}
+
+// backend decodes one backends[] item.
+func (d *decoder) backend(n *yaml.Node, path string, b *Backend) {
+	d.mapping(n, path, []string{"address", "weight"}, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "address":
+			b.Address, _ = d.addrPort(v, p)
+		case "weight":
+			if x, ok := d.integer(v, p, 0, 1000); ok {
+				b.Weight = int(x)
+			}
+		}
+	})
+}
+
+// healthCheck decodes a health_check mapping.
+func (d *decoder) healthCheck(n *yaml.Node, path string) *HealthCheck {
+	hc := &HealthCheck{
+		Interval: DefaultHCInterval,
+		Timeout:  DefaultHCTimeout,
+		Rise:     DefaultHCRise,
+		Fall:     DefaultHCFall,
+	}
+	var havePath, haveStatus bool
+	known := []string{"type", "interval", "timeout", "rise", "fall", "path", "expect_status"}
+	d.mapping(n, path, known, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "type":
+			hc.Type, _ = d.str(v, p)
+		case "interval":
+			hc.Interval, _ = d.duration(v, p)
+		case "timeout":
+			hc.Timeout, _ = d.duration(v, p)
+		case "rise":
+			x, _ := d.integer(v, p, 1, 100)
+			hc.Rise = int(x)
+		case "fall":
+			x, _ := d.integer(v, p, 1, 100)
+			hc.Fall = int(x)
+		case "path":
+			hc.Path, havePath = d.str(v, p)
+		case "expect_status":
+			x, ok := d.integer(v, p, 100, 599)
+			hc.ExpectStatus, haveStatus = int(x), ok
+		}
+	})
+	if hc.Type == "http" {
+		if !havePath && !d.m.bad[joinPath(path, "path")] {
+			hc.Path = DefaultHCPath
+		}
+		if !haveStatus && !d.m.bad[joinPath(path, "expect_status")] {
+			hc.ExpectStatus = DefaultHCStatus
+		}
+	}
+	return hc
+}
+
+// snat decodes the snat mapping.
+func (d *decoder) snat(n *yaml.Node, path string, s *SNAT) {
+	d.mapping(n, path, []string{"addresses", "port_range"}, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "addresses":
+			s.Addresses = list(d, v, p, func() netip.Addr { return netip.Addr{} }, func(it *yaml.Node, p string, out *netip.Addr) {
+				*out, _ = d.addr(it, p)
+			})
+		case "port_range":
+			if lo, hi, ok := d.portRange(v, p); ok {
+				s.PortMin, s.PortMax = lo, hi
+			}
+		}
+	})
+}
+
+// flows decodes the flows mapping.
+func (d *decoder) flows(n *yaml.Node, path string, f *Flows) {
+	d.mapping(n, path, []string{"max", "timeouts"}, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "max":
+			if x, ok := d.integer(v, p, 1, 100_000_000); ok {
+				f.Max = int(x)
+			}
+		case "timeouts":
+			t := &f.Timeouts
+			fields := map[string]*time.Duration{
+				"syn": &t.Syn, "established": &t.Established, "fin": &t.Fin,
+				"time_wait": &t.TimeWait, "closed": &t.Closed,
+			}
+			known := []string{"syn", "established", "fin", "time_wait", "closed"}
+			d.mapping(v, p, known, func(key string, v *yaml.Node, p string) {
+				if x, ok := d.duration(v, p); ok {
+					*fields[key] = x
+				}
+			})
+		}
+	})
+}

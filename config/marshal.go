@@ -1,0 +1,191 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The yaml* types mirror the file schema for Marshal. Fields whose zero
+// value means "use the default" are omitted when zero, so a Config built in
+// Go without ApplyDefaults still marshals to a file Parse completes the same
+// way.
+type (
+	yamlConfig struct {
+		Links    []yamlLink    `yaml:"links"`
+		Services []yamlService `yaml:"services"`
+		SNAT     yamlSNAT      `yaml:"snat"`
+		Flows    yamlFlows     `yaml:"flows"`
+		Metrics  yamlMetrics   `yaml:"metrics"`
+		Log      yamlLog       `yaml:"log"`
+		Detector *yamlDetector `yaml:"detector,omitempty"`
+	}
+	yamlLink struct {
+		Name      string   `yaml:"name,omitempty"`
+		Interface string   `yaml:"interface"`
+		Subnets   []string `yaml:"subnets,flow"`
+		Gateway   string   `yaml:"gateway,omitempty"`
+	}
+	yamlService struct {
+		Name        string           `yaml:"name"`
+		VIP         string           `yaml:"vip"`
+		Port        uint16           `yaml:"port"`
+		Protocol    string           `yaml:"protocol,omitempty"`
+		Scheduler   string           `yaml:"scheduler,omitempty"`
+		Timestamps  string           `yaml:"timestamps,omitempty"`
+		TimeWait    string           `yaml:"time_wait,omitempty"`
+		Backends    []yamlBackend    `yaml:"backends"`
+		HealthCheck *yamlHealthCheck `yaml:"health_check,omitempty"`
+	}
+	yamlBackend struct {
+		Address string `yaml:"address"`
+		Weight  int    `yaml:"weight"`
+	}
+	yamlHealthCheck struct {
+		Type         string `yaml:"type"`
+		Interval     string `yaml:"interval,omitempty"`
+		Timeout      string `yaml:"timeout,omitempty"`
+		Rise         int    `yaml:"rise,omitempty"`
+		Fall         int    `yaml:"fall,omitempty"`
+		Path         string `yaml:"path,omitempty"`
+		ExpectStatus int    `yaml:"expect_status,omitempty"`
+	}
+	yamlSNAT struct {
+		Addresses []string `yaml:"addresses,flow"`
+		PortRange string   `yaml:"port_range,omitempty"`
+	}
+	yamlFlows struct {
+		Max      int          `yaml:"max,omitempty"`
+		Timeouts yamlTimeouts `yaml:"timeouts"`
+	}
+	yamlTimeouts struct {
+		Syn         string `yaml:"syn,omitempty"`
+		Established string `yaml:"established,omitempty"`
+		Fin         string `yaml:"fin,omitempty"`
+		TimeWait    string `yaml:"time_wait,omitempty"`
+		Closed      string `yaml:"closed,omitempty"`
+	}
+	yamlMetrics struct {
+		Listen string `yaml:"listen"`
+	}
+	yamlLog struct {
+		Level string `yaml:"level,omitempty"`
+	}
+	yamlDetector struct {
+		PcapDir string `yaml:"pcap_dir"`
+	}
+)
+
+// Marshal encodes c as YAML that Parse accepts and decodes back to an equal
+// Config. Zero-valued fields that have a default are left out, so Parse fills
+// in the default. Marshal parses its own output before returning it and
+// fails with the Errors if c is not valid. Metrics.Listen is always written,
+// because "" (disabled) differs from the absent key (the default listener).
+func (c *Config) Marshal() ([]byte, error) {
+	y := yamlConfig{
+		SNAT: yamlSNAT{Addresses: make([]string, 0, len(c.SNAT.Addresses))},
+		Flows: yamlFlows{
+			Max: c.Flows.Max,
+			Timeouts: yamlTimeouts{
+				Syn:         formatDuration(c.Flows.Timeouts.Syn),
+				Established: formatDuration(c.Flows.Timeouts.Established),
+				Fin:         formatDuration(c.Flows.Timeouts.Fin),
+				TimeWait:    formatDuration(c.Flows.Timeouts.TimeWait),
+				Closed:      formatDuration(c.Flows.Timeouts.Closed),
+			},
+		},
+		Metrics: yamlMetrics{Listen: c.Metrics.Listen},
+		Log:     yamlLog{Level: c.Log.Level},
+	}
+	for _, l := range c.Links {
+		yl := yamlLink{Interface: l.Interface, Subnets: make([]string, 0, len(l.Subnets))}
+		if l.Name != l.Interface {
+			yl.Name = l.Name
+		}
+		for _, s := range l.Subnets {
+			yl.Subnets = append(yl.Subnets, s.String())
+		}
+		if l.Gateway.IsValid() {
+			yl.Gateway = l.Gateway.String()
+		}
+		y.Links = append(y.Links, yl)
+	}
+	for _, s := range c.Services {
+		ys := yamlService{
+			Name:       s.Name,
+			VIP:        addrString(s.VIP),
+			Port:       s.Port,
+			Protocol:   s.Protocol,
+			Scheduler:  s.Scheduler,
+			Timestamps: string(s.Timestamps),
+			TimeWait:   formatDuration(s.TimeWait),
+		}
+		for _, b := range s.Backends {
+			ys.Backends = append(ys.Backends, yamlBackend{Address: b.Address.String(), Weight: b.Weight})
+		}
+		if hc := s.HealthCheck; hc != nil {
+			ys.HealthCheck = &yamlHealthCheck{
+				Type:         hc.Type,
+				Interval:     formatDuration(hc.Interval),
+				Timeout:      formatDuration(hc.Timeout),
+				Rise:         hc.Rise,
+				Fall:         hc.Fall,
+				Path:         hc.Path,
+				ExpectStatus: hc.ExpectStatus,
+			}
+		}
+		y.Services = append(y.Services, ys)
+	}
+	for _, a := range c.SNAT.Addresses {
+		y.SNAT.Addresses = append(y.SNAT.Addresses, addrString(a))
+	}
+	if c.SNAT.PortMin != 0 || c.SNAT.PortMax != 0 {
+		y.SNAT.PortRange = fmt.Sprintf("%d-%d", c.SNAT.PortMin, c.SNAT.PortMax)
+	}
+	if c.Detector.PcapDir != "" {
+		y.Detector = &yamlDetector{PcapDir: c.Detector.PcapDir}
+	}
+
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&y); err != nil {
+		return nil, fmt.Errorf("config: marshal: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("config: marshal: %w", err)
+	}
+	if _, err := Parse(buf.Bytes(), c.Source); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// addrString formats a, or "" for the zero Addr (so Parse reports it as
+// missing rather than as "invalid IP").
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// formatDuration formats d as time.Duration.String does, without zero
+// trailing units ("1h" rather than "1h0m0s"), or "" for 0.
+func formatDuration(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
