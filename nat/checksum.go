@@ -1,0 +1,271 @@
+package nat
+
+import "encoding/binary"
+
+// Checksum returns the Internet checksum sum (RFC 1071) of b added to
+// initial: the one's-complement sum of b as big-endian 16-bit words (an odd
+// trailing byte is the high byte of a word padded with zero), plus initial,
+// folded to 16 bits. The result is therefore always <= 0xffff and can be
+// passed as initial to a further call, or added to a few other sums, without
+// overflow. It is not complemented: the checksum field value is
+// ^Fold(sum). Summing a slice that starts at an odd offset of the checksummed
+// data gives a byte-swapped result; callers keep even alignment.
+func Checksum(b []byte, initial uint32) uint32 {
+	acc := uint64(initial)
+	for len(b) >= 16 {
+		acc += uint64(binary.BigEndian.Uint32(b[0:4])) +
+			uint64(binary.BigEndian.Uint32(b[4:8])) +
+			uint64(binary.BigEndian.Uint32(b[8:12])) +
+			uint64(binary.BigEndian.Uint32(b[12:16]))
+		b = b[16:]
+	}
+	for len(b) >= 4 {
+		acc += uint64(binary.BigEndian.Uint32(b))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		acc += uint64(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		acc += uint64(b[0]) << 8
+	}
+	// Fold 64 -> 32 -> 16 bits (RFC 1071 §2(C): end-around carry).
+	acc = (acc >> 32) + (acc & 0xffffffff)
+	acc = (acc >> 32) + (acc & 0xffffffff)
+	return uint32(Fold(uint32(acc)))
+}
+
+// Fold folds the carries of a 32-bit one's-complement sum into 16 bits. It
+// does not complement: a checksum field holds ^Fold(sum).
+func Fold(sum uint32) uint16 {
+	sum = (sum >> 16) + (sum & 0xffff)
+	sum += sum >> 16
+	return uint16(sum)
+}
+
+// PseudoHeaderSum returns the (unfolded, non-complemented) sum of the IPv4
+// pseudo header for an L4 checksum: addresses, protocol and L4 length.
+func PseudoHeaderSum(src, dst Addr4, proto uint8, l4len uint16) uint32 {
+	return uint32(binary.BigEndian.Uint16(src[0:2])) + uint32(binary.BigEndian.Uint16(src[2:4])) +
+		uint32(binary.BigEndian.Uint16(dst[0:2])) + uint32(binary.BigEndian.Uint16(dst[2:4])) +
+		uint32(proto) + uint32(l4len)
+}
+
+// TCPChecksum computes the full TCP checksum of the segment tcp (header and
+// payload) sent from src to dst, with the checksum field treated as zero.
+// It is meant for tests, generated packets and software completion.
+func TCPChecksum(src, dst Addr4, tcp []byte) uint16 {
+	s := PseudoHeaderSum(src, dst, ProtoTCP, uint16(len(tcp)))
+	if len(tcp) < tcpChecksumOffset+2 {
+		return ^Fold(Checksum(tcp, s))
+	}
+	s = Checksum(tcp[:tcpChecksumOffset], s)
+	s = Checksum(tcp[tcpChecksumOffset+2:], s)
+	return ^Fold(s)
+}
+
+// CompletePartial completes an offloaded checksum in software: it sums
+// frame[start:] (whose checksum field at frame[start+offset:] holds the
+// pseudo-header sum, as in Linux CHECKSUM_PARTIAL) and stores the
+// complemented result at frame[start+offset:]. start and offset are the
+// virtio-net header's csum_start and csum_offset. The sum runs to the end
+// of frame, so frame must not carry Ethernet padding. Out-of-range
+// arguments make it a no-op.
+func CompletePartial(frame []byte, start, offset int) {
+	if start < 0 || offset < 0 || start > len(frame) || offset > len(frame)-start-2 {
+		return
+	}
+	s := Checksum(frame[start:], 0)
+	binary.BigEndian.PutUint16(frame[start+offset:], ^Fold(s))
+}
+
+// update16 applies RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), for one
+// 16-bit word changing from old to new under a full checksum hc.
+func update16(hc, old, new uint16) uint16 {
+	return ^Fold(uint32(^hc) + uint32(^old) + uint32(new))
+}
+
+// update32 is update16 for a 32-bit field (two 16-bit words).
+func update32(hc uint16, old, new uint32) uint16 {
+	return ^Fold(uint32(^hc) + uint32(^uint16(old>>16)) + uint32(^uint16(old)) +
+		new>>16 + new&0xffff)
+}
+
+// updatePartial32 updates a non-complemented partial (pseudo-header) sum
+// s for a 32-bit pseudo-header field changing from old to new, the way
+// Linux inet_proto_csum_replace4 does for CHECKSUM_PARTIAL.
+func updatePartial32(s uint16, old, new uint32) uint16 {
+	return Fold(uint32(s) + uint32(^uint16(old>>16)) + uint32(^uint16(old)) +
+		new>>16 + new&0xffff)
+}
+
+// l4CsumOffset returns the frame offset of the L4 checksum field that
+// covers the pseudo header, or -1 if there is none to maintain.
+func (p *Packet) l4CsumOffset() int {
+	if p.L4 == 0 {
+		return -1
+	}
+	switch p.Proto {
+	case ProtoTCP:
+		return p.L4 + tcpChecksumOffset
+	case ProtoUDP:
+		if p.L4Len < 8 || p.L4+8 > len(p.Frame) {
+			return -1
+		}
+		return p.L4 + 6
+	}
+	return -1
+}
+
+// updateL4Pseudo32 patches the L4 checksum for a 32-bit pseudo-header
+// field (an address) changing from old to new, in full or partial mode.
+func (p *Packet) updateL4Pseudo32(old, new uint32) {
+	off := p.l4CsumOffset()
+	if off < 0 {
+		return
+	}
+	f := p.Frame[off : off+2]
+	c := binary.BigEndian.Uint16(f)
+	if p.PartialCsum {
+		binary.BigEndian.PutUint16(f, updatePartial32(c, old, new))
+		return
+	}
+	if p.Proto == ProtoUDP {
+		if c == 0 { // no UDP checksum (RFC 768)
+			return
+		}
+		c = update32(c, old, new)
+		if c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(f, c)
+		return
+	}
+	binary.BigEndian.PutUint16(f, update32(c, old, new))
+}
+
+// setAddr writes a at frame offset p.L3+off and fixes both checksums.
+func (p *Packet) setAddr(off int, a Addr4) bool {
+	if p.L3 == 0 || p.EtherType != EtherTypeIPv4 {
+		return false
+	}
+	ip := p.Frame[p.L3 : p.L3+IPv4MinimumSize]
+	f := ip[off : off+4]
+	old := binary.BigEndian.Uint32(f)
+	new := binary.BigEndian.Uint32(a[:])
+	binary.BigEndian.PutUint32(f, new)
+	binary.BigEndian.PutUint16(ip[ipv4ChecksumOffset:], update32(binary.BigEndian.Uint16(ip[ipv4ChecksumOffset:]), old, new))
+	p.updateL4Pseudo32(old, new)
+	return true
+}
+
+// SetSrc rewrites the IPv4 source address, updating the IPv4 header
+// checksum and the TCP (or UDP) checksum's pseudo-header part in either
+// checksum mode. It is a no-op unless the frame decoded as IPv4.
+func (p *Packet) SetSrc(a Addr4) {
+	if p.setAddr(ipv4SrcOffset, a) {
+		p.Src = a
+	}
+}
+
+// SetDst rewrites the IPv4 destination address like SetSrc.
+func (p *Packet) SetDst(a Addr4) {
+	if p.setAddr(ipv4DstOffset, a) {
+		p.Dst = a
+	}
+}
+
+// tcpSet16 writes a 16-bit TCP header field at off and, in full mode only,
+// updates the TCP checksum. It reports whether the packet is TCP.
+func (p *Packet) tcpSet16(off int, v uint16) bool {
+	if p.L4 == 0 || p.Proto != ProtoTCP {
+		return false
+	}
+	t := p.Frame[p.L4 : p.L4+TCPMinimumSize]
+	old := binary.BigEndian.Uint16(t[off:])
+	binary.BigEndian.PutUint16(t[off:], v)
+	if !p.PartialCsum {
+		TCP(t).SetChecksum(update16(TCP(t).Checksum(), old, v))
+	}
+	return true
+}
+
+// tcpSet32 is tcpSet16 for a 32-bit field.
+func (p *Packet) tcpSet32(off int, v uint32) bool {
+	if p.L4 == 0 || p.Proto != ProtoTCP {
+		return false
+	}
+	t := p.Frame[p.L4 : p.L4+TCPMinimumSize]
+	old := binary.BigEndian.Uint32(t[off:])
+	binary.BigEndian.PutUint32(t[off:], v)
+	if !p.PartialCsum {
+		TCP(t).SetChecksum(update32(TCP(t).Checksum(), old, v))
+	}
+	return true
+}
+
+// SetSrcPort rewrites the TCP source port. The TCP checksum is updated in
+// full mode and left alone in partial mode (ports are not in the pseudo
+// header). It is a no-op unless the packet decoded as TCP.
+func (p *Packet) SetSrcPort(port uint16) {
+	if p.tcpSet16(tcpSrcPortOffset, port) {
+		p.SrcPort = port
+	}
+}
+
+// SetDstPort rewrites the TCP destination port like SetSrcPort.
+func (p *Packet) SetDstPort(port uint16) {
+	if p.tcpSet16(tcpDstPortOffset, port) {
+		p.DstPort = port
+	}
+}
+
+// SetSeq rewrites the TCP sequence number like SetSrcPort.
+func (p *Packet) SetSeq(v uint32) {
+	if p.tcpSet32(tcpSeqOffset, v) {
+		p.Seq = v
+	}
+}
+
+// SetAck rewrites the TCP acknowledgement number like SetSrcPort.
+func (p *Packet) SetAck(v uint32) {
+	if p.tcpSet32(tcpAckOffset, v) {
+		p.Ack = v
+	}
+}
+
+// DecTTL decrements the IPv4 TTL and updates the header checksum. It
+// returns false, changing nothing, if the TTL would reach 0 (or the frame
+// is not IPv4).
+func (p *Packet) DecTTL() bool {
+	if p.L3 == 0 || p.EtherType != EtherTypeIPv4 {
+		return false
+	}
+	ip := p.Frame[p.L3 : p.L3+IPv4MinimumSize]
+	ttl := ip[ipv4TTLOffset]
+	if ttl <= 1 {
+		return false
+	}
+	old := binary.BigEndian.Uint16(ip[ipv4TTLOffset:])
+	ip[ipv4TTLOffset] = ttl - 1
+	IPv4(ip).SetChecksum(update16(IPv4(ip).Checksum(), old, old-0x100))
+	return true
+}
+
+// sumAligned returns the sum of seg[start:end] widened to 16-bit word
+// boundaries of seg, for updating a checksum over a changed byte range.
+func sumAligned(seg []byte, start, end int) uint32 {
+	s := start &^ 1
+	e := (end + 1) &^ 1
+	if e > len(seg) {
+		e = len(seg)
+	}
+	return Checksum(seg[s:e], 0)
+}
+
+// updateRange applies RFC 1624 eqn. 3 to the full checksum hc for a
+// range whose aligned sum changed from oldSum to newSum.
+func updateRange(hc uint16, oldSum, newSum uint32) uint16 {
+	return ^Fold(uint32(^hc) + uint32(^Fold(oldSum)) + newSum)
+}
