@@ -1,0 +1,48 @@
+// Command tslb is a userspace L4 TCP load balancer that keeps backends'
+// TIME_WAIT in mind. Subcommands: run, check-config, demo, lab, version.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `usage: tslb <command> [flags]
+
+commands:
+  run -c FILE          run the balancer with the configuration in FILE
+  check-config FILE    validate FILE; print every error with its key and line
+  demo                 build a network-namespace lab, balance HTTP through it, print a table
+  lab up|down          build or remove a lab topology to play with by hand
+  version              print the version
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	var code int
+	switch cmd {
+	case "run":
+		code = cmdRun(args)
+	case "check-config":
+		code = cmdCheckConfig(args)
+	case "demo":
+		code = cmdDemo(args)
+	case "lab":
+		code = cmdLab(args)
+	case "version", "--version", "-v":
+		fmt.Println("tslb", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "tslb: unknown command %q\n\n%s", cmd, usage)
+		code = 2
+	}
+	os.Exit(code)
+}

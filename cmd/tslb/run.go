@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"tslb/config"
+	"tslb/lb"
+)
+
+func cmdCheckConfig(args []string) int {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: tslb check-config FILE")
+		return 2
+	}
+	path := fs.Arg(0)
+	if _, err := config.Load(path); err != nil {
+		printConfigErrors(path, err)
+		return 2
+	}
+	fmt.Printf("%s: ok\n", path)
+	return 0
+}
+
+func printConfigErrors(path string, err error) {
+	var errs config.Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			fmt.Fprintln(os.Stderr, e.Error())
+		}
+		fmt.Fprintf(os.Stderr, "%s: %d error(s)\n", path, len(errs))
+		return
+	}
+	fmt.Fprintf(os.Stderr, "%s: %v\n", path, err)
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	switch level {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func cmdRun(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	path := fs.String("c", "/etc/tslb/tslb.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigErrors(*path, err)
+		return 2
+	}
+	log := newLogger(cfg.Log.Level)
+	for _, s := range cfg.Services {
+		if s.HealthCheck != nil {
+			log.Warn("health_check is validated but not run by this version: backends are always considered up", "service", s.Name)
+		}
+	}
+	b, err := lb.New(cfg, lb.Options{Logger: log})
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	var srv *http.Server
+	if cfg.Metrics.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			log.Error("metrics listen", "addr", cfg.Metrics.Listen, "err", err)
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", b.MetricsHandler())
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			// Hot reload (swap of a validated snapshot) arrives with the
+			// operations issue; until then a SIGHUP validates the file and
+			// says what a reload would do.
+			if _, err := config.Load(*path); err != nil {
+				log.Error("reload: invalid configuration, keeping the running one", "err", err)
+				continue
+			}
+			log.Warn("reload: configuration is valid, but hot reload is not implemented in this version; restart to apply")
+		}
+	}()
+
+	log.Info("tslb running", "version", version, "links", len(cfg.Links), "services", len(cfg.Services))
+	runErr := b.Run(ctx)
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		srv.Shutdown(sctx)
+		cancel()
+	}
+	if runErr != nil {
+		log.Error("datapath stopped", "err", runErr)
+		return 1
+	}
+	log.Info("tslb stopped")
+	return 0
+}

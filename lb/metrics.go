@@ -1,0 +1,179 @@
+package lb
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"tslb/nat"
+)
+
+// dropReason is why the datapath dropped a frame. Decode errors from nat
+// have their own labels (nat.Reasons); these are the datapath's.
+type dropReason int
+
+const (
+	dropNotOurs          dropReason = iota // IPv4 to an address tslb does not own
+	dropNoService                          // TCP to a VIP on a port with no service
+	dropNoFlow                             // non-SYN TCP segment with no flow
+	dropUnsupportedProto                   // neither TCP nor ICMP to a VIP or SNAT address
+	dropICMPUnsupported                    // ICMP type tslb does not handle
+	dropICMPNoFlow                         // ICMP error quoting no known flow
+	dropBadChecksum                        // ICMP echo request with a bad checksum
+	dropTTLExpired                         // TTL would reach 0 when forwarded
+	dropNoRoute                            // no link reaches the next hop
+	dropNeighbour                          // next hop MAC unresolved (queue full or timed out)
+	dropTxError                            // the link refused the frame
+	dropTableFull                          // SYN refused: flow table full
+	dropNoBackend                          // SYN refused: service has no usable backend
+	dropSNATExhausted                      // SYN refused: no free SNAT port
+	dropRSTOutOfWindow                     // RST whose seq is outside the window (RFC 5961 §3)
+	dropARPNotOurs                         // ARP request for an address tslb does not own
+	dropLinkMismatch                       // frame for an owned address arrived on a link not attached to it
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{
+	"not_ours", "no_service", "no_flow", "unsupported_proto", "icmp_unsupported",
+	"icmp_no_flow", "bad_checksum", "ttl_expired", "no_route", "neighbour_unresolved",
+	"tx_error", "table_full", "no_backend", "snat_exhausted", "rst_out_of_window",
+	"arp_not_ours", "link_mismatch",
+}
+
+// metrics holds every collector. Children whose labels are known from the
+// configuration are resolved when it loads, never per packet.
+type metrics struct {
+	reg *prometheus.Registry
+
+	packets *prometheus.CounterVec // link, direction
+	bytes   *prometheus.CounterVec
+	drops   *prometheus.CounterVec // reason
+
+	dropByReason [numDropReasons]prometheus.Counter
+	dropDecode   map[string]prometheus.Counter
+
+	flowsActive     *prometheus.GaugeVec   // service
+	flowsCreated    *prometheus.CounterVec // service
+	synRefused      *prometheus.CounterVec // service, reason
+	backendCreated  *prometheus.CounterVec // service, backend
+	backendActive   *prometheus.GaugeVec   // service, backend
+	flowsExpired    *prometheus.CounterVec // state
+	flowsClosed     *prometheus.CounterVec // closed_first
+	arpSent         *prometheus.CounterVec // link, op
+	icmpTranslated  prometheus.Counter
+	icmpEchoReplies prometheus.Counter
+	tsStripped      prometheus.Counter
+	flowsTotal      prometheus.GaugeFunc
+}
+
+func newMetrics(b *Balancer) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.packets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_link_packets_total", Help: "Frames by link and direction (rx, tx). A GSO superframe counts once.",
+	}, []string{"link", "direction"})
+	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_link_bytes_total", Help: "Ethernet bytes by link and direction (rx, tx).",
+	}, []string{"link", "direction"})
+	m.drops = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_drops_total", Help: "Frames dropped by the datapath, by reason.",
+	}, []string{"reason"})
+	m.flowsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tslb_flows_active", Help: "Flows in the flow table, by service.",
+	}, []string{"service"})
+	m.flowsCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_flows_created_total", Help: "Flows created, by service.",
+	}, []string{"service"})
+	m.synRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_syn_refused_total", Help: "Client SYNs refused, by service and reason (table_full, no_backend, snat_exhausted).",
+	}, []string{"service", "reason"})
+	m.backendCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_backend_flows_created_total", Help: "Flows sent to each backend.",
+	}, []string{"service", "backend"})
+	m.backendActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tslb_backend_flows_active", Help: "Flows in the table for each backend.",
+	}, []string{"service", "backend"})
+	m.flowsExpired = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_flows_expired_total", Help: "Flows removed from the table by timeout, by the TCP state they were in.",
+	}, []string{"state"})
+	m.flowsClosed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_flows_closed_total", Help: "Flows that ended with FINs or RST, by the side that closed first (client, backend) or reset.",
+	}, []string{"closed_first"})
+	m.arpSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_arp_sent_total", Help: "ARP frames sent, by link and op (request, reply, gratuitous).",
+	}, []string{"link", "op"})
+	m.icmpTranslated = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tslb_icmp_errors_translated_total", Help: "ICMP errors about a flow translated to the other side (outer and quoted headers).",
+	})
+	m.icmpEchoReplies = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tslb_icmp_echo_replies_total", Help: "ICMP echo requests to a VIP or SNAT address answered.",
+	})
+	m.tsStripped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tslb_timestamps_stripped_total", Help: "TCP timestamp options removed (services with timestamps: strip).",
+	})
+	m.flowsTotal = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tslb_flow_table_entries", Help: "Flows in the table, all services.",
+	}, func() float64 { return float64(b.flows.count.Load()) })
+	m.reg.MustRegister(m.packets, m.bytes, m.drops, m.flowsActive, m.flowsCreated, m.synRefused,
+		m.backendCreated, m.backendActive, m.flowsExpired, m.flowsClosed, m.arpSent,
+		m.icmpTranslated, m.icmpEchoReplies, m.tsStripped, m.flowsTotal)
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tslb_flow_table_capacity", Help: "Configured maximum number of flows (flows.max).",
+	}, func() float64 { return float64(b.flows.max) }))
+	m.reg.MustRegister(&snatCollector{b: b})
+	m.reg.MustRegister(&neighCollector{b: b})
+
+	for i := range m.dropByReason {
+		m.dropByReason[i] = m.drops.WithLabelValues(dropReasonNames[i])
+	}
+	m.dropDecode = make(map[string]prometheus.Counter, len(nat.Reasons))
+	for _, r := range nat.Reasons {
+		m.dropDecode[r] = m.drops.WithLabelValues(r)
+	}
+	for _, s := range nat.States {
+		m.flowsExpired.WithLabelValues(s.String())
+	}
+	for _, s := range []string{"client", "backend", "reset"} {
+		m.flowsClosed.WithLabelValues(s)
+	}
+	return m
+}
+
+func (m *metrics) drop(r dropReason) { m.dropByReason[r].Inc() }
+
+func (m *metrics) dropErr(err error) {
+	if c, ok := m.dropDecode[nat.Reason(err)]; ok {
+		c.Inc()
+		return
+	}
+	m.drops.WithLabelValues("other").Inc()
+}
+
+var (
+	snatInUseDesc = prometheus.NewDesc("tslb_snat_ports_in_use",
+		"SNAT ports held by flows (including flows in TIME_WAIT), per SNAT address and backend.", []string{"snat", "backend"}, nil)
+	snatFreeDesc = prometheus.NewDesc("tslb_snat_ports_free",
+		"SNAT ports free, per SNAT address and backend.", []string{"snat", "backend"}, nil)
+	neighDesc = prometheus.NewDesc("tslb_arp_table_entries",
+		"Entries in tslb's own neighbour (ARP) table, per link.", []string{"link"}, nil)
+)
+
+// snatCollector reads the port pools at scrape time.
+type snatCollector struct{ b *Balancer }
+
+func (c *snatCollector) Describe(ch chan<- *prometheus.Desc) { ch <- snatInUseDesc; ch <- snatFreeDesc }
+func (c *snatCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.b.snat.pools() {
+		inUse, size := p.usage()
+		ch <- prometheus.MustNewConstMetric(snatInUseDesc, prometheus.GaugeValue, float64(inUse), p.snat.String(), p.backend.String())
+		ch <- prometheus.MustNewConstMetric(snatFreeDesc, prometheus.GaugeValue, float64(size-inUse), p.snat.String(), p.backend.String())
+	}
+}
+
+type neighCollector struct{ b *Balancer }
+
+func (c *neighCollector) Describe(ch chan<- *prometheus.Desc) { ch <- neighDesc }
+func (c *neighCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c.b.links {
+		ch <- prometheus.MustNewConstMetric(neighDesc, prometheus.GaugeValue, float64(l.neigh.size()), l.name)
+	}
+}
