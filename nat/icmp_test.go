@@ -91,7 +91,7 @@ func icmpErrorFrame(quote int) []byte {
 }
 
 func TestICMPError(t *testing.T) {
-	var fullCsum uint16 // the quoted TCP checksum after rewrite, whole-segment case
+	var fullCsum uint16                           // the quoted TCP checksum after rewrite, whole-segment case
 	for _, quote := range []int{60, 28, 36, 40} { // 8 bytes of TCP, no checksum; checksum; full header; whole segment
 		frame := icmpErrorFrame(quote)
 		var p nat.Packet
@@ -148,12 +148,12 @@ func TestICMPErrorRejects(t *testing.T) {
 		frame []byte
 		err   error
 	}{
-		"echo":        {goldenPing, nat.ErrNotICMPError},
-		"tcp":         {goldenSYN, nat.ErrNotICMPError},
-		"short_quote": {icmpErrorFrame(27), nat.ErrShortICMP},
-		"no_ip":       {icmpErrorFrame(19), nat.ErrShortICMP},
-		"inner_v6":    {edit(icmpErrorFrame(28), func(b []byte) { b[42] = 0x65 }), nat.ErrNotICMPError},
-		"inner_ihl_3": {edit(icmpErrorFrame(28), func(b []byte) { b[42] = 0x43 }), nat.ErrNotICMPError},
+		"echo":                 {goldenPing, nat.ErrNotICMPError},
+		"tcp":                  {goldenSYN, nat.ErrNotICMPError},
+		"short_quote":          {icmpErrorFrame(27), nat.ErrShortICMP},
+		"no_ip":                {icmpErrorFrame(19), nat.ErrShortICMP},
+		"inner_v6":             {edit(icmpErrorFrame(28), func(b []byte) { b[42] = 0x65 }), nat.ErrNotICMPError},
+		"inner_ihl_3":          {edit(icmpErrorFrame(28), func(b []byte) { b[42] = 0x43 }), nat.ErrNotICMPError},
 		"inner_ihl_past_quote": {edit(icmpErrorFrame(28), func(b []byte) { b[42] = 0x46 }), nat.ErrShortICMP},
 		"inner_icmp":           {edit(icmpErrorFrame(28), func(b []byte) { b[42+9] = 1 }), nat.ErrNotICMPError},
 		"type_5":               {edit(icmpErrorFrame(28), func(b []byte) { b[34] = 5 }), nat.ErrNotICMPError},
