@@ -37,6 +37,12 @@ func Parse(data []byte, source string) (*Config, error) {
 	root, err := parseYAML(data)
 	if err != nil {
 		line, msg := yamlErrorLine(err)
+		if l := syntaxErrorLine(data); l > 0 && l != line {
+			if line > 0 {
+				msg += fmt.Sprintf(" (parser context at line %d)", line)
+			}
+			line = l
+		}
 		d.errAt(line, "", "%s", msg)
 		return nil, d.errs
 	}
@@ -92,6 +98,32 @@ func parseYAML(data []byte) (*yaml.Node, error) {
 		return nil, nil
 	}
 	return root, nil
+}
+
+// maxSyntaxScanLines bounds the prefix scan of syntaxErrorLine, which costs
+// one parse per line.
+const maxSyntaxScanLines = 2000
+
+// syntaxErrorLine returns the 1-based line where data stops being valid
+// YAML: one past the longest prefix of whole lines that still parses. It
+// returns 0 if no such line is found or data is too long to scan.
+//
+// yaml.v3 reports the line of the enclosing construct (the parser's context
+// mark), which can be far above the actual mistake; the first line whose
+// addition makes the document unparseable is a better pointer.
+func syntaxErrorLine(data []byte) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > maxSyntaxScanLines {
+		return 0
+	}
+	end := len(data)
+	for k := len(lines) - 1; k >= 0; k-- {
+		end -= len(lines[k])
+		if _, err := parseYAML(data[:end]); err == nil {
+			return k + 1
+		}
+	}
+	return 0
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)

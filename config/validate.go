@@ -60,6 +60,29 @@ func (v *validator) unicast4(path string, a netip.Addr) bool {
 	return false
 }
 
+// subnetsUsable reports whether the link subnets are complete enough for
+// on-link checks: at least one, and all of them valid IPv4 prefixes.
+// Otherwise every address would be reported again for an error already
+// reported on the links.
+func (v *validator) subnetsUsable() bool {
+	n := 0
+	for _, l := range v.c.Links {
+		for _, s := range l.Subnets {
+			if !s.IsValid() || !s.Addr().Is4() {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
+}
+
+// offLink reports whether a is outside every link subnet, when that can be
+// told (see subnetsUsable).
+func (v *validator) offLink(a netip.Addr) bool {
+	return v.subnetsUsable() && v.onLink(a) == ""
+}
+
 // onLink returns the path of the first link subnet containing a, or "".
 func (v *validator) onLink(a netip.Addr) string {
 	for i, l := range v.c.Links {
@@ -129,6 +152,7 @@ func (v *validator) links() {
 	gw := -1
 	for i, l := range links {
 		p := indexPath("links", i)
+		ifaceDup := false
 		switch {
 		case l.Interface == "":
 			v.add(p+".interface", "required: a Linux interface name")
@@ -137,6 +161,7 @@ func (v *validator) links() {
 		default:
 			if j, dup := ifaces[l.Interface]; dup {
 				v.add(p+".interface", "interface %q is also used by links[%d]", l.Interface, j)
+				ifaceDup = true
 			} else {
 				ifaces[l.Interface] = i
 			}
@@ -145,7 +170,8 @@ func (v *validator) links() {
 		if name == "" {
 			name = l.Interface
 		}
-		if name != "" {
+		// A name defaulted from a duplicate interface is the same error.
+		if name != "" && !(ifaceDup && name == l.Interface) {
 			if j, dup := names[name]; dup {
 				v.add(p+".name", "link name %q is also used by links[%d]", name, j)
 			} else {
@@ -231,7 +257,7 @@ func (v *validator) services() {
 		}
 		vp := p + ".vip"
 		if v.unicast4(vp, s.VIP) {
-			if v.onLink(s.VIP) == "" {
+			if v.offLink(s.VIP) {
 				v.add(vp, "VIP %s is not inside any link's subnets", s.VIP)
 			}
 			v.notGateway(vp, s.VIP)
@@ -300,7 +326,7 @@ func (v *validator) backends(p string, s Service) {
 			} else {
 				seen[b.Address] = j
 			}
-			if gw < 0 && v.onLink(a) == "" {
+			if gw < 0 && v.offLink(a) {
 				v.add(ap, "backend %s is not inside any link's subnets and no link has a gateway", a)
 			}
 			v.notGateway(ap, a)
@@ -380,7 +406,7 @@ func (v *validator) snat() {
 			continue
 		}
 		seen[a] = i
-		if v.onLink(a) == "" {
+		if v.offLink(a) {
 			v.add(p, "SNAT address %s is not inside any link's subnets", a)
 		}
 		v.notGateway(p, a)

@@ -1,0 +1,757 @@
+package config_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"tslb/config"
+)
+
+// minimal is the smallest valid configuration; tests edit it.
+const minimal = `links:
+  - interface: tslb-c0
+    subnets: [198.18.0.0/24]
+  - interface: tslb-b0
+    subnets: [198.18.1.0/24]
+services:
+  - name: web
+    vip: 198.18.0.100
+    port: 80
+    backends:
+      - address: 198.18.1.11:8080
+snat:
+  addresses: [198.18.1.100]
+`
+
+// mustParse parses src and fails the test on any error.
+func mustParse(t *testing.T, src string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(src), "test.yaml")
+	if err != nil {
+		t.Fatalf("Parse: %v\n--- input:\n%s", err, src)
+	}
+	return c
+}
+
+// parseErrors parses src, requires it to fail with Errors, and returns them.
+func parseErrors(t *testing.T, src string) config.Errors {
+	t.Helper()
+	c, err := config.Parse([]byte(src), "test.yaml")
+	if err == nil {
+		t.Fatalf("Parse succeeded, want errors\n--- input:\n%s", src)
+	}
+	if c != nil {
+		t.Errorf("Parse returned a Config together with an error")
+	}
+	var errs config.Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Parse error is %T, want config.Errors: %v", err, err)
+	}
+	if len(errs) == 0 {
+		t.Fatalf("Parse returned an empty Errors")
+	}
+	return errs
+}
+
+// hasError reports whether errs has an error for key at line whose message
+// contains msg.
+func hasError(errs config.Errors, key string, line int, msg string) bool {
+	for _, e := range errs {
+		if e.Key == key && e.Line == line && strings.Contains(e.Msg, msg) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameConfig compares every exported field of a and b except Source.
+func sameConfig(t *testing.T, a, b *config.Config) {
+	t.Helper()
+	pairs := []struct {
+		name string
+		x, y any
+	}{
+		{"Links", a.Links, b.Links},
+		{"Services", a.Services, b.Services},
+		{"SNAT", a.SNAT, b.SNAT},
+		{"Flows", a.Flows, b.Flows},
+		{"Metrics", a.Metrics, b.Metrics},
+		{"Log", a.Log, b.Log},
+		{"Detector", a.Detector, b.Detector},
+	}
+	for _, p := range pairs {
+		if !reflect.DeepEqual(p.x, p.y) {
+			t.Errorf("%s differ:\n got %+v\nwant %+v", p.name, p.x, p.y)
+		}
+	}
+}
+
+func TestExampleParses(t *testing.T) {
+	c, err := config.Load("example.yaml")
+	if err != nil {
+		t.Fatalf("Load(example.yaml): %v", err)
+	}
+	if c.Source != "example.yaml" {
+		t.Errorf("Source = %q", c.Source)
+	}
+	if errs := c.Validate(); errs != nil {
+		t.Errorf("Validate on a parsed config: %v", errs)
+	}
+	want := []config.Link{
+		{Name: "clients", Interface: "tslb-c0", Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}},
+		{Name: "backends", Interface: "tslb-b0", Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24")}},
+	}
+	if !reflect.DeepEqual(c.Links, want) {
+		t.Errorf("Links = %+v, want %+v", c.Links, want)
+	}
+	if len(c.Services) != 1 {
+		t.Fatalf("got %d services, want 1", len(c.Services))
+	}
+	s := c.Services[0]
+	if s.Name != "web" || s.VIP != netip.MustParseAddr("198.18.0.100") || s.Port != 80 ||
+		s.Scheduler != "wrr" || s.Protocol != "tcp" || s.Timestamps != config.TSPassthrough || s.TimeWait != time.Minute {
+		t.Errorf("service = %+v", s)
+	}
+	wantB := []config.Backend{
+		{Address: netip.MustParseAddrPort("198.18.1.11:8080"), Weight: 1},
+		{Address: netip.MustParseAddrPort("198.18.1.12:8080"), Weight: 2},
+		{Address: netip.MustParseAddrPort("198.18.1.13:8080"), Weight: 3},
+	}
+	if !reflect.DeepEqual(s.Backends, wantB) {
+		t.Errorf("Backends = %+v, want %+v", s.Backends, wantB)
+	}
+	if s.HealthCheck == nil || s.HealthCheck.Type != "http" || s.HealthCheck.Path != "/healthz" {
+		t.Errorf("HealthCheck = %+v", s.HealthCheck)
+	}
+	wantSNAT := config.SNAT{Addresses: []netip.Addr{netip.MustParseAddr("198.18.1.100")}, PortMin: 20000, PortMax: 60999}
+	if !reflect.DeepEqual(c.SNAT, wantSNAT) {
+		t.Errorf("SNAT = %+v, want %+v", c.SNAT, wantSNAT)
+	}
+	if c.Metrics.Listen != "127.0.0.1:9100" {
+		t.Errorf("Metrics.Listen = %q", c.Metrics.Listen)
+	}
+}
+
+// wantRE matches the first line of every file in testdata/bad.
+var wantRE = regexp.MustCompile(`^# want: (\S+) line (\d+)$`)
+
+func TestBadFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each error kind the brief lists has a file; a missing one fails.
+	required := []string{
+		"unknown_key", "wrong_type", "bad_ip", "bad_port", "missing_vip", "no_backends",
+		"all_weights_zero", "port_range_low", "port_range_reversed", "vip_equals_snat",
+		"duplicate_snat", "duplicate_service", "duplicate_vip_port", "bad_duration",
+		"bad_timestamps_mode", "overlapping_subnets", "vip_off_link", "yaml_syntax",
+		"empty_file", "bad_scheduler",
+	}
+	have := map[string]bool{}
+	for _, f := range files {
+		have[strings.TrimSuffix(filepath.Base(f), ".yaml")] = true
+	}
+	for _, r := range required {
+		if !have[r] {
+			t.Errorf("testdata/bad/%s.yaml is missing", r)
+		}
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := bytes.Cut(data, []byte("\n"))
+			m := wantRE.FindSubmatch(first)
+			if m == nil {
+				t.Fatalf("first line %q is not `# want: KEY line N`", first)
+			}
+			key := string(m[1])
+			if key == `""` {
+				key = ""
+			}
+			line, _ := strconv.Atoi(string(m[2]))
+
+			c, err := config.Load(f)
+			if c != nil || err == nil {
+				t.Fatalf("Load succeeded, want an error at %s line %d", key, line)
+			}
+			var errs config.Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("error is %T, want config.Errors: %v", err, err)
+			}
+			found := false
+			for _, e := range errs {
+				if e.File != f {
+					t.Errorf("error %q has File %q, want %q", e, e.File, f)
+				}
+				found = found || (e.Key == key && e.Line == line)
+			}
+			if !found {
+				t.Errorf("no error for key %q at line %d; got:\n%v", key, line, err)
+			}
+			prefix := fmt.Sprintf("%s:%d: ", f, line)
+			if key != "" {
+				prefix += key + ": "
+			}
+			if !strings.Contains(err.Error(), prefix) {
+				t.Errorf("Error() lacks %q:\n%s", prefix, err)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := mustParse(t, `links:
+  - interface: tslb-c0
+    subnets: [198.18.0.0/24]
+  - interface: tslb-b0
+    subnets: [198.18.1.0/24]
+services:
+  - name: web
+    vip: 198.18.0.100
+    port: 80
+    backends:
+      - address: 198.18.1.11:8080
+    health_check:
+      type: http
+  - name: ssh
+    vip: 198.18.0.100
+    port: 22
+    backends:
+      - address: 198.18.1.11:22
+    health_check:
+      type: tcp
+snat:
+  addresses: [198.18.1.100]
+`)
+	if c.Links[0].Name != "tslb-c0" || c.Links[1].Name != "tslb-b0" {
+		t.Errorf("link names = %q, %q; want the interface names", c.Links[0].Name, c.Links[1].Name)
+	}
+	if c.Links[0].Gateway.IsValid() {
+		t.Errorf("Gateway = %v, want none", c.Links[0].Gateway)
+	}
+	s := c.Services[0]
+	if s.Protocol != "tcp" || s.Scheduler != "wrr" || s.Timestamps != config.TSPassthrough || s.TimeWait != 60*time.Second {
+		t.Errorf("service defaults = %q %q %q %v", s.Protocol, s.Scheduler, s.Timestamps, s.TimeWait)
+	}
+	if s.Backends[0].Weight != 1 {
+		t.Errorf("default weight = %d, want 1", s.Backends[0].Weight)
+	}
+	wantHTTP := config.HealthCheck{Type: "http", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3, Path: "/", ExpectStatus: 200}
+	if *s.HealthCheck != wantHTTP {
+		t.Errorf("http health check = %+v, want %+v", *s.HealthCheck, wantHTTP)
+	}
+	wantTCP := config.HealthCheck{Type: "tcp", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
+	if *c.Services[1].HealthCheck != wantTCP {
+		t.Errorf("tcp health check = %+v, want %+v", *c.Services[1].HealthCheck, wantTCP)
+	}
+	if c.SNAT.PortMin != 20000 || c.SNAT.PortMax != 60999 {
+		t.Errorf("port range = %d-%d, want 20000-60999", c.SNAT.PortMin, c.SNAT.PortMax)
+	}
+	wantFlows := config.Flows{Max: 1048576, Timeouts: config.Timeouts{
+		Syn: 30 * time.Second, Established: time.Hour, Fin: 2 * time.Minute, TimeWait: 60 * time.Second, Closed: 10 * time.Second,
+	}}
+	if c.Flows != wantFlows {
+		t.Errorf("Flows = %+v, want %+v", c.Flows, wantFlows)
+	}
+	if c.Metrics.Listen != "127.0.0.1:9100" || c.Log.Level != "info" || c.Detector.PcapDir != "" {
+		t.Errorf("Metrics/Log/Detector = %+v %+v %+v", c.Metrics, c.Log, c.Detector)
+	}
+
+	// An explicit "" disables metrics rather than selecting the default.
+	c = mustParse(t, minimal+"metrics:\n  listen: \"\"\n")
+	if c.Metrics.Listen != "" {
+		t.Errorf("listen \"\" gave %q", c.Metrics.Listen)
+	}
+	// A null value is the same as an absent key.
+	c = mustParse(t, minimal+"log:\n  level:\nflows:\n")
+	if c.Log.Level != "info" || c.Flows.Max != 1048576 {
+		t.Errorf("null values: level %q, max %d", c.Log.Level, c.Flows.Max)
+	}
+}
+
+func TestApplyDefaults(t *testing.T) {
+	c := goConfig()
+	c.Services[0].HealthCheck = &config.HealthCheck{Type: "http"}
+	c.ApplyDefaults()
+	if errs := c.Validate(); errs != nil {
+		t.Fatalf("Validate after ApplyDefaults: %v", errs)
+	}
+	parsed := mustParse(t, minimal)
+	if c.Flows != parsed.Flows || c.SNAT.PortMin != parsed.SNAT.PortMin || c.Log != parsed.Log {
+		t.Errorf("ApplyDefaults differs from Parse's defaults: %+v %+v", c.Flows, c.SNAT)
+	}
+	if hc := c.Services[0].HealthCheck; hc.Path != "/" || hc.ExpectStatus != 200 || hc.Rise != 2 {
+		t.Errorf("health check = %+v", hc)
+	}
+	if c.Services[0].Backends[1].Weight != 0 {
+		t.Errorf("ApplyDefaults changed a weight-0 (drained) backend")
+	}
+}
+
+func TestPortRangeForms(t *testing.T) {
+	for _, tt := range []struct {
+		name, value string
+		lo, hi      uint16
+		errMsg      string // "" means valid
+	}{
+		{name: "string", value: `"20000-30000"`, lo: 20000, hi: 30000},
+		{name: "plain", value: `1024-65535`, lo: 1024, hi: 65535},
+		{name: "spaces", value: `"2000 - 3000"`, lo: 2000, hi: 3000},
+		{name: "list", value: `[20000, 30000]`, lo: 20000, hi: 30000},
+		{name: "block list", value: "\n    - 40000\n    - 40000", lo: 40000, hi: 40000},
+		{name: "low", value: `1000-2000`, errMsg: "below 1024"},
+		{name: "reversed", value: `[3000, 2000]`, errMsg: "reversed"},
+		{name: "too high", value: `2000-70000`, errMsg: "each port 0..65535"},
+		{name: "one item", value: `[2000]`, errMsg: "list of 1 items"},
+		{name: "three items", value: `[2000, 3000, 4000]`, errMsg: "list of 3 items"},
+		{name: "strings in list", value: `["2000", "3000"]`, errMsg: "expected an integer"},
+		{name: "single int", value: `2000`, errMsg: "expected"},
+		{name: "no dash", value: `abc`, errMsg: "expected"},
+		{name: "mapping", value: `{lo: 1, hi: 2}`, errMsg: "got a mapping"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src := minimal + "  port_range: " + tt.value + "\n"
+			if tt.errMsg == "" {
+				c := mustParse(t, src)
+				if c.SNAT.PortMin != tt.lo || c.SNAT.PortMax != tt.hi {
+					t.Errorf("range = %d-%d, want %d-%d", c.SNAT.PortMin, c.SNAT.PortMax, tt.lo, tt.hi)
+				}
+				return
+			}
+			errs := parseErrors(t, src)
+			found := false
+			for _, e := range errs {
+				found = found || (strings.HasPrefix(e.Key, "snat.port_range") && e.Line == 14 && strings.Contains(e.Msg, tt.errMsg))
+			}
+			if !found {
+				t.Errorf("want an error on snat.port_range line 14 containing %q, got:\n%v", tt.errMsg, errs)
+			}
+		})
+	}
+}
+
+// goConfig builds a valid configuration in Go, relying on no defaults
+// except those ApplyDefaults fills.
+func goConfig() *config.Config {
+	return &config.Config{
+		Source: "go",
+		Links: []config.Link{
+			{Name: "clients", Interface: "tslb-c0", Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}},
+			{Interface: "tslb-b0", Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24")}, Gateway: netip.MustParseAddr("198.18.1.1")},
+		},
+		Services: []config.Service{{
+			Name: "web", VIP: netip.MustParseAddr("198.18.0.100"), Port: 80,
+			Backends: []config.Backend{
+				{Address: netip.MustParseAddrPort("198.18.1.11:8080"), Weight: 5},
+				{Address: netip.MustParseAddrPort("203.0.113.7:8080"), Weight: 0},
+			},
+		}},
+		SNAT:     config.SNAT{Addresses: []netip.Addr{netip.MustParseAddr("198.18.1.100"), netip.MustParseAddr("198.18.1.101")}},
+		Metrics:  config.Metrics{Listen: ""},
+		Detector: config.Detector{PcapDir: "/tmp/pcaps"},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	example, err := config.Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goCfg := goConfig()
+	goCfg.ApplyDefaults()
+	odd := mustParse(t, strings.Replace(minimal, "    port: 80\n", `    port: 80
+    scheduler: rr
+    timestamps: rewrite
+    time_wait: 1m30s
+    health_check:
+      type: tcp
+      interval: 1500ms
+      timeout: 250ms
+      rise: 1
+      fall: 100
+`, 1)+"flows:\n  max: 7\n  timeouts:\n    established: 25h\n    closed: 1ns\n")
+
+	for name, c := range map[string]*config.Config{"example": example, "go": goCfg, "odd": odd} {
+		t.Run(name, func(t *testing.T) {
+			out, err := c.Marshal()
+			if err != nil {
+				t.Fatalf("Marshal: %v", err)
+			}
+			back, err := config.Parse(out, "marshalled")
+			if err != nil {
+				t.Fatalf("Parse(Marshal()): %v\n%s", err, out)
+			}
+			sameConfig(t, back, c)
+			// Marshal is deterministic.
+			again, err := back.Marshal()
+			if err != nil || !bytes.Equal(again, out) {
+				t.Errorf("second Marshal differs (err %v):\n%s\n---\n%s", err, out, again)
+			}
+		})
+	}
+}
+
+func TestMarshalWithoutDefaults(t *testing.T) {
+	// A Config built in Go without ApplyDefaults marshals to a file that
+	// Parse completes with the defaults.
+	c := goConfig()
+	out, err := c.Marshal()
+	if err != nil {
+		t.Fatalf("Marshal: %v", err)
+	}
+	back, err := config.Parse(out, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ApplyDefaults()
+	sameConfig(t, back, c)
+}
+
+func TestMarshalRejectsInvalid(t *testing.T) {
+	c := goConfig()
+	c.ApplyDefaults()
+	c.SNAT.Addresses = append(c.SNAT.Addresses, c.Services[0].VIP)
+	if _, err := c.Marshal(); err == nil || !strings.Contains(err.Error(), "equals snat.addresses[2]") {
+		t.Errorf("Marshal of an invalid config: err = %v", err)
+	}
+}
+
+func TestMultipleErrors(t *testing.T) {
+	src := `links:
+  - interface: tslb-c0
+    subnets: [198.18.0.0/24]
+    mtu: 1500
+services:
+  - name: Web
+    vip: 198.18.0.100
+    port: 0x1FFFF
+    scheduler: least_conn
+    backends:
+      - address: 198.18.0.11:8080
+        weight: 0
+snat:
+  addresses: [198.18.0.100]
+  port_range: 80-90
+flows:
+  timeouts:
+    syn: 0s
+log:
+  level: loud
+`
+	errs := parseErrors(t, src)
+	want := []struct {
+		key  string
+		line int
+		msg  string
+	}{
+		{"links[0].mtu", 4, "unknown key"},
+		{"services[0].name", 6, "must match"},
+		{"services[0].vip", 7, "equals snat.addresses[0]"},
+		{"services[0].port", 8, "out of range"},
+		{"services[0].scheduler", 9, "not yet supported"},
+		{"services[0].backends", 10, "weight 0"},
+		{"snat.port_range", 15, "below 1024"},
+		{"flows.timeouts.syn", 18, "must be positive"},
+		{"log.level", 20, "unknown level"},
+	}
+	for _, w := range want {
+		if !hasError(errs, w.key, w.line, w.msg) {
+			t.Errorf("missing error %s line %d %q", w.key, w.line, w.msg)
+		}
+	}
+	if len(errs) != len(want) {
+		t.Errorf("got %d errors, want %d:\n%v", len(errs), len(want), errs)
+	}
+	for i := 1; i < len(errs); i++ {
+		if errs[i].Line < errs[i-1].Line {
+			t.Errorf("errors not sorted by line:\n%v", errs)
+		}
+	}
+	if n := strings.Count(errs.Error(), "\n"); n != len(errs)-1 {
+		t.Errorf("Errors.Error() has %d newlines, want %d", n, len(errs)-1)
+	}
+}
+
+func TestKeyOrderIrrelevant(t *testing.T) {
+	reordered := `# same as example.yaml, every mapping in a different key order
+detector: {pcap_dir: ""}
+log: {level: info}
+metrics: {listen: 127.0.0.1:9100}
+flows:
+  timeouts: {closed: 10s, time_wait: 60s, fin: 2m, established: 1h, syn: 30s}
+  max: 1048576
+snat:
+  port_range: [20000, 60999]
+  addresses: [198.18.1.100]
+services:
+  - backends:
+      - weight: 1
+        address: 198.18.1.11:8080
+      - {weight: 2, address: 198.18.1.12:8080}
+      - weight: 3
+        address: 198.18.1.13:8080
+    health_check:
+      expect_status: 200
+      path: /healthz
+      fall: 3
+      rise: 2
+      timeout: 1s
+      interval: 2s
+      type: http
+    time_wait: 60s
+    timestamps: passthrough
+    scheduler: wrr
+    protocol: tcp
+    port: 80
+    vip: 198.18.0.100
+    name: web
+links:
+  - subnets: [198.18.0.0/24]
+    interface: tslb-c0
+    name: clients
+  - {subnets: [198.18.1.0/24], interface: tslb-b0, name: backends}
+`
+	example, err := config.Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameConfig(t, mustParse(t, reordered), example)
+}
+
+func TestWrongTypes(t *testing.T) {
+	for _, tt := range []struct {
+		name, from, to string
+		key            string
+		line           int
+		msg            string
+	}{
+		{"port string", "port: 80", `port: "80"`, "services[0].port", 9, "expected an integer, got string"},
+		{"port float", "port: 80", `port: 80.5`, "services[0].port", 9, "got number"},
+		{"port list", "port: 80", `port: [80]`, "services[0].port", 9, "got a list"},
+		{"port too big", "port: 80", `port: 65536`, "services[0].port", 9, "out of range"},
+		{"port huge", "port: 80", `port: 99999999999999999999999`, "services[0].port", 9, "integer"},
+		{"name int", "name: web", `name: 7`, "services[0].name", 7, "expected a string, got integer"},
+		{"name bool", "name: web", `name: true`, "services[0].name", 7, "expected a string, got boolean"},
+		{"vip int", "vip: 198.18.0.100", `vip: 3323068516`, "services[0].vip", 8, "expected a string"},
+		{"vip ipv6", "vip: 198.18.0.100", `vip: "2001:db8::1"`, "services[0].vip", 8, "not an IPv4"},
+		{"vip mapped", "vip: 198.18.0.100", `vip: "::ffff:198.18.0.100"`, "services[0].vip", 8, "not an IPv4"},
+		{"vip multicast", "vip: 198.18.0.100", `vip: 224.0.0.1`, "services[0].vip", 8, "unicast"},
+		{"backends mapping", "backends:\n      - address: 198.18.1.11:8080", "backends: {address: 198.18.1.11:8080}", "services[0].backends", 10, "expected a list, got a mapping"},
+		{"backends scalar", "backends:\n      - address: 198.18.1.11:8080", "backends: 198.18.1.11:8080", "services[0].backends", 10, "expected a list"},
+		{"backend item scalar", "- address: 198.18.1.11:8080", "- 198.18.1.11:8080", "services[0].backends[0]", 11, "expected a mapping"},
+		{"backend item null", "- address: 198.18.1.11:8080", "-", "services[0].backends[0]", 11, "empty list item"},
+		{"address no port", "198.18.1.11:8080", "198.18.1.11", "services[0].backends[0].address", 11, "address:port"},
+		{"weight string", "198.18.1.11:8080", "198.18.1.11:8080\n        weight: heavy", "services[0].backends[0].weight", 12, "expected an integer"},
+		{"weight too big", "198.18.1.11:8080", "198.18.1.11:8080\n        weight: 1001", "services[0].backends[0].weight", 12, "out of range"},
+		{"weight negative", "198.18.1.11:8080", "198.18.1.11:8080\n        weight: -1", "services[0].backends[0].weight", 12, "out of range"},
+		{"subnets string", "subnets: [198.18.0.0/24]", "subnets: 198.18.0.0/24", "links[0].subnets", 3, "expected a list"},
+		{"subnet host bits", "198.18.0.0/24]", "198.18.0.1/24]", "links[0].subnets[0]", 3, "host bits"},
+		{"links mapping", "links:\n", "links:\n  x: 1\nz:\n", "links", 2, "expected a list, got a mapping"},
+		{"key is a list", "snat:\n", "snat:\n  [a]: 1\n", "snat", 13, "keys must be strings"},
+		{"merge key", "  - name: web\n", "  - name: web\n    <<: {port: 81}\n", "services[0].<<", 8, "merge keys"},
+		{"duration int", "port: 80", "port: 80\n    time_wait: 60", "services[0].time_wait", 10, "expected a duration"},
+		{"time_wait too long", "port: 80", "port: 80\n    time_wait: 11m", "services[0].time_wait", 10, "out of range 1s..10m"},
+		{"protocol udp", "port: 80", "port: 80\n    protocol: udp", "services[0].protocol", 10, `only "tcp"`},
+		{"scheduler unknown", "port: 80", "port: 80\n    scheduler: random", "services[0].scheduler", 10, "unknown scheduler"},
+		{"ifname too long", "tslb-c0", "tslb-c0-much-too-long", "links[0].interface", 2, "not a valid interface name"},
+		{"missing interface", "  - interface: tslb-c0\n    subnets", "  - subnets", "links[0].interface", 2, "required"},
+		{"gateway off subnet", "[198.18.0.0/24]\n", "[198.18.0.0/24]\n    gateway: 198.18.9.1\n", "links[0].gateway", 4, "not inside"},
+		{"second document", "", "---\nlog: {}\n", "", 14, "second YAML document"},
+		{"tab indent", "    port: 80", "	port: 80", "", 9, "YAML syntax"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src := minimal
+			if tt.from == "" {
+				src += tt.to
+			} else {
+				if !strings.Contains(src, tt.from) {
+					t.Fatalf("minimal lacks %q", tt.from)
+				}
+				src = strings.Replace(src, tt.from, tt.to, 1)
+			}
+			errs := parseErrors(t, src)
+			if !hasError(errs, tt.key, tt.line, tt.msg) {
+				t.Errorf("want %q line %d containing %q; got:\n%v", tt.key, tt.line, tt.msg, errs)
+			}
+		})
+	}
+}
+
+func TestRootNotMapping(t *testing.T) {
+	for _, src := range []string{"- links\n- services\n", "just a string\n", "42\n"} {
+		errs := parseErrors(t, src)
+		if !hasError(errs, "", 1, "expected a mapping") {
+			t.Errorf("%q: want a root error at line 1, got:\n%v", src, errs)
+		}
+	}
+}
+
+func TestEmptyInputs(t *testing.T) {
+	for _, src := range []string{"", "\n\n", "# only a comment\n", "---\n", "~\n", "null\n"} {
+		errs := parseErrors(t, src)
+		if len(errs) != 1 || errs[0].Line != 1 || errs[0].Key != "" || !strings.Contains(errs[0].Msg, "empty") {
+			t.Errorf("%q: got %v, want one empty-file error at line 1", src, errs)
+		}
+	}
+}
+
+func TestAliases(t *testing.T) {
+	c := mustParse(t, strings.Replace(minimal, "    backends:\n      - address: 198.18.1.11:8080\n",
+		"    backends: &pool\n      - address: 198.18.1.11:8080\n  - name: web2\n    vip: 198.18.0.101\n    port: 80\n    backends: *pool\n", 1))
+	if len(c.Services) != 2 || !reflect.DeepEqual(c.Services[0].Backends, c.Services[1].Backends) {
+		t.Errorf("alias not followed: %+v", c.Services)
+	}
+}
+
+func TestErrorString(t *testing.T) {
+	for _, tt := range []struct {
+		e    config.Error
+		want string
+	}{
+		{config.Error{File: "a.yaml", Line: 3, Key: "snat.port_range", Msg: "bad"}, "a.yaml:3: snat.port_range: bad"},
+		{config.Error{File: "a.yaml", Key: "log.level", Msg: "bad"}, "a.yaml: log.level: bad"},
+		{config.Error{File: "a.yaml", Line: 1, Msg: "empty configuration file"}, "a.yaml:1: empty configuration file"},
+		{config.Error{Key: "log.level", Msg: "bad"}, "log.level: bad"},
+	} {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+	es := config.Errors{{File: "f", Line: 1, Key: "a", Msg: "x"}, {File: "f", Line: 2, Key: "b", Msg: "y"}}
+	if got, want := es.Error(), "f:1: a: x\nf:2: b: y"; got != want {
+		t.Errorf("Errors.Error() = %q, want %q", got, want)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of a missing file: %v, want os.ErrNotExist", err)
+	}
+	var errs config.Errors
+	if errors.As(err, &errs) {
+		t.Errorf("a missing file is not a config.Errors")
+	}
+}
+
+func TestValidateGoConfig(t *testing.T) {
+	base := func() *config.Config {
+		c := goConfig()
+		c.ApplyDefaults()
+		return c
+	}
+	if errs := base().Validate(); errs != nil {
+		t.Fatalf("valid Go config: %v", errs)
+	}
+	addr := netip.MustParseAddr
+	for _, tt := range []struct {
+		name   string
+		mutate func(c *config.Config)
+		key    string
+		msg    string
+	}{
+		{"no links", func(c *config.Config) { c.Links = nil }, "links", "at least one link"},
+		{"dup link name", func(c *config.Config) { c.Links[1].Name = "clients" }, "links[1].name", "also used by links[0]"},
+		{"no subnets no gateway", func(c *config.Config) { c.Links[0].Subnets = nil }, "links[0].subnets", "unless gateway"},
+		{"ipv6 subnet", func(c *config.Config) { c.Links[0].Subnets[0] = netip.MustParsePrefix("2001:db8::/64") }, "links[0].subnets[0]", "not an IPv4 prefix"},
+		{"two gateways", func(c *config.Config) { c.Links[0].Gateway = addr("198.18.0.1") }, "links[1].gateway", "only one link"},
+		{"no services", func(c *config.Config) { c.Services = nil }, "services", "at least one service"},
+		{"no name", func(c *config.Config) { c.Services[0].Name = "" }, "services[0].name", "required"},
+		{"no vip", func(c *config.Config) { c.Services[0].VIP = netip.Addr{} }, "services[0].vip", "required"},
+		{"vip off link", func(c *config.Config) { c.Services[0].VIP = addr("203.0.113.1") }, "services[0].vip", "not inside"},
+		{"vip is gateway", func(c *config.Config) { c.Services[0].VIP = addr("198.18.1.1") }, "services[0].vip", "links[1].gateway"},
+		{"no port", func(c *config.Config) { c.Services[0].Port = 0 }, "services[0].port", "required"},
+		{"no scheduler", func(c *config.Config) { c.Services[0].Scheduler = "" }, "services[0].scheduler", "unknown scheduler"},
+		{"no timestamps", func(c *config.Config) { c.Services[0].Timestamps = "" }, "services[0].timestamps", "unknown timestamps"},
+		{"short time_wait", func(c *config.Config) { c.Services[0].TimeWait = time.Millisecond }, "services[0].time_wait", "out of range"},
+		{"no backends", func(c *config.Config) { c.Services[0].Backends = nil }, "services[0].backends", "at least one backend"},
+		{"all drained", func(c *config.Config) { c.Services[0].Backends[0].Weight = 0 }, "services[0].backends", "weight 0"},
+		{"dup backend", func(c *config.Config) { c.Services[0].Backends[1] = c.Services[0].Backends[0] }, "services[0].backends[1].address", "duplicate backend"},
+		{"backend is snat", func(c *config.Config) {
+			c.Services[0].Backends[1].Address = netip.AddrPortFrom(c.SNAT.Addresses[1], 80)
+		}, "services[0].backends[1].address", "equals snat.addresses[1]"},
+		{"backend off link without gateway", func(c *config.Config) { c.Links[1].Gateway = netip.Addr{} }, "services[0].backends[1].address", "no link has a gateway"},
+		{"hc timeout", func(c *config.Config) {
+			c.Services[0].HealthCheck = &config.HealthCheck{Type: "tcp", Interval: time.Second, Timeout: 2 * time.Second, Rise: 1, Fall: 1}
+		}, "services[0].health_check.timeout", "shorter than interval"},
+		{"hc path on tcp", func(c *config.Config) {
+			c.Services[0].HealthCheck = &config.HealthCheck{Type: "tcp", Interval: time.Second, Timeout: time.Millisecond, Rise: 1, Fall: 1, Path: "/"}
+		}, "services[0].health_check.path", "only valid with type http"},
+		{"hc status", func(c *config.Config) {
+			c.Services[0].HealthCheck = &config.HealthCheck{Type: "http", Interval: time.Second, Timeout: time.Millisecond, Rise: 1, Fall: 101, Path: "/", ExpectStatus: 99}
+		}, "services[0].health_check.expect_status", "out of range 100..599"},
+		{"hc rise", func(c *config.Config) {
+			c.Services[0].HealthCheck = &config.HealthCheck{Type: "http", Interval: time.Second, Timeout: time.Millisecond, Rise: 0, Fall: 1, Path: "/", ExpectStatus: 200}
+		}, "services[0].health_check.rise", "out of range 1..100"},
+		{"hc no type", func(c *config.Config) {
+			c.Services[0].HealthCheck = &config.HealthCheck{Interval: time.Second, Timeout: time.Millisecond, Rise: 1, Fall: 1}
+		}, "services[0].health_check.type", "required"},
+		{"no snat", func(c *config.Config) { c.SNAT.Addresses = nil }, "snat.addresses", "at least one SNAT address"},
+		{"dup snat", func(c *config.Config) { c.SNAT.Addresses[1] = c.SNAT.Addresses[0] }, "snat.addresses[1]", "duplicate SNAT"},
+		{"snat off link", func(c *config.Config) { c.SNAT.Addresses[1] = addr("203.0.113.1") }, "snat.addresses[1]", "not inside"},
+		{"snat ports zero", func(c *config.Config) { c.SNAT.PortMin, c.SNAT.PortMax = 0, 0 }, "snat.port_range", "below 1024"},
+		{"flows max", func(c *config.Config) { c.Flows.Max = 0 }, "flows.max", "out of range"},
+		{"timeout", func(c *config.Config) { c.Flows.Timeouts.Fin = -time.Second }, "flows.timeouts.fin", "must be positive"},
+		{"metrics no port", func(c *config.Config) { c.Metrics.Listen = "localhost" }, "metrics.listen", "host:port"},
+		{"metrics port 0", func(c *config.Config) { c.Metrics.Listen = ":0" }, "metrics.listen", "port must be"},
+		{"log level", func(c *config.Config) { c.Log.Level = "" }, "log.level", "unknown level"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			tt.mutate(c)
+			errs := c.Validate()
+			if !hasError(errs, tt.key, 0, tt.msg) {
+				t.Fatalf("want %s %q; got:\n%v", tt.key, tt.msg, errs)
+			}
+			want := "go: " + tt.key + ": "
+			if !strings.Contains(errs.Error(), want) {
+				t.Errorf("Error() lacks %q: %s", want, errs)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	for _, name := range append(files, "example.yaml") {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(minimal))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := config.Parse(data, "fuzz")
+		if (c == nil) == (err == nil) {
+			t.Fatalf("Parse returned c=%v err=%v", c != nil, err)
+		}
+		if c == nil {
+			return
+		}
+		// Anything Parse accepts must survive Marshal and Parse again.
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal of a parsed config: %v", err)
+		}
+		back, err := config.Parse(out, "fuzz")
+		if err != nil {
+			t.Fatalf("Parse(Marshal()): %v\n%s", err, out)
+		}
+		sameConfig(t, back, c)
+	})
+}
