@@ -1,0 +1,268 @@
+package lab
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+)
+
+// CaptureSnapLen is how many leading bytes of each frame a Capture keeps:
+// enough for Ethernet, IPv4 and TCP headers with options.
+const CaptureSnapLen = 256
+
+// captureDrain bounds how long Stop keeps reading frames already queued in
+// the socket.
+const captureDrain = 20 * time.Millisecond
+
+// Frame is one frame seen by a Capture.
+type Frame struct {
+	// Time is when the capture goroutine read the frame.
+	Time time.Time
+	// Data holds the first min(Len, CaptureSnapLen) bytes of the frame.
+	Data []byte
+	// Outgoing reports that the frame was sent by the captured interface
+	// (PACKET_OUTGOING) rather than received on it.
+	Outgoing bool
+	// Len is the frame's length on the wire; with TSO/GSO on a veth it can
+	// exceed the MTU (a superframe).
+	Len int
+}
+
+// Capture records frames on one interface of a namespace through an
+// AF_PACKET socket (github.com/mdlayher/packet). It is an independent
+// observer for tests; it neither filters nor diverts traffic.
+type Capture struct {
+	ns   *NS
+	conn *packet.Conn
+	max  int
+	done chan struct{} // closed when the reader goroutine exits
+
+	mu      sync.Mutex
+	frames  []Frame
+	dropped int // frames seen after max was reached
+	err     error
+
+	stopOnce sync.Once
+}
+
+// Capture starts recording the frames seen on ifname inside n, keeping at
+// most maxFrames frames (further frames are counted by Dropped) of at most
+// CaptureSnapLen bytes each. Stop it with Stop; Lab.Close also stops it.
+func (n *NS) Capture(ifname string, maxFrames int) (*Capture, error) {
+	if maxFrames <= 0 {
+		return nil, fmt.Errorf("lab: capture maxFrames=%d must be positive", maxFrames)
+	}
+	var conn *packet.Conn
+	err := n.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lab: capture %s in %s: %w", ifname, n.Name, err)
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	// A larger receive buffer keeps short bursts from being dropped; a
+	// failure only makes drops more likely.
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+	})
+	c := &Capture{ns: n, conn: conn, max: maxFrames, done: make(chan struct{})}
+	if !n.addCapture(c) {
+		conn.Close()
+		return nil, errClosed
+	}
+	go c.run(rc)
+	return c, nil
+}
+
+// run reads frames until the socket fails (closed or read deadline).
+func (c *Capture) run(rc interface {
+	Read(func(fd uintptr) bool) error
+}) {
+	defer close(c.done)
+	buf := make([]byte, 1<<16)
+	for {
+		var (
+			n    int
+			from unix.Sockaddr
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			n, from, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+			return !errors.Is(rerr, unix.EAGAIN)
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+			}
+			return
+		}
+		out := false
+		if sll, ok := from.(*unix.SockaddrLinklayer); ok {
+			out = sll.Pkttype == unix.PACKET_OUTGOING
+		}
+		c.mu.Lock()
+		if len(c.frames) < c.max {
+			k := min(n, len(buf), CaptureSnapLen)
+			c.frames = append(c.frames, Frame{
+				Time:     time.Now(),
+				Data:     append([]byte(nil), buf[:k]...),
+				Outgoing: out,
+				Len:      n,
+			})
+		} else {
+			c.dropped++
+		}
+		c.mu.Unlock()
+	}
+}
+
+// Stop reads what is already queued (for at most a few milliseconds),
+// stops the capture and returns the frames in arrival order. Later calls
+// return the same frames.
+func (c *Capture) Stop() []Frame {
+	c.stopOnce.Do(func() {
+		c.conn.SetReadDeadline(time.Now().Add(captureDrain))
+		<-c.done
+		c.conn.Close()
+		c.ns.removeCapture(c)
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.frames
+}
+
+// Dropped returns how many frames arrived after maxFrames was reached.
+func (c *Capture) Dropped() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped
+}
+
+// Err returns the read error that ended the capture early, if any.
+func (c *Capture) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// addCapture registers c so the lab can stop it on Close; it reports false
+// if n is already closed.
+func (n *NS) addCapture(c *Capture) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.handle.IsOpen() {
+		return false
+	}
+	if n.captures == nil {
+		n.captures = make(map[*Capture]struct{})
+	}
+	n.captures[c] = struct{}{}
+	return true
+}
+
+// removeCapture forgets c.
+func (n *NS) removeCapture(c *Capture) {
+	n.mu.Lock()
+	delete(n.captures, c)
+	n.mu.Unlock()
+}
+
+// stopCaptures stops every capture still running in n.
+func (n *NS) stopCaptures() {
+	n.mu.Lock()
+	cs := make([]*Capture, 0, len(n.captures))
+	for c := range n.captures {
+		cs = append(cs, c)
+	}
+	n.mu.Unlock()
+	for _, c := range cs {
+		c.Stop()
+	}
+}
+
+// WritePcap writes frames to path as a pcap file (nanosecond timestamps,
+// LinkTypeEthernet), recording each frame's original length.
+func WritePcap(path string, frames []Frame) (err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("lab: %w", cerr)
+		}
+	}()
+	bw := bufio.NewWriter(f)
+	w := pcapgo.NewWriterNanos(bw)
+	if err := w.WriteFileHeader(1<<16, layers.LinkTypeEthernet); err != nil {
+		return fmt.Errorf("lab: pcap header: %w", err)
+	}
+	for _, fr := range frames {
+		ci := gopacket.CaptureInfo{
+			Timestamp:     fr.Time,
+			CaptureLength: len(fr.Data),
+			Length:        max(fr.Len, len(fr.Data)),
+		}
+		if err := w.WritePacket(ci, fr.Data); err != nil {
+			return fmt.Errorf("lab: pcap write: %w", err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("lab: pcap flush: %w", err)
+	}
+	return nil
+}
+
+// DecodeTCP decodes f as Ethernet/IPv4/TCP with gopacket, independently of
+// tslb's own parser. It reports false for anything else or for headers
+// cut short; a payload cut by the snap length is fine.
+func DecodeTCP(f Frame) (*layers.IPv4, *layers.TCP, bool) {
+	var (
+		eth layers.Ethernet
+		ip  layers.IPv4
+		tcp layers.TCP
+		pl  gopacket.Payload
+	)
+	p := gopacket.NewDecodingLayerParser(layers.LayerTypeEthernet, &eth, &ip, &tcp, &pl)
+	p.IgnoreUnsupported = true
+	var decoded []gopacket.LayerType
+	// Errors after the TCP header (e.g. a truncated payload) do not matter.
+	_ = p.DecodeLayers(f.Data, &decoded)
+	var sawIP, sawTCP bool
+	for _, t := range decoded {
+		switch t {
+		case layers.LayerTypeIPv4:
+			sawIP = true
+		case layers.LayerTypeTCP:
+			sawTCP = true
+		}
+	}
+	if !sawIP || !sawTCP {
+		return nil, nil, false
+	}
+	return &ip, &tcp, true
+}

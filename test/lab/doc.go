@@ -1,0 +1,52 @@
+// Package lab builds network-namespace labs in which tslb is tested end to
+// end against real Linux TCP stacks.
+//
+// A lab is a set of network namespaces joined by veth pairs and two bridges
+// in a switch namespace. Every name derives from Config.Prefix (default
+// "tslbt" plus four random hex digits, so concurrent labs never collide):
+//
+//	client ns  <P>-c1..cN : eth0 198.18.0.(10+i)/24 ----+
+//	                                                     brc (bridge in switch ns <P>-sw)
+//	lb ns      <P>-lb     : tslb-c0 (no address) -------+
+//	                        tslb-b0 (no address) -------+
+//	                                                     brb (bridge in <P>-sw)
+//	backend ns <P>-b1..bM : eth0 198.18.1.(10+i)/24 ----+
+//
+// The VIP 198.18.0.100 is on-link for the clients and the SNAT address
+// 198.18.1.100 for the backends. In ModeUserspace (the default) both are
+// owned by a userspace balancer in the lb namespace, which answers ARP
+// itself: the lb namespace has no addresses on tslb-c0/tslb-b0 and
+// net.ipv4.ip_forward=0, so its kernel neither answers nor forwards. In
+// ModeKernelNAT the lb namespace is the peer balancer used for
+// comparisons: it owns both addresses, forwards, and runs an nftables
+// table "tslbpeer" that DNATs VIP:port to the backends round-robin and
+// SNATs to 198.18.1.100 with a given port range, optionally stripping the
+// TCP timestamp option from SYNs.
+//
+// Every lab namespace has IPv6 disabled (to keep the wire quiet) and its
+// loopback up (tslb's metrics listen on 127.0.0.1 in the lb namespace).
+// Offloads stay at the kernel defaults — veth TSO, GSO and checksum offload
+// on — because the balancer must cope with them; NS.SetOffloads exists only
+// as a documented fallback.
+//
+// Rules the package keeps:
+//   - traffic flows only between namespaces the lab creates, over veth pairs
+//     whose ends are created directly inside lab namespaces;
+//   - addresses come only from 198.18.0.0/15 (RFC 2544 benchmarking);
+//   - the host's (root namespace's) interfaces, routes, sysctls and
+//     firewall are never touched: NS.Sysctl accepts only per-namespace net.*
+//     keys and runs on a thread switched into the namespace;
+//   - every namespace is removed by Lab.Close, including when New fails
+//     halfway; Destroy(prefix) removes leftovers after a crash;
+//   - loops are bounded (request counts, capture sizes, timeouts).
+//
+// Code that must run inside a namespace uses NS.Do, which locks a fresh
+// goroutine to its OS thread, switches it with setns and switches it back;
+// if switching back fails the goroutine exits still locked so the runtime
+// discards the thread. Netlink work uses netlink.NewHandleAt and needs no
+// thread switching.
+//
+// Tests call NewT, which calls Require: without root or namespaces the test
+// is skipped locally, but fails when CI=true, so the lab is never silently
+// skipped in CI.
+package lab

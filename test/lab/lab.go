@@ -1,0 +1,568 @@
+package lab
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Mode selects what owns the VIP and SNAT addresses in the lb namespace.
+type Mode int
+
+const (
+	// ModeUserspace leaves the lb namespace without addresses and with
+	// ip_forward=0, for a userspace balancer (tslb) that answers ARP for the
+	// VIP and SNAT addresses itself. It is the default.
+	ModeUserspace Mode = iota
+	// ModeKernelNAT configures the lb namespace as the kernel peer balancer:
+	// VIP and SNAT addresses on its links, ip_forward=1 and an nftables
+	// DNAT/SNAT ruleset (table "tslbpeer").
+	ModeKernelNAT
+)
+
+// String returns the mode's name.
+func (m Mode) String() string {
+	switch m {
+	case ModeUserspace:
+		return "userspace"
+	case ModeKernelNAT:
+		return "kernelnat"
+	default:
+		return fmt.Sprintf("Mode(%d)", int(m))
+	}
+}
+
+// Config describes a lab. The zero Config is valid: a random prefix, one
+// client and three backends in ModeUserspace.
+type Config struct {
+	// Prefix names every namespace (<Prefix>-sw, <Prefix>-lb, <Prefix>-c1,
+	// ...). It must be 1 to 24 characters of [A-Za-z0-9_]; "" means "tslbt"
+	// followed by four random hex digits, so concurrent labs never collide.
+	Prefix string
+	// Clients is the number of client namespaces (0 means 1, at most 89).
+	Clients int
+	// Backends is the number of backend namespaces (0 means 3, at most 89).
+	Backends int
+	// Mode selects who owns the VIP and SNAT addresses.
+	Mode Mode
+	// NAT configures the kernel balancer; it is used only in ModeKernelNAT.
+	NAT NATConfig
+}
+
+// NATConfig configures the nftables peer balancer of ModeKernelNAT. Zero
+// fields mean the documented defaults.
+type NATConfig struct {
+	// VIPPort is the service port on the VIP (0 means 80).
+	VIPPort uint16
+	// BackendPort is the port the backends listen on (0 means 8080).
+	BackendPort uint16
+	// PortMin and PortMax bound the SNAT source ports (0 means 20000 and
+	// 60999).
+	PortMin, PortMax uint16
+	// StripTS removes the TCP timestamp option from client SYNs (it is
+	// overwritten with NOPs), as DPVS does.
+	StripTS bool
+	// CTTimeWait sets net.netfilter.nf_conntrack_tcp_timeout_time_wait in
+	// the lb namespace (whole seconds, at least 1); 0 keeps the kernel
+	// default (120 s).
+	CTTimeWait time.Duration
+}
+
+// Lab is a set of network namespaces wired as in the package comment.
+type Lab struct {
+	// Prefix is the prefix of every namespace name.
+	Prefix string
+	// LB is the balancer namespace, Switch the one holding the bridges.
+	LB, Switch *NS
+	// Clients and Backends are the end-host namespaces, in order c1.., b1...
+	Clients, Backends []*NS
+	// VIP (198.18.0.100) and SNAT (198.18.1.100) are the balancer's
+	// addresses, on-link for clients and backends respectively.
+	VIP, SNAT netip.Addr
+	// ClientNet (198.18.0.0/24) and BackendNet (198.18.1.0/24) are the two
+	// lab subnets.
+	ClientNet, BackendNet netip.Prefix
+	// LBClientIf and LBBackendIf are the lb namespace's interfaces towards
+	// the clients ("tslb-c0") and the backends ("tslb-b0").
+	LBClientIf, LBBackendIf string
+
+	cfg Config
+
+	mu       sync.Mutex
+	all      []*NS // every namespace created, in creation order
+	backends []*Backend
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Fixed lab addressing.
+var (
+	vipAddr    = netip.MustParseAddr("198.18.0.100")
+	snatAddr   = netip.MustParseAddr("198.18.1.100")
+	clientNet  = netip.MustParsePrefix("198.18.0.0/24")
+	backendNet = netip.MustParsePrefix("198.18.1.0/24")
+)
+
+// Interface names. Only namespace names derive from the prefix; interface
+// names live inside the lab namespaces and never collide with the host's.
+const (
+	lbClientIf  = "tslb-c0"
+	lbBackendIf = "tslb-b0"
+	hostIf      = "eth0"
+	clientBr    = "brc"
+	backendBr   = "brb"
+	swLBClient  = "lbc"
+	swLBBackend = "lbb"
+	maxHosts    = 89 // .11 .. .99: below the .100 VIP/SNAT
+	maxPrefix   = 24
+	netnsDir    = "/run/netns"
+)
+
+// testHookStep, if set, is called with the lab prefix after each build
+// step of New; an error aborts New. Tests use it to inject failures
+// halfway. It is set only before any lab is built.
+var testHookStep func(prefix, step string) error
+
+// New builds a lab. On any error it tears down everything it built and
+// returns the error.
+func New(cfg Config) (*Lab, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{
+		Prefix:      cfg.Prefix,
+		VIP:         vipAddr,
+		SNAT:        snatAddr,
+		ClientNet:   clientNet,
+		BackendNet:  backendNet,
+		LBClientIf:  lbClientIf,
+		LBBackendIf: lbBackendIf,
+		cfg:         cfg,
+	}
+	if err := l.build(); err != nil {
+		if cerr := l.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("lab: teardown after failed build: %w", cerr))
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+// withDefaults validates c and fills in defaults.
+func (c Config) withDefaults() (Config, error) {
+	if c.Prefix == "" {
+		var b [2]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return c, fmt.Errorf("lab: random prefix: %w", err)
+		}
+		c.Prefix = "tslbt" + hex.EncodeToString(b[:])
+	}
+	if err := checkPrefix(c.Prefix); err != nil {
+		return c, err
+	}
+	if c.Clients == 0 {
+		c.Clients = 1
+	}
+	if c.Backends == 0 {
+		c.Backends = 3
+	}
+	if c.Clients < 0 || c.Clients > maxHosts {
+		return c, fmt.Errorf("lab: Clients=%d out of range 1..%d", c.Clients, maxHosts)
+	}
+	if c.Backends < 0 || c.Backends > maxHosts {
+		return c, fmt.Errorf("lab: Backends=%d out of range 1..%d", c.Backends, maxHosts)
+	}
+	switch c.Mode {
+	case ModeUserspace, ModeKernelNAT:
+	default:
+		return c, fmt.Errorf("lab: invalid mode %v", c.Mode)
+	}
+	n := &c.NAT
+	if n.VIPPort == 0 {
+		n.VIPPort = 80
+	}
+	if n.BackendPort == 0 {
+		n.BackendPort = 8080
+	}
+	if n.PortMin == 0 {
+		n.PortMin = 20000
+	}
+	if n.PortMax == 0 {
+		n.PortMax = 60999
+	}
+	if n.PortMin > n.PortMax {
+		return c, fmt.Errorf("lab: NAT port range %d-%d is empty", n.PortMin, n.PortMax)
+	}
+	if n.CTTimeWait < 0 || (n.CTTimeWait > 0 && n.CTTimeWait < time.Second) {
+		return c, fmt.Errorf("lab: NAT CTTimeWait %v must be 0 or at least 1s", n.CTTimeWait)
+	}
+	return c, nil
+}
+
+// checkPrefix reports whether p is usable as a namespace name prefix. The
+// dash is excluded so that Destroy(p) can never match another prefix's
+// namespaces.
+func checkPrefix(p string) error {
+	if p == "" {
+		return errors.New("lab: empty prefix")
+	}
+	if len(p) > maxPrefix {
+		return fmt.Errorf("lab: prefix %q longer than %d characters", p, maxPrefix)
+	}
+	for _, r := range p {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_':
+		default:
+			return fmt.Errorf("lab: prefix %q: character %q not in [A-Za-z0-9_]", p, r)
+		}
+	}
+	return nil
+}
+
+// step runs the failure-injection hook.
+func (l *Lab) step(name string) error {
+	if testHookStep != nil {
+		if err := testHookStep(l.Prefix, name); err != nil {
+			return fmt.Errorf("lab: step %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// build creates all namespaces and links. Everything created is recorded
+// in l.all before the next action so Close can remove it.
+func (l *Lab) build() error {
+	var err error
+	if l.Switch, err = l.newNS("sw", netip.Addr{}, ""); err != nil {
+		return err
+	}
+	if l.LB, err = l.newNS("lb", netip.Addr{}, ""); err != nil {
+		return err
+	}
+	for i := 1; i <= l.cfg.Clients; i++ {
+		ns, err := l.newNS(fmt.Sprintf("c%d", i), hostAddr(clientNet, i), hostIf)
+		if err != nil {
+			return err
+		}
+		l.Clients = append(l.Clients, ns)
+	}
+	for i := 1; i <= l.cfg.Backends; i++ {
+		ns, err := l.newNS(fmt.Sprintf("b%d", i), hostAddr(backendNet, i), hostIf)
+		if err != nil {
+			return err
+		}
+		l.Backends = append(l.Backends, ns)
+	}
+	if err := l.step("namespaces"); err != nil {
+		return err
+	}
+
+	// Quiet, uniform namespaces before any link exists: links created
+	// later inherit "default".
+	for _, ns := range l.all {
+		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+			if err := ns.Sysctl(k, "1"); err != nil {
+				return err
+			}
+		}
+		if err := ns.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
+			return err
+		}
+		lo, err := ns.Link("lo")
+		if err != nil {
+			return err
+		}
+		if err := ns.nl.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("lab: lo up in %s: %w", ns.Name, err)
+		}
+	}
+	if err := l.step("sysctls"); err != nil {
+		return err
+	}
+
+	brc, err := l.Switch.addBridge(clientBr)
+	if err != nil {
+		return err
+	}
+	brb, err := l.Switch.addBridge(backendBr)
+	if err != nil {
+		return err
+	}
+	if err := l.step("bridges"); err != nil {
+		return err
+	}
+	for i, c := range l.Clients {
+		if err := l.Switch.addPort(brc, fmt.Sprintf("c%d", i+1), c, hostIf, netip.PrefixFrom(c.Addr, clientNet.Bits())); err != nil {
+			return err
+		}
+	}
+	if err := l.step("clients"); err != nil {
+		return err
+	}
+	if err := l.Switch.addPort(brc, swLBClient, l.LB, lbClientIf, netip.Prefix{}); err != nil {
+		return err
+	}
+	if err := l.Switch.addPort(brb, swLBBackend, l.LB, lbBackendIf, netip.Prefix{}); err != nil {
+		return err
+	}
+	if err := l.step("lb"); err != nil {
+		return err
+	}
+	for i, b := range l.Backends {
+		if err := l.Switch.addPort(brb, fmt.Sprintf("b%d", i+1), b, hostIf, netip.PrefixFrom(b.Addr, backendNet.Bits())); err != nil {
+			return err
+		}
+	}
+	if err := l.step("backends"); err != nil {
+		return err
+	}
+	if l.cfg.Mode == ModeKernelNAT {
+		if err := l.setupKernelNAT(); err != nil {
+			return err
+		}
+		if err := l.step("kernelnat"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hostAddr returns the address of host i (1-based) in subnet p: .10+i.
+func hostAddr(p netip.Prefix, i int) netip.Addr {
+	a := p.Addr().As4()
+	a[3] = byte(10 + i)
+	return netip.AddrFrom4(a)
+}
+
+// newNS creates the named namespace <prefix>-<suffix> and records it.
+func (l *Lab) newNS(suffix string, addr netip.Addr, ifname string) (*NS, error) {
+	name := l.Prefix + "-" + suffix
+	h, err := createNamedNS(name)
+	if err != nil {
+		return nil, err
+	}
+	ns := &NS{Name: name, Addr: addr, If: ifname, handle: h}
+	l.mu.Lock()
+	l.all = append(l.all, ns)
+	l.mu.Unlock()
+	ns.nl, err = netlink.NewHandleAt(h)
+	if err != nil {
+		return nil, fmt.Errorf("lab: netlink handle in %s: %w", name, err)
+	}
+	return ns, nil
+}
+
+// createNamedNS creates a network namespace pinned at /run/netns/name (as
+// `ip netns add` does) and returns an open handle to it. The calling
+// goroutine's namespace is not changed: the work happens on a separate
+// locked thread that is discarded if it cannot be switched back.
+func createNamedNS(name string) (netns.NsHandle, error) {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return netns.None(), fmt.Errorf("lab: %w", err)
+	}
+	p := filepath.Join(netnsDir, name)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return netns.None(), fmt.Errorf("lab: create namespace %s: %w", name, err)
+	}
+	f.Close()
+
+	type result struct {
+		h   netns.NsHandle
+		err error
+	}
+	rc := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			rc <- result{netns.None(), err}
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			rc <- result{netns.None(), fmt.Errorf("unshare: %w", err)}
+			return
+		}
+		var r result
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(self, p, "none", unix.MS_BIND, ""); err != nil {
+			r.err = fmt.Errorf("bind mount: %w", err)
+		} else if r.h, err = netns.GetFromPath(p); err != nil {
+			r.err = err
+		}
+		if err := netns.Set(orig); err != nil {
+			r.err = errors.Join(r.err, fmt.Errorf("restore netns: %w", err))
+			rc <- r // thread stays locked and dies with the goroutine
+			return
+		}
+		runtime.UnlockOSThread()
+		rc <- r
+	}()
+	r := <-rc
+	if r.err != nil {
+		if r.h.IsOpen() {
+			r.h.Close()
+		}
+		removeNamedNS(name)
+		return netns.None(), fmt.Errorf("lab: create namespace %s: %w", name, r.err)
+	}
+	return r.h, nil
+}
+
+// removeNamedNS unmounts and removes /run/netns/name. A missing name is
+// not an error.
+func removeNamedNS(name string) error {
+	p := filepath.Join(netnsDir, name)
+	uerr := unix.Unmount(p, unix.MNT_DETACH)
+	if err := os.Remove(p); err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		if uerr != nil && !errors.Is(uerr, unix.EINVAL) {
+			return fmt.Errorf("lab: delete namespace %s: %w", name, errors.Join(uerr, err))
+		}
+		return fmt.Errorf("lab: delete namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// addBridge creates an up bridge in n.
+func (n *NS) addBridge(name string) (netlink.Link, error) {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := n.nl.LinkAdd(br); err != nil {
+		return nil, fmt.Errorf("lab: bridge %s in %s: %w", name, n.Name, err)
+	}
+	link, err := n.Link(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.nl.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("lab: bridge %s up in %s: %w", name, n.Name, err)
+	}
+	return link, nil
+}
+
+// addPort creates a veth pair: swName in n (the switch namespace),
+// enslaved to br, and peerName inside peer, with the optional address
+// addr. Both ends are brought up. The peer end is created directly inside
+// peer, so no interface ever appears in the host namespace.
+func (n *NS) addPort(br netlink.Link, swName string, peer *NS, peerName string, addr netip.Prefix) error {
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: swName, MasterIndex: br.Attrs().Index},
+		PeerName:      peerName,
+		PeerNamespace: netlink.NsFd(int(peer.handle)),
+	}
+	if err := n.nl.LinkAdd(veth); err != nil {
+		return fmt.Errorf("lab: veth %s/%s:%s: %w", n.Name, peer.Name, peerName, err)
+	}
+	sw, err := n.Link(swName)
+	if err != nil {
+		return err
+	}
+	if err := n.nl.LinkSetUp(sw); err != nil {
+		return fmt.Errorf("lab: %s up in %s: %w", swName, n.Name, err)
+	}
+	pl, err := peer.Link(peerName)
+	if err != nil {
+		return err
+	}
+	if addr.IsValid() {
+		a := &netlink.Addr{IPNet: &net.IPNet{
+			IP:   net.IP(addr.Addr().AsSlice()),
+			Mask: net.CIDRMask(addr.Bits(), 32),
+		}}
+		if err := peer.nl.AddrAdd(pl, a); err != nil {
+			return fmt.Errorf("lab: address %v on %s in %s: %w", addr, peerName, peer.Name, err)
+		}
+	}
+	if err := peer.nl.LinkSetUp(pl); err != nil {
+		return fmt.Errorf("lab: %s up in %s: %w", peerName, peer.Name, err)
+	}
+	return nil
+}
+
+// Close stops the lab's backend servers and captures and removes every
+// namespace the lab created. It is idempotent and safe on a partially
+// built lab; later calls return the first call's error.
+func (l *Lab) Close() error {
+	l.closeOnce.Do(func() {
+		var errs []error
+		l.mu.Lock()
+		bs := l.backends
+		l.backends = nil
+		all := l.all
+		l.all = nil
+		l.mu.Unlock()
+		for _, b := range bs {
+			if err := b.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, ns := range all {
+			ns.stopCaptures()
+			ns.close()
+			if err := removeNamedNS(ns.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		l.closeErr = errors.Join(errs...)
+	})
+	return l.closeErr
+}
+
+// Namespaces returns the names of the existing namespaces whose names
+// start with prefix followed by "-", sorted as the directory lists them.
+func Namespaces(prefix string) ([]string, error) {
+	if err := checkPrefix(prefix); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(netnsDir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// Destroy removes every namespace named prefix-*, for cleaning up after a
+// crashed process (`tslb lab down`). It refuses an empty or invalid prefix.
+// Links inside those namespaces disappear with them.
+func Destroy(prefix string) error {
+	names, err := Namespaces(prefix)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		if err := removeNamedNS(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
