@@ -1,0 +1,89 @@
+#!/bin/sh
+# setup-debian.sh prepares a fresh Debian (bookworm) machine, as root, to build
+# tslb and run its network-namespace lab (test/lab) and e2e tests.
+#
+# It is idempotent: running it again only re-checks. It installs packages and
+# downloads Go modules; it starts no service, and it stops and disables the
+# haproxy package's own service so that nothing binds ports in the root
+# namespace. One line of output per step.
+set -eu
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root"
+command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script is for Debian"
+
+repo=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
+[ -f "$repo/go.mod" ] || die "no go.mod in $repo"
+
+export DEBIAN_FRONTEND=noninteractive
+
+apt-get update -qq >/dev/null || die "apt-get update failed"
+log "apt-get update: done"
+
+pkgs="iproute2 nftables tcpdump ethtool iperf3 haproxy ca-certificates curl git"
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	# policy-rc.d 101 keeps dpkg from starting haproxy while it installs.
+	prc=/usr/sbin/policy-rc.d
+	made_prc=0
+	if [ ! -e "$prc" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$prc" && chmod 755 "$prc" && made_prc=1
+	fi
+	rc=0
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null || rc=$?
+	[ "$made_prc" -eq 1 ] && rm -f "$prc"
+	[ "$rc" -eq 0 ] || die "apt-get install$missing failed"
+	log "installed:$missing"
+else
+	log "packages already installed: $pkgs"
+fi
+
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+	systemctl disable --now haproxy >/dev/null 2>&1 || true
+	log "haproxy service: disabled and stopped (systemd)"
+else
+	service haproxy stop >/dev/null 2>&1 || true
+	log "haproxy service: no systemd; stopped if it was running"
+fi
+
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	PATH="/usr/local/go/bin:$PATH"
+	export PATH
+fi
+if command -v go >/dev/null 2>&1; then
+	log "go: found $(command -v go) ($(go env GOVERSION))"
+else
+	apt-get install -y -qq --no-install-recommends golang-go >/dev/null || die "apt-get install golang-go failed"
+	log "go: installed Debian golang-go; GOTOOLCHAIN=auto fetches the go.mod version"
+fi
+
+# Go >= 1.21 fetches the go.mod toolchain itself (GOTOOLCHAIN=auto). Older
+# ones (bookworm's golang-go is 1.19) cannot, so fetch the same toolchain
+# module through the module proxy by hand and put it first on PATH.
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+want=$(sed -n 's/^toolchain go\([0-9.]*\).*/\1/p' "$repo/go.mod" | head -n1)
+[ -n "$want" ] || want=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$repo/go.mod" | head -n1)
+have=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+have_minor=$(printf '%s' "$have" | cut -d. -f2 | sed 's/[^0-9].*//')
+if [ "${have_minor:-0}" -lt 21 ]; then
+	arch=$(go env GOARCH)
+	mod="golang.org/toolchain@v0.0.1-go$want.linux-$arch"
+	dir=$(cd / && GO111MODULE=on GOFLAGS= go mod download -json "$mod" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
+	[ -n "$dir" ] && [ -f "$dir/bin/go" ] || die "could not fetch $mod"
+	# Module zips carry no mode bits; the go command sets them the same way.
+	chmod a+x "$dir"/bin/* "$dir"/pkg/tool/*/* 2>/dev/null || true
+	PATH="$dir/bin:$PATH"
+	export PATH
+	log "go: go$have predates GOTOOLCHAIN; using $mod (add $dir/bin to PATH)"
+else
+	log "go: go$have, GOTOOLCHAIN=$GOTOOLCHAIN selects go.mod's go $want if newer"
+fi
+
+(cd "$repo" && go mod download) || die "go mod download failed"
+log "go mod download: done in $repo (toolchain $(cd "$repo" && go env GOVERSION))"
