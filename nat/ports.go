@@ -2,14 +2,15 @@ package nat
 
 import "math/bits"
 
-// PortPool hands out ports in [lo, hi] from a bitmap. Every Alloc starts its
-// search at a pseudo-random point (splitmix64 from the seed) and continues
-// with a cursor that rotates through the 64-bit words, wrapping at the end,
-// taking the first free port it meets; so choices spread over the range,
-// a just-freed port is not handed straight back, and nothing hot-spots. A
-// search is O(1) expected while the pool has free ports in most words and
-// at most one pass over hi-lo+1 bits /64 words (≤ 1024) when nearly full;
-// an exhausted pool answers at once. Not safe for concurrent use.
+// PortPool hands out ports in [lo, hi] from a bitmap. Every Alloc first
+// probes a few pseudo-random positions (splitmix64 from the seed); if they
+// are all taken it continues from the last one with a cursor that rotates
+// through the 64-bit words (bits.TrailingZeros64 per word), wrapping at the
+// end, and takes the first free port it meets. So choices spread uniformly
+// over the free ports, a just-freed port is not handed straight back, and
+// nothing hot-spots. A search is O(1) expected until the pool is nearly
+// full, and then at most one pass over (hi-lo+1)/64 words (≤ 1024); an
+// exhausted pool answers at once. Not safe for concurrent use.
 type PortPool struct {
 	lo    uint16
 	size  int
@@ -42,18 +43,33 @@ func (p *PortPool) next() uint64 {
 	return z ^ (z >> 31)
 }
 
+// randomProbes is how many uniformly random positions Alloc tries before
+// it falls back to a scan. Probing first avoids the bias of a plain "random
+// start, then first free" search, which favours free ports that follow long
+// runs of busy ones; with the pool a fraction f full only f^randomProbes of
+// allocations reach the scan.
+const randomProbes = 4
+
 // Alloc takes a free port. It returns false if the pool is exhausted.
 func (p *PortPool) Alloc() (uint16, bool) {
 	if p.inUse >= p.size {
 		return 0, false
 	}
-	start, _ := bits.Mul64(p.next(), uint64(p.size)) // uniform in [0, size)
+	var start uint64
+	for range randomProbes {
+		start, _ = bits.Mul64(p.next(), uint64(p.size)) // uniform in [0, size)
+		if p.words[start/64]&(1<<(start%64)) == 0 {
+			p.words[start/64] |= 1 << (start % 64)
+			p.inUse++
+			return p.lo + uint16(start), true
+		}
+	}
 	w := int(start / 64)
 	// First word: only bits at or after the starting point.
 	if free := ^p.words[w] &^ (1<<(start%64) - 1); free != 0 {
 		return p.take(w, free), true
 	}
-	for i := 1; i <= len(p.words); i++ {
+	for range len(p.words) {
 		w++
 		if w == len(p.words) {
 			w = 0

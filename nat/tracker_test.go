@@ -110,8 +110,8 @@ func TestTrackerLifecycle(t *testing.T) {
 			resetBy: cli,
 		},
 		{
-			name:   "client_rst_in_large_window",
-			c:      1000, b: 5000,
+			name: "client_rst_in_large_window",
+			c:    1000, b: 5000,
 			window: 1 << 20,
 			steps: []step{
 				{cli, rst, 1001 + 70000, 0, 0, nat.StateClosed, false},
