@@ -566,3 +566,72 @@ func Destroy(prefix string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Attach returns a Lab for the namespaces prefix-* built earlier by New,
+// possibly in another process (e.g. `tslb lab up`). It opens the
+// namespaces; it does not check or change their configuration. Close on the
+// returned Lab removes the namespaces, as for a Lab from New.
+func Attach(prefix string) (*Lab, error) {
+	names, err := Namespaces(prefix)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(names))
+	for _, n := range names {
+		have[n] = true
+	}
+	if !have[prefix+"-sw"] || !have[prefix+"-lb"] {
+		return nil, fmt.Errorf("lab: no lab with prefix %q (need %s-sw and %s-lb)", prefix, prefix, prefix)
+	}
+	l := &Lab{
+		Prefix:      prefix,
+		VIP:         vipAddr,
+		SNAT:        snatAddr,
+		ClientNet:   clientNet,
+		BackendNet:  backendNet,
+		LBClientIf:  lbClientIf,
+		LBBackendIf: lbBackendIf,
+	}
+	open := func(suffix string, addr netip.Addr, ifname string) (*NS, error) {
+		name := prefix + "-" + suffix
+		h, err := netns.GetFromPath(filepath.Join(netnsDir, name))
+		if err != nil {
+			return nil, fmt.Errorf("lab: open namespace %s: %w", name, err)
+		}
+		nl, err := netlink.NewHandleAt(h)
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("lab: netlink handle in %s: %w", name, err)
+		}
+		ns := &NS{Name: name, Addr: addr, If: ifname, handle: h, nl: nl}
+		l.all = append(l.all, ns)
+		return ns, nil
+	}
+	fail := func(err error) (*Lab, error) {
+		for _, ns := range l.all {
+			ns.close()
+		}
+		return nil, err
+	}
+	if l.Switch, err = open("sw", netip.Addr{}, ""); err != nil {
+		return fail(err)
+	}
+	if l.LB, err = open("lb", netip.Addr{}, ""); err != nil {
+		return fail(err)
+	}
+	for i := 1; i <= maxHosts && have[fmt.Sprintf("%s-c%d", prefix, i)]; i++ {
+		ns, err := open(fmt.Sprintf("c%d", i), hostAddr(clientNet, i), hostIf)
+		if err != nil {
+			return fail(err)
+		}
+		l.Clients = append(l.Clients, ns)
+	}
+	for i := 1; i <= maxHosts && have[fmt.Sprintf("%s-b%d", prefix, i)]; i++ {
+		ns, err := open(fmt.Sprintf("b%d", i), hostAddr(backendNet, i), hostIf)
+		if err != nil {
+			return fail(err)
+		}
+		l.Backends = append(l.Backends, ns)
+	}
+	return l, nil
+}

@@ -783,3 +783,78 @@ func TestHTTPClientKeepAlive(t *testing.T) {
 		t.Errorf("hanging server: OK=%d Errors=%d FirstErrors=%d", r.OK, r.Errors, len(r.FirstErrors))
 	}
 }
+
+// TestSetOffloads toggles offloads and reads them back with ethtool -k.
+func TestSetOffloads(t *testing.T) {
+	t.Parallel()
+	l := NewT(t, Config{Clients: 1, Backends: 1})
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		t.Skip("ethtool not installed")
+	}
+	c := l.Clients[0]
+	state := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		out, err := c.Command(ctx, "ethtool", "-k", "eth0").Output()
+		if err != nil {
+			t.Fatalf("ethtool -k: %v", err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "tcp-segmentation-offload:") {
+				return strings.TrimSpace(strings.TrimPrefix(line, "tcp-segmentation-offload:"))
+			}
+		}
+		t.Fatalf("no tcp-segmentation-offload line in %s", out)
+		return ""
+	}
+	if s := state(); s != "on" {
+		t.Errorf("default TSO %q, want on (kernel default kept)", s)
+	}
+	if err := c.SetOffloads("eth0", false); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(); s != "off" {
+		t.Errorf("TSO after SetOffloads(false) = %q", s)
+	}
+	if err := c.SetOffloads("eth0", true); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(); s != "on" {
+		t.Errorf("TSO after SetOffloads(true) = %q", s)
+	}
+	if err := c.SetOffloads("nope0", true); err == nil {
+		t.Error("SetOffloads on a missing interface succeeded")
+	}
+}
+
+// TestAttach reopens a lab built by New (as `tslb lab up` leaves it) and
+// removes it through the attached Lab.
+func TestAttach(t *testing.T) {
+	t.Parallel()
+	Require(t)
+	prefix := uniquePrefix(t, "a")
+	if _, err := Attach(prefix); err == nil {
+		t.Fatal("Attach to a missing lab succeeded")
+	}
+	orig, err := New(Config{Prefix: prefix, Clients: 2, Backends: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	l, err := Attach(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Clients) != 2 || len(l.Backends) != 3 || l.LB.Name != prefix+"-lb" || l.Backends[2].Addr != netip.MustParseAddr("198.18.1.13") {
+		t.Fatalf("attached lab: clients %d backends %d lb %s", len(l.Clients), len(l.Backends), l.LB.Name)
+	}
+	if as, err := l.Clients[1].Addrs("eth0"); err != nil || len(as) != 1 || as[0].Addr() != l.Clients[1].Addr {
+		t.Errorf("attached c2 addresses %v (%v)", as, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := netnsList(t, prefix); len(left) != 0 {
+		t.Errorf("after Close of the attached lab: %v", left)
+	}
+}
