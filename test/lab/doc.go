@@ -37,7 +37,8 @@
 //     firewall are never touched: NS.Sysctl accepts only per-namespace net.*
 //     keys and runs on a thread switched into the namespace;
 //   - every namespace is removed by Lab.Close, including when New fails
-//     halfway; Destroy(prefix) removes leftovers after a crash;
+//     halfway; Destroy(prefix) removes leftovers after a crash, and
+//     Attach(prefix) reopens a lab left up by another process;
 //   - loops are bounded (request counts, capture sizes, timeouts).
 //
 // Code that must run inside a namespace uses NS.Do, which locks a fresh

@@ -502,6 +502,11 @@ func (n *NS) addPort(br netlink.Link, swName string, peer *NS, peerName string, 
 // Close stops the lab's backend servers and captures and removes every
 // namespace the lab created. It is idempotent and safe on a partially
 // built lab; later calls return the first call's error.
+//
+// The kernel frees a namespace, and the veth pairs in it, once nothing
+// refers to it: processes started with NS.Command and sockets the caller
+// still holds (from Listen or DialContext) keep an unnamed namespace alive
+// until they exit or are closed. The names are gone either way.
 func (l *Lab) Close() error {
 	l.closeOnce.Do(func() {
 		var errs []error

@@ -858,3 +858,50 @@ func TestAttach(t *testing.T) {
 		t.Errorf("after Close of the attached lab: %v", left)
 	}
 }
+
+// BenchmarkDo measures one NS.Do round trip (fresh locked goroutine, two
+// setns calls).
+func BenchmarkDo(b *testing.B) {
+	l := benchLab(b)
+	b.ReportAllocs()
+	for range b.N {
+		if err := l.Clients[0].Do(func() error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDialContext measures a TCP connect from one client namespace to
+// another through the switch.
+func BenchmarkDialContext(b *testing.B) {
+	l := benchLab(b)
+	ln, err := l.Clients[1].Listen("tcp4", "198.18.0.12:7000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for range b.N {
+		c, err := l.Clients[0].DialContext(ctx, "tcp4", "198.18.0.12:7000")
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
+func benchLab(b *testing.B) *Lab {
+	b.Helper()
+	l := NewT(b, Config{Clients: 2, Backends: 1})
+	return l
+}
