@@ -22,27 +22,27 @@ const (
 
 // Defaults applied by Parse (and by ApplyDefaults) to keys that are absent.
 const (
-	DefaultProtocol      = "tcp"
-	DefaultScheduler     = "wrr"
-	DefaultTimestamps    = TSPassthrough
-	DefaultTimeWait      = 60 * time.Second
-	DefaultWeight        = 1
-	DefaultHCInterval    = 2 * time.Second
-	DefaultHCTimeout     = 1 * time.Second
-	DefaultHCRise        = 2
-	DefaultHCFall        = 3
-	DefaultHCPath        = "/"
-	DefaultHCStatus      = 200
-	DefaultPortMin       = 20000
-	DefaultPortMax       = 60999
-	DefaultFlowsMax      = 1 << 20
-	DefaultSynTimeout    = 30 * time.Second
-	DefaultEstTimeout    = time.Hour
-	DefaultFinTimeout    = 2 * time.Minute
-	DefaultTWTimeout     = 60 * time.Second
-	DefaultClosedTimeout = 10 * time.Second
-	DefaultMetricsListen = "127.0.0.1:9100"
-	DefaultLogLevel      = "info"
+	DefaultProtocol      = "tcp"            // services[].protocol
+	DefaultScheduler     = "wrr"            // services[].scheduler
+	DefaultTimestamps    = TSPassthrough    // services[].timestamps
+	DefaultTimeWait      = 60 * time.Second // services[].time_wait
+	DefaultWeight        = 1                // services[].backends[].weight (Parse only)
+	DefaultHCInterval    = 2 * time.Second  // health_check.interval
+	DefaultHCTimeout     = 1 * time.Second  // health_check.timeout
+	DefaultHCRise        = 2                // health_check.rise
+	DefaultHCFall        = 3                // health_check.fall
+	DefaultHCPath        = "/"              // health_check.path (http only)
+	DefaultHCStatus      = 200              // health_check.expect_status (http only)
+	DefaultPortMin       = 20000            // snat.port_range low end
+	DefaultPortMax       = 60999            // snat.port_range high end
+	DefaultFlowsMax      = 1 << 20          // flows.max
+	DefaultSynTimeout    = 30 * time.Second // flows.timeouts.syn
+	DefaultEstTimeout    = time.Hour        // flows.timeouts.established
+	DefaultFinTimeout    = 2 * time.Minute  // flows.timeouts.fin
+	DefaultTWTimeout     = 60 * time.Second // flows.timeouts.time_wait
+	DefaultClosedTimeout = 10 * time.Second // flows.timeouts.closed
+	DefaultMetricsListen = "127.0.0.1:9100" // metrics.listen (Parse only: "" disables)
+	DefaultLogLevel      = "info"           // log.level
 )
 
 // Config is a whole, validated tslb configuration.

@@ -755,3 +755,16 @@ func FuzzParse(f *testing.F) {
 		sameConfig(t, back, c)
 	})
 }
+
+func BenchmarkParseExample(b *testing.B) {
+	data, err := os.ReadFile("example.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for range b.N {
+		if _, err := config.Parse(data, "example.yaml"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
