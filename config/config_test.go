@@ -768,3 +768,16 @@ func BenchmarkParseExample(b *testing.B) {
 		}
 	}
 }
+
+// The API the binary and package lb are written against; a signature change
+// breaks this build.
+var (
+	_ func(string) (*config.Config, error)         = config.Load
+	_ func([]byte, string) (*config.Config, error) = config.Parse
+	_ func(*config.Config) config.Errors           = (*config.Config).Validate
+	_ func(*config.Config) ([]byte, error)         = (*config.Config).Marshal
+	_ error                                        = config.Error{}
+	_ error                                        = config.Errors{}
+	_                                              = config.Config{Links: []config.Link{}, Services: []config.Service{}, SNAT: config.SNAT{}, Flows: config.Flows{Timeouts: config.Timeouts{}}, Metrics: config.Metrics{}, Log: config.Log{}, Detector: config.Detector{}, Source: ""}
+	_                                              = []config.TSMode{config.TSStrip, config.TSPassthrough, config.TSRewrite}
+)
