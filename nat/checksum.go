@@ -92,57 +92,53 @@ func update32(hc uint16, old, new uint32) uint16 {
 		new>>16 + new&0xffff)
 }
 
-// updatePartial32 updates a non-complemented partial (pseudo-header) sum
-// s for a 32-bit pseudo-header field changing from old to new, the way
-// Linux inet_proto_csum_replace4 does for CHECKSUM_PARTIAL.
-func updatePartial32(s uint16, old, new uint32) uint16 {
-	return Fold(uint32(s) + uint32(^uint16(old>>16)) + uint32(^uint16(old)) +
-		new>>16 + new&0xffff)
+// update64 is update16 for two 32-bit fields changing at once.
+func update64(hc uint16, old1, old2, new1, new2 uint32) uint16 {
+	return ^Fold(uint32(^hc) +
+		uint32(^uint16(old1>>16)) + uint32(^uint16(old1)) + new1>>16 + new1&0xffff +
+		uint32(^uint16(old2>>16)) + uint32(^uint16(old2)) + new2>>16 + new2&0xffff)
 }
 
-// l4CsumOffset returns the frame offset of the L4 checksum field that
-// covers the pseudo header, or -1 if there is none to maintain.
-func (p *Packet) l4CsumOffset() int {
+// delta32 returns ~old + new over the two 16-bit words of a 32-bit field,
+// the part of RFC 1624 eqn. 3 that does not depend on the checksum.
+func delta32(old, new uint32) uint32 {
+	return uint32(^uint16(old>>16)) + uint32(^uint16(old)) + new>>16 + new&0xffff
+}
+
+// updateL4Pseudo patches the L4 checksum for a pseudo-header change whose
+// delta32 is d, in full or partial mode.
+func (p *Packet) updateL4Pseudo(d uint32) {
 	if p.L4 == 0 {
-		return -1
+		return
 	}
+	var off int
 	switch p.Proto {
 	case ProtoTCP:
-		return p.L4 + tcpChecksumOffset
+		off = p.L4 + tcpChecksumOffset
 	case ProtoUDP:
 		if p.L4Len < 8 || p.L4+8 > len(p.Frame) {
-			return -1
+			return
 		}
-		return p.L4 + 6
-	}
-	return -1
-}
-
-// updateL4Pseudo32 patches the L4 checksum for a 32-bit pseudo-header
-// field (an address) changing from old to new, in full or partial mode.
-func (p *Packet) updateL4Pseudo32(old, new uint32) {
-	off := p.l4CsumOffset()
-	if off < 0 {
+		off = p.L4 + 6
+	default:
 		return
 	}
 	f := p.Frame[off : off+2]
 	c := binary.BigEndian.Uint16(f)
-	if p.PartialCsum {
-		binary.BigEndian.PutUint16(f, updatePartial32(c, old, new))
-		return
-	}
-	if p.Proto == ProtoUDP {
+	switch {
+	case p.PartialCsum:
+		c = Fold(uint32(c) + d)
+	case p.Proto == ProtoUDP:
 		if c == 0 { // no UDP checksum (RFC 768)
 			return
 		}
-		c = update32(c, old, new)
-		if c == 0 {
+		if c = ^Fold(uint32(^c) + d); c == 0 {
 			c = 0xffff
 		}
-		binary.BigEndian.PutUint16(f, c)
-		return
+	default:
+		c = ^Fold(uint32(^c) + d)
 	}
-	binary.BigEndian.PutUint16(f, update32(c, old, new))
+	binary.BigEndian.PutUint16(f, c)
 }
 
 // setAddr writes a at frame offset p.L3+off and fixes both checksums.
@@ -152,11 +148,12 @@ func (p *Packet) setAddr(off int, a Addr4) bool {
 	}
 	ip := p.Frame[p.L3 : p.L3+IPv4MinimumSize]
 	f := ip[off : off+4]
-	old := binary.BigEndian.Uint32(f)
 	new := binary.BigEndian.Uint32(a[:])
+	d := delta32(binary.BigEndian.Uint32(f), new)
 	binary.BigEndian.PutUint32(f, new)
-	binary.BigEndian.PutUint16(ip[ipv4ChecksumOffset:], update32(binary.BigEndian.Uint16(ip[ipv4ChecksumOffset:]), old, new))
-	p.updateL4Pseudo32(old, new)
+	c := ip[ipv4ChecksumOffset : ipv4ChecksumOffset+2]
+	binary.BigEndian.PutUint16(c, ^Fold(uint32(^binary.BigEndian.Uint16(c))+d))
+	p.updateL4Pseudo(d)
 	return true
 }
 

@@ -221,6 +221,19 @@ func (p *Packet) SetTimestamps(tsval, tsecr uint32) bool {
 	if off < 0 || l != optLenTS {
 		return false
 	}
+	if off&1 == 0 {
+		// TSval and TSecr are 16-bit aligned in the segment (the options
+		// start at offset 20): patch the checksum word by word.
+		f := p.Frame[p.L4+TCPMinimumSize+off+2 : p.L4+TCPMinimumSize+off+10]
+		oldVal, oldEcr := binary.BigEndian.Uint32(f[0:4]), binary.BigEndian.Uint32(f[4:8])
+		binary.BigEndian.PutUint32(f[0:4], tsval)
+		binary.BigEndian.PutUint32(f[4:8], tsecr)
+		if !p.PartialCsum {
+			c := p.Frame[p.L4+tcpChecksumOffset : p.L4+tcpChecksumOffset+2]
+			binary.BigEndian.PutUint16(c, update64(binary.BigEndian.Uint16(c), oldVal, oldEcr, tsval, tsecr))
+		}
+		return true
+	}
 	var v [8]byte
 	binary.BigEndian.PutUint32(v[0:], tsval)
 	binary.BigEndian.PutUint32(v[4:], tsecr)

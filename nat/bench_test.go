@@ -1,0 +1,118 @@
+package nat_test
+
+import (
+	"testing"
+
+	"tslb/nat"
+)
+
+// benchFrame is a 1,460-byte-payload ACK carrying NOP NOP TS.
+func benchFrame() []byte {
+	return buildTCP(tcpSpec{src: ipC, dst: ipV, sport: 40000, dport: 443, seq: 1, ack: 2,
+		flags: nat.TCPFlagACK, win: 501, opts: tsOpts(100, 200), payload: make([]byte, 1460)})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	frame := benchFrame()
+	var p nat.Packet
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRewriteSNAT is the per-packet work of the client->backend
+// direction: decode, rewrite both addresses and ports, and translate the
+// timestamps, in full checksum mode.
+func BenchmarkRewriteSNAT(b *testing.B) {
+	frame := benchFrame()
+	var p nat.Packet
+	snat, backend := nat.Addr4{10, 0, 0, 1}, nat.Addr4{10, 0, 0, 2}
+	b.ReportAllocs()
+	var i uint32
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetSrc(snat)
+		p.SetDst(backend)
+		p.SetSrcPort(33333)
+		p.SetDstPort(8443)
+		i++
+		p.SetTimestamps(i, i+1)
+	}
+}
+
+func BenchmarkStripTimestamps(b *testing.B) {
+	frame := benchFrame()
+	orig := append([]byte(nil), frame[:80]...)
+	var p nat.Packet
+	if err := p.Decode(frame); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(frame, orig) // restore the TS option (headers only)
+		if !p.StripTimestamps() {
+			b.Fatal("no TS")
+		}
+	}
+}
+
+func BenchmarkTCPOptions(b *testing.B) {
+	frame := buildTCP(tcpSpec{src: ipC, dst: ipV, opts: []byte{2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7}})
+	var p nat.Packet
+	if err := p.Decode(frame); err != nil {
+		b.Fatal(err)
+	}
+	var o nat.TCPOptions
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.TCPOptions(&o); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkChecksum1500(b *testing.B) {
+	buf := make([]byte, 1500)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		_ = nat.Checksum(buf, 0)
+	}
+}
+
+func BenchmarkPortPoolAlloc(b *testing.B) {
+	for _, fill := range []int{0, 50, 90} {
+		b.Run(map[int]string{0: "empty", 50: "half", 90: "90pct"}[fill], func(b *testing.B) {
+			p := nat.NewPortPool(1024, 65535, 1)
+			for range p.Size() * fill / 100 {
+				p.Alloc()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				port, ok := p.Alloc()
+				if !ok {
+					b.Fatal("exhausted")
+				}
+				p.Free(port)
+			}
+		})
+	}
+}
+
+func BenchmarkTrackerUpdate(b *testing.B) {
+	var tr nat.Tracker
+	tr.Update(nat.SideClient, nat.TCPFlagSYN, 1, 0, 0, 0, false)
+	tr.Update(nat.SideBackend, nat.TCPFlagSYN|nat.TCPFlagACK, 100, 2, 0, 0, false)
+	b.ReportAllocs()
+	var seq uint32 = 2
+	for b.Loop() {
+		tr.Update(nat.SideClient, nat.TCPFlagACK, seq, 101, 1460, seq, true)
+		seq += 1460
+	}
+}
