@@ -46,7 +46,8 @@ type ICMPError struct {
 	InnerSrcPort, InnerDstPort uint16
 	// InnerSeq is the quoted TCP sequence number, valid if HasSeq.
 	InnerSeq uint32
-	HasSeq   bool
+	// HasSeq says whether InnerSeq was quoted (TCP only).
+	HasSeq bool
 
 	innerOff int // frame offset of the quoted IPv4 header
 }

@@ -27,29 +27,38 @@ const (
 
 // SACKBlock is one SACK block: the left edge Start and the right edge End
 // (the sequence number just past the block).
-type SACKBlock struct{ Start, End uint32 }
+type SACKBlock struct {
+	// Start is the left edge: the first sequence number of the block.
+	Start uint32
+	// End is the right edge: the sequence number just past the block.
+	End uint32
+}
 
 // TCPOptions is the parsed form of a TCP option list. It has no pointers
 // and fixed-size arrays only, so parsing into it never allocates.
 type TCPOptions struct {
-	// MSS is the maximum segment size; HasMSS says whether it was present.
-	MSS    uint16
+	// MSS is the maximum segment size.
+	MSS uint16
+	// HasMSS says whether the MSS option was present.
 	HasMSS bool
-	// WScale is the window scale shift; HasWScale says whether it was
-	// present.
-	WScale    uint8
+	// WScale is the window scale shift count.
+	WScale uint8
+	// HasWScale says whether the window scale option was present.
 	HasWScale bool
 	// SACKPermitted says whether the SACK-permitted option was present.
 	SACKPermitted bool
-	// HasTS says whether the timestamps option was present; TSVal and
-	// TSEcr are its values.
-	HasTS        bool
-	TSVal, TSEcr uint32
+	// HasTS says whether the timestamps option was present.
+	HasTS bool
+	// TSVal is the timestamp value of the TS option.
+	TSVal uint32
+	// TSEcr is the timestamp echo reply of the TS option.
+	TSEcr uint32
 	// TSOff is the offset of the TS option's kind byte within the options
 	// slice, -1 if none.
 	TSOff int
 	// SACK holds the first NumSACK SACK blocks.
-	SACK    [MaxSACKBlocks]SACKBlock
+	SACK [MaxSACKBlocks]SACKBlock
+	// NumSACK is the number of valid blocks in SACK.
 	NumSACK int
 	// SACKOff is the offset of the SACK option's kind byte within the
 	// options slice, -1 if none.

@@ -97,8 +97,10 @@ type Tracker struct {
 	ISN [3]uint32
 	// FinSeq is the sequence number of each side's FIN; FinSent says
 	// whether it was sent and FinAcked whether the peer acked it.
-	FinSeq   [3]uint32
-	FinSent  [3]bool
+	FinSeq [3]uint32
+	// FinSent says whether each side sent its FIN.
+	FinSent [3]bool
+	// FinAcked says whether each side's FIN was acked by the peer.
 	FinAcked [3]bool
 	// NextSeq is the highest seq+len(+SYN/FIN) sent by each side (its
 	// snd_nxt as seen), a wrap-aware maximum.
@@ -106,10 +108,12 @@ type Tracker struct {
 	// LastTSVal is the latest (wrap-aware highest) TSval sent by each side;
 	// TSSeen says whether that side sent any.
 	LastTSVal [3]uint32
-	TSSeen    [3]bool
+	// TSSeen says whether each side sent any TSval.
+	TSSeen [3]bool
 	// AckSeq is the highest ack number sent by each side (its rcv_nxt as
 	// seen); AckSeen says whether that side sent any ACK.
-	AckSeq  [3]uint32
+	AckSeq [3]uint32
+	// AckSeen says whether each side sent any ACK.
 	AckSeen [3]bool
 	// MaxWindow is the largest scaled receive window each side advertised,
 	// as reported through NoteWindow; 0 means unknown (DefaultRSTWindow is
