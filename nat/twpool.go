@@ -44,10 +44,11 @@ func (k AllocKind) String() string {
 // TIME_WAIT (its last flow ended with the backend closing first, and the
 // backend may still hold the tuple).
 //
-// Memory is fixed at construction and bounded by the port range: two
-// bitmaps, one record per port (struct of arrays, 16 bytes a port) and a
-// FIFO ring of 2-byte port indexes, about 1.1 MB for 64k ports. Nothing
-// allocates afterwards.
+// Memory is fixed at construction and bounded by the port range: three
+// bitmaps, one 16-byte record per port and a FIFO ring of 16-byte (until,
+// port) entries, about 2 MB for 64k ports. Nothing allocates afterwards.
+// The ring repeats Until so that expiry reads it sequentially instead of
+// missing the cache on a random record per operation.
 //
 // Free ports are found like PortPool does: a few random probes, then a
 // rotating scan of 64-bit words with bits.TrailingZeros64. TIME_WAIT
@@ -64,19 +65,29 @@ func (k AllocKind) String() string {
 type TWPool struct {
 	lo      uint16
 	size    int
-	busy    []uint64 // bit set = live or in TIME_WAIT (or past the range)
-	tw      []uint64 // bit set = in TIME_WAIT
-	until   []int64  // per port: TWRecord.Until
-	nextSeq []uint32 // per port: TWRecord.NextSeq
-	lastTS  []uint32 // per port: TWRecord.LastTS
-	hasTS   []uint64 // per port bit: TWRecord.HasTS
-	ring    []uint16 // TIME_WAIT port indexes, FIFO
-	head    int      // ring index of the oldest entry
-	n       int      // entries in the ring
+	busy    []uint64  // bit set = live or in TIME_WAIT (or past the range)
+	tw      []uint64  // bit set = in TIME_WAIT
+	recs    []twRec   // per port, valid while its tw bit is set
+	hasTS   []uint64  // per port bit: TWRecord.HasTS
+	ring    []twEntry // TIME_WAIT tuples in insertion order (FIFO)
+	head    int       // ring index of the oldest entry
+	n       int       // entries in the ring
 	inUse   int
 	tWait   int
 	entered uint64
 	rng     uint64
+}
+
+// twRec is the ledger record of one port (TWRecord without HasTS).
+type twRec struct {
+	until           int64
+	nextSeq, lastTS uint32
+}
+
+// twEntry is one TIME_WAIT ring entry.
+type twEntry struct {
+	until int64
+	idx   uint32
 }
 
 // NewTWPool returns a pool of the ports in [lo, hi] (empty if hi < lo),
@@ -94,10 +105,8 @@ func NewTWPool(lo, hi uint16, seed uint64) *TWPool {
 	if r := p.size % 64; r != 0 {
 		p.busy[words-1] = ^uint64(0) << r // bits past hi are never free
 	}
-	p.until = make([]int64, p.size)
-	p.nextSeq = make([]uint32, p.size)
-	p.lastTS = make([]uint32, p.size)
-	p.ring = make([]uint16, p.size)
+	p.recs = make([]twRec, p.size)
+	p.ring = make([]twEntry, p.size)
 	return p
 }
 
@@ -118,8 +127,9 @@ func twClear(m []uint64, i int)    { m[i>>6] &^= 1 << (i & 63) }
 // expire frees the TIME_WAIT tuples at the ring head whose Until <= now.
 func (p *TWPool) expire(now int64) {
 	for p.n > 0 {
-		i := int(p.ring[p.head])
-		if twBit(p.tw, i) && p.until[i] > now {
+		e := p.ring[p.head]
+		i := int(e.idx)
+		if twBit(p.tw, i) && e.until > now {
 			return
 		}
 		p.pop()
@@ -180,7 +190,7 @@ func (p *TWPool) Alloc(now int64) (port uint16, kind AllocKind, rec TWRecord, ok
 		return p.allocFree(), AllocFresh, TWRecord{}, true
 	}
 	for p.n > 0 {
-		i := int(p.ring[p.head])
+		i := int(p.ring[p.head].idx)
 		p.pop()
 		if !twBit(p.tw, i) {
 			continue // stale entry
@@ -216,7 +226,8 @@ func (p *TWPool) index(port uint16) int {
 
 // record returns the ledger record of position i.
 func (p *TWPool) record(i int) TWRecord {
-	return TWRecord{Until: p.until[i], NextSeq: p.nextSeq[i], LastTS: p.lastTS[i], HasTS: twBit(p.hasTS, i)}
+	r := &p.recs[i]
+	return TWRecord{Until: r.until, NextSeq: r.nextSeq, LastTS: r.lastTS, HasTS: twBit(p.hasTS, i)}
 }
 
 // Release returns a port from a finished flow. If rec.Until > now the
@@ -234,7 +245,7 @@ func (p *TWPool) Release(port uint16, now int64, rec TWRecord) {
 		twClear(p.busy, i)
 		return
 	}
-	p.until[i], p.nextSeq[i], p.lastTS[i] = rec.Until, rec.NextSeq, rec.LastTS
+	p.recs[i] = twRec{until: rec.Until, nextSeq: rec.NextSeq, lastTS: rec.LastTS}
 	if rec.HasTS {
 		twSet(p.hasTS, i)
 	} else {
@@ -249,7 +260,7 @@ func (p *TWPool) Release(port uint16, now int64, rec TWRecord) {
 	if t >= len(p.ring) {
 		t -= len(p.ring)
 	}
-	p.ring[t] = uint16(i)
+	p.ring[t] = twEntry{until: rec.Until, idx: uint32(i)}
 	p.n++
 }
 

@@ -359,11 +359,12 @@ func BenchmarkTWPoolAlloc(b *testing.B) {
 	for i := range 2 * size * pools { // reach the steady state
 		step(i)
 	}
-	_, w, _ := ps[0].Counts(now)
-	b.ReportMetric(float64(w)/size*100, "%tw")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
 		step(i)
 	}
+	b.StopTimer()
+	_, w, _ := ps[0].Counts(now)
+	b.ReportMetric(float64(w)/size*100, "%tw")
 }
