@@ -46,7 +46,9 @@ func (w *worker) run(ctx context.Context) error {
 func (w *worker) handle(n int) {
 	b := w.b
 	w.in.rxPackets.Inc()
-	w.in.rxBytes.Add(float64(n - nat.VirtioNetHdrLen))
+	// A read shorter than the virtio header (dropped below as short_frame)
+	// must not make the counter go negative: Counter.Add panics.
+	w.in.rxBytes.Add(float64(max(n-nat.VirtioNetHdrLen, 0)))
 	if err := w.vh.Decode(w.buf[:n]); err != nil {
 		b.m.dropErr(err)
 		return
