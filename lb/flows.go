@@ -35,7 +35,7 @@ type flow struct {
 	be   *backend
 	pool *snatPool
 
-	client, vip, snat, baddr nat.Addr4
+	client, vip, snat, baddr   nat.Addr4
 	cport, vport, sport, bport uint16
 
 	clientLink *link
