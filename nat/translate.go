@@ -145,6 +145,9 @@ func (p *Packet) isTCP() bool {
 		p.L4+p.L4Len <= len(p.Frame) && p.TCPHdrLen <= p.L4Len
 }
 
+// linuxTSHead is NOP NOP kind=8 len=10 as a big-endian word.
+const linuxTSHead = OptNOP<<24 | OptNOP<<16 | OptTimestamps<<8 | optLenTS
+
 // linuxTSLayout reports whether the options are exactly NOP NOP TS, the
 // layout Linux puts on every established segment (the fast path).
 func (p *Packet) linuxTSLayout() bool {
@@ -478,13 +481,23 @@ func (x *Translation) ClientToBackend(p *Packet, tsNow uint32) (grow int, err er
 	}
 	act := x.action()
 	seq := p.Seq + x.SeqDelta
-	if act == TSOffset && p.linuxTSLayout() {
-		tsval := binary.BigEndian.Uint32(p.Frame[p.L4+24:]) + x.TSOff
-		p.setTwo32(tcpSeqOffset, seq, 24, tsval)
-		p.Seq = seq
-		x.noteSeq(p, seq)
-		x.noteTS(tsval)
-		return 0, nil
+	if act == TSOffset && p.TCPHdrLen == TCPMinimumSize+tsOptLen {
+		// Fast path: NOP NOP TS, one checksum update for seq and TSval.
+		t := p.Frame[p.L4 : p.L4+TCPMinimumSize+tsOptLen]
+		if binary.BigEndian.Uint32(t[20:]) == linuxTSHead {
+			old := binary.BigEndian.Uint32(t[24:])
+			tsval := old + x.TSOff
+			binary.BigEndian.PutUint32(t[tcpSeqOffset:], seq)
+			binary.BigEndian.PutUint32(t[24:], tsval)
+			if !p.PartialCsum {
+				cs := binary.BigEndian.Uint16(t[tcpChecksumOffset:])
+				binary.BigEndian.PutUint16(t[tcpChecksumOffset:], ^Fold(uint32(^cs)+nsum32(p.Seq)+sum32(seq)+nsum32(old)+sum32(tsval)))
+			}
+			p.Seq = seq
+			x.noteSeq(p, seq)
+			x.noteTS(tsval)
+			return 0, nil
+		}
 	}
 	if act == TSPass {
 		if x.SeqDelta != 0 {
@@ -580,6 +593,9 @@ func (x *Translation) BackendToClient(p *Packet) error {
 	if act > TSSynth {
 		act = TSPass
 	}
+	if act == TSPass && x.SeqDelta == 0 {
+		return nil // nothing to translate, malformed options or not
+	}
 	if p.TCPFlags&TCPFlagSYN == 0 {
 		if act == TSOffset && p.linuxTSLayout() {
 			tsecr := binary.BigEndian.Uint32(p.Frame[p.L4+28:]) - x.TSOff
@@ -591,7 +607,7 @@ func (x *Translation) BackendToClient(p *Packet) error {
 			}
 			return nil
 		}
-		if p.TCPHdrLen == TCPMinimumSize || (act == TSPass && x.SeqDelta == 0) {
+		if p.TCPHdrLen == TCPMinimumSize {
 			if fixAck {
 				p.SetAck(ack)
 			}

@@ -832,3 +832,55 @@ func BenchmarkTSOffsetRewrite(b *testing.B) {
 		}
 	}
 }
+
+func TestTranslateRST(t *testing.T) {
+	x := nat.Translation{SeqDelta: 0x10, TS: nat.TSOffset, TSOff: 1, NextSeq: 0x50, HaveSeq: true}
+	for _, flags := range []uint8{nat.TCPFlagRST, nat.TCPFlagRST | nat.TCPFlagACK} {
+		f := trGopacket(t, trSeg{src: trSNAT, dst: trBackend, seq: 0xffff_fff8, ack: 9, flags: flags}, 0)
+		var p nat.Packet
+		trDecode(t, &p, f, false)
+		if _, err := x.ClientToBackend(&p, 0); err != nil {
+			t.Fatal(err)
+		}
+		if d := trCheck(t, p.Frame); d.tcp.Seq != 0x8 || d.tcp.Ack != 9 {
+			t.Errorf("RST seq %#x ack %d, want 0x8 9", d.tcp.Seq, d.tcp.Ack)
+		}
+		if x.NextSeq != 0x50 || x.MissingTS == 0 {
+			t.Errorf("RST moved NextSeq to %#x / MissingTS %d", x.NextSeq, x.MissingTS)
+		}
+	}
+	// Backend RST+ACK: ack translated back.
+	f := trGopacket(t, trSeg{src: trBackend, dst: trSNAT, seq: 9, ack: 0x8, flags: nat.TCPFlagRST | nat.TCPFlagACK}, 0)
+	var p nat.Packet
+	trDecode(t, &p, f, false)
+	if err := x.BackendToClient(&p); err != nil {
+		t.Fatal(err)
+	}
+	if d := trCheck(t, p.Frame); d.tcp.Ack != 0xffff_fff8 {
+		t.Errorf("backend RST ack %#x", d.tcp.Ack)
+	}
+}
+
+// TestTranslateGSOSuperframe grows a partial-checksum TSO superframe
+// (payload larger than one segment) and checks that completing its
+// checksum gives the right full checksum, as the kernel's segmentation
+// would start from.
+func TestTranslateGSOSuperframe(t *testing.T) {
+	payload := make([]byte, 3*1448)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	f := trGopacket(t, trSeg{src: trSNAT, dst: trBackend, seq: 1, ack: 2, flags: nat.TCPFlagACK, payload: payload}, 12)
+	trPartial(f)
+	var p nat.Packet
+	trDecode(t, &p, f, true)
+	x := nat.Translation{TS: nat.TSSynth, SeqDelta: 100, BackendTS: 5, HaveBackendTS: true}
+	g, err := x.ClientToBackend(&p, 42)
+	if err != nil || g != 12 {
+		t.Fatalf("ClientToBackend = %d, %v", g, err)
+	}
+	d := trCheck(t, finish(p.Frame, true))
+	if !bytes.Equal(d.tcp.Payload, payload) || d.tsval != 42 || d.tsecr != 5 || d.tcp.Seq != 101 {
+		t.Fatalf("superframe: ts %d/%d seq %d", d.tsval, d.tsecr, d.tcp.Seq)
+	}
+}
