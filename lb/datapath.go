@@ -142,6 +142,12 @@ func (w *worker) fromClient(n int) {
 		b.m.drop(dropNoService)
 		return
 	}
+	if p.IPv4().TTL() <= 1 {
+		// Checked before a flow is made: an expiring SYN must not take a
+		// SNAT port.
+		b.m.drop(dropTTLExpired)
+		return
+	}
 	k := flowKey{p.Src, p.Dst, p.SrcPort, p.DstPort}
 	f := b.flows.get(k)
 	if f != nil && isSYN(p.TCPFlags) {
@@ -279,6 +285,9 @@ func (w *worker) handleICMP(n int, kind ownedKind) {
 			return
 		}
 		clear(w.buf[:nat.VirtioNetHdrLen])
+		// EchoReply swapped the Ethernet addresses; answer from this
+		// link's own MAC even if the request was sent to broadcast.
+		nat.Ethernet(w.buf[nat.VirtioNetHdrLen:n]).SetSrc(w.in.mac)
 		if w.write(w.in, w.buf[:n]) {
 			b.m.icmpEchoReplies.Inc()
 		}

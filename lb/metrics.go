@@ -28,7 +28,6 @@ const (
 	dropSNATExhausted                      // SYN refused: no free SNAT port
 	dropRSTOutOfWindow                     // RST whose seq is outside the window (RFC 5961 §3)
 	dropARPNotOurs                         // ARP request for an address tslb does not own
-	dropLinkMismatch                       // frame for an owned address arrived on a link not attached to it
 	numDropReasons
 )
 
@@ -36,7 +35,7 @@ var dropReasonNames = [numDropReasons]string{
 	"not_ours", "no_service", "no_flow", "unsupported_proto", "icmp_unsupported",
 	"icmp_no_flow", "bad_checksum", "ttl_expired", "no_route", "neighbour_unresolved",
 	"tx_error", "table_full", "no_backend", "snat_exhausted", "rst_out_of_window",
-	"arp_not_ours", "link_mismatch",
+	"arp_not_ours",
 }
 
 // metrics holds every collector. Children whose labels are known from the
