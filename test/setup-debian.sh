@@ -22,7 +22,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null || die "apt-get update failed"
 log "apt-get update: done"
 
-pkgs="iproute2 nftables tcpdump ethtool iperf3 haproxy ca-certificates curl git"
+pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy ca-certificates curl git gcc libc6-dev"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
@@ -80,7 +80,11 @@ if [ "${have_minor:-0}" -lt 21 ]; then
 	chmod a+x "$dir"/bin/* "$dir"/pkg/tool/*/* 2>/dev/null || true
 	PATH="$dir/bin:$PATH"
 	export PATH
-	log "go: go$have predates GOTOOLCHAIN; using $mod (add $dir/bin to PATH)"
+	# Later shells (test/run-tests.sh, test/demo.sh run this script as a
+	# child) find it through /usr/local/bin, which precedes /usr/bin.
+	ln -sf "$dir/bin/go" /usr/local/bin/go
+	ln -sf "$dir/bin/gofmt" /usr/local/bin/gofmt
+	log "go: go$have predates GOTOOLCHAIN; using $mod (linked into /usr/local/bin)"
 else
 	log "go: go$have, GOTOOLCHAIN=$GOTOOLCHAIN selects go.mod's go $want if newer"
 fi

@@ -1,0 +1,18 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: a static tslb binary on an empty image. Only the Go module
+# proxy is needed at build time.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/tslb ./cmd/tslb
+
+FROM scratch
+COPY --from=build /out/tslb /tslb
+COPY config/example.yaml /etc/tslb/tslb.yaml
+# tslb needs CAP_NET_RAW (AF_PACKET) and CAP_NET_ADMIN (SO_RCVBUFFORCE):
+#   docker run --net=host --cap-add NET_RAW --cap-add NET_ADMIN \
+#     -v /path/to/tslb.yaml:/etc/tslb/tslb.yaml tslb
+ENTRYPOINT ["/tslb", "run", "-c", "/etc/tslb/tslb.yaml"]
