@@ -20,29 +20,50 @@ const (
 	TSRewrite TSMode = "rewrite"
 )
 
+// Exhaustion policies accepted in services[].exhaustion: what tslb does when
+// no SNAT tuple toward the chosen backend can be used safely (every port is
+// in use, or its tuple is still in the backend's TIME_WAIT and cannot be
+// reused safely).
+const (
+	// ExhaustWait holds the client's SYN for up to Service.ExhaustionWait
+	// for a tuple to become usable, then resets the client.
+	ExhaustWait = "wait"
+	// ExhaustReject resets the client at once.
+	ExhaustReject = "reject"
+	// ExhaustReuse reuses the oldest TIME_WAIT tuple anyway; the collision
+	// detector repairs the flow if the backend still holds the old
+	// connection.
+	ExhaustReuse = "reuse"
+)
+
 // Defaults applied by Parse (and by ApplyDefaults) to keys that are absent.
 const (
-	DefaultProtocol      = "tcp"            // services[].protocol
-	DefaultScheduler     = "wrr"            // services[].scheduler
-	DefaultTimestamps    = TSPassthrough    // services[].timestamps
-	DefaultTimeWait      = 60 * time.Second // services[].time_wait
-	DefaultWeight        = 1                // services[].backends[].weight (Parse only)
-	DefaultHCInterval    = 2 * time.Second  // health_check.interval
-	DefaultHCTimeout     = 1 * time.Second  // health_check.timeout
-	DefaultHCRise        = 2                // health_check.rise
-	DefaultHCFall        = 3                // health_check.fall
-	DefaultHCPath        = "/"              // health_check.path (http only)
-	DefaultHCStatus      = 200              // health_check.expect_status (http only)
-	DefaultPortMin       = 20000            // snat.port_range low end
-	DefaultPortMax       = 60999            // snat.port_range high end
-	DefaultFlowsMax      = 1 << 20          // flows.max
-	DefaultSynTimeout    = 30 * time.Second // flows.timeouts.syn
-	DefaultEstTimeout    = time.Hour        // flows.timeouts.established
-	DefaultFinTimeout    = 2 * time.Minute  // flows.timeouts.fin
-	DefaultTWTimeout     = 60 * time.Second // flows.timeouts.time_wait
-	DefaultClosedTimeout = 10 * time.Second // flows.timeouts.closed
-	DefaultMetricsListen = "127.0.0.1:9100" // metrics.listen (Parse only: "" disables)
-	DefaultLogLevel      = "info"           // log.level
+	DefaultProtocol       = "tcp"            // services[].protocol
+	DefaultScheduler      = "wrr"            // services[].scheduler
+	DefaultTimestamps     = TSPassthrough    // services[].timestamps
+	DefaultTimeWait       = 60 * time.Second // services[].time_wait
+	DefaultISNTranslation = true             // services[].isn_translation (Service.NoISNTranslation false)
+	DefaultExhaustion     = ExhaustWait      // services[].exhaustion
+	DefaultExhaustionWait = 1 * time.Second  // services[].exhaustion_wait (exhaustion wait only)
+	DefaultWeight         = 1                // services[].backends[].weight (Parse only)
+	DefaultHCInterval     = 2 * time.Second  // health_check.interval
+	DefaultHCTimeout      = 1 * time.Second  // health_check.timeout
+	DefaultHCRise         = 2                // health_check.rise
+	DefaultHCFall         = 3                // health_check.fall
+	DefaultHCPath         = "/"              // health_check.path (http only)
+	DefaultHCStatus       = 200              // health_check.expect_status (http only)
+	DefaultPortMin        = 20000            // snat.port_range low end
+	DefaultPortMax        = 60999            // snat.port_range high end
+	DefaultFlowsMax       = 1 << 20          // flows.max
+	DefaultSynTimeout     = 30 * time.Second // flows.timeouts.syn
+	DefaultEstTimeout     = time.Hour        // flows.timeouts.established
+	DefaultFinTimeout     = 2 * time.Minute  // flows.timeouts.fin
+	DefaultTWTimeout      = 2 * time.Second  // flows.timeouts.time_wait
+	DefaultClosedTimeout  = 5 * time.Second  // flows.timeouts.closed
+	DefaultMetricsListen  = "127.0.0.1:9100" // metrics.listen (Parse only: "" disables)
+	DefaultLogLevel       = "info"           // log.level
+	DefaultRepair         = true             // detector.repair (Detector.NoRepair false)
+	DefaultPcapMaxFiles   = 100              // detector.pcap_max_files
 )
 
 // Config is a whole, validated tslb configuration.
@@ -103,8 +124,25 @@ type Service struct {
 	// Timestamps says how TCP timestamp options are handled.
 	Timestamps TSMode
 	// TimeWait is the TIME_WAIT length assumed for the backends
-	// (1s to 10m).
+	// (1s to 10m). tslb's TIME_WAIT ledger remembers each backend tuple
+	// (SNAT address and port, backend address and port) for this long
+	// after its flow has closed, long after the flow itself has left the
+	// flow table (see Timeouts.TimeWait).
 	TimeWait time.Duration
+	// NoISNTranslation turns ISN translation off (services[].isn_translation
+	// false). With translation on, tslb may shift the sequence space of a
+	// flow that reuses a backend tuple still in TIME_WAIT, so the backend
+	// accepts the new SYN. The zero value means translation on, so a
+	// Service built in Go gets the safe default.
+	NoISNTranslation bool
+	// Exhaustion is what tslb does when no SNAT tuple toward the chosen
+	// backend can be used safely: ExhaustWait, ExhaustReject or
+	// ExhaustReuse.
+	Exhaustion string
+	// ExhaustionWait is how long a SYN is held under ExhaustWait before
+	// the client is reset (10ms to 30s). It is only valid with
+	// ExhaustWait and is 0 for the other policies.
+	ExhaustionWait time.Duration
 	// Backends are the real servers; at least one has Weight > 0.
 	Backends []Backend
 	// HealthCheck probes the backends; nil means no health checking.
@@ -165,9 +203,14 @@ type Timeouts struct {
 	Established time.Duration
 	// Fin applies after one or both FINs, before the close completes.
 	Fin time.Duration
-	// TimeWait applies once both FINs are acknowledged.
+	// TimeWait is how long a flow whose FINs are both acknowledged stays
+	// in the flow table, to catch late retransmissions (the final ACK, a
+	// retransmitted FIN) and translate them. It is not the backend's
+	// TIME_WAIT: that is Service.TimeWait, which tslb's TIME_WAIT ledger
+	// tracks per backend tuple after the flow is gone.
 	TimeWait time.Duration
-	// Closed applies after a RST.
+	// Closed is how long a flow stays in the flow table after a RST, to
+	// catch late retransmissions in flight.
 	Closed time.Duration
 }
 
@@ -187,14 +230,24 @@ type Log struct {
 type Detector struct {
 	// PcapDir is a directory for collision pcaps; "" means none.
 	PcapDir string
+	// PcapMaxFiles caps the number of pcap files kept in PcapDir
+	// (1 to 100000).
+	PcapMaxFiles int
+	// NoRepair turns collision repair off (detector.repair false): the
+	// detector then only reports collisions. The zero value means repair
+	// on, so a Config built in Go gets the default.
+	NoRepair bool
 }
 
 // ApplyDefaults fills in the documented default of every field whose zero
 // value means "not set", the same way Parse does for absent keys. It is meant
 // for a Config built in Go before Validate or Marshal. Fields whose zero value
 // is meaningful are left alone: Backend.Weight (0 drains), Metrics.Listen (""
-// disables), Link.Gateway and Service.HealthCheck (none). A HealthCheck's
-// Path and ExpectStatus are defaulted only for Type "http".
+// disables), Link.Gateway and Service.HealthCheck (none); the booleans
+// Service.NoISNTranslation and Detector.NoRepair need no default, their zero
+// value is the default. A HealthCheck's Path and ExpectStatus are defaulted
+// only for Type "http", and Service.ExhaustionWait only for Exhaustion
+// ExhaustWait.
 func (c *Config) ApplyDefaults() {
 	for i := range c.Links {
 		l := &c.Links[i]
@@ -208,6 +261,10 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&s.Scheduler, DefaultScheduler)
 		setDefault(&s.Timestamps, DefaultTimestamps)
 		setDefault(&s.TimeWait, DefaultTimeWait)
+		setDefault(&s.Exhaustion, DefaultExhaustion)
+		if s.Exhaustion == ExhaustWait {
+			setDefault(&s.ExhaustionWait, DefaultExhaustionWait)
+		}
 		if hc := s.HealthCheck; hc != nil {
 			setDefault(&hc.Interval, DefaultHCInterval)
 			setDefault(&hc.Timeout, DefaultHCTimeout)
@@ -230,6 +287,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&t.TimeWait, DefaultTWTimeout)
 	setDefault(&t.Closed, DefaultClosedTimeout)
 	setDefault(&c.Log.Level, DefaultLogLevel)
+	setDefault(&c.Detector.PcapMaxFiles, DefaultPcapMaxFiles)
 }
 
 // setDefault stores def in *p if *p is the zero value.

@@ -140,6 +140,15 @@ func TestExampleParses(t *testing.T) {
 	if c.Metrics.Listen != "127.0.0.1:9100" {
 		t.Errorf("Metrics.Listen = %q", c.Metrics.Listen)
 	}
+	if s.NoISNTranslation || s.Exhaustion != config.ExhaustWait || s.ExhaustionWait != time.Second {
+		t.Errorf("ISN/exhaustion = %v %q %v", s.NoISNTranslation, s.Exhaustion, s.ExhaustionWait)
+	}
+	if c.Flows.Timeouts.TimeWait != 2*time.Second || c.Flows.Timeouts.Closed != 5*time.Second {
+		t.Errorf("Timeouts = %+v", c.Flows.Timeouts)
+	}
+	if want := (config.Detector{PcapMaxFiles: 100}); c.Detector != want {
+		t.Errorf("Detector = %+v, want %+v", c.Detector, want)
+	}
 }
 
 // wantRE matches the first line of every file in testdata/bad.
@@ -157,6 +166,8 @@ func TestBadFiles(t *testing.T) {
 		"duplicate_snat", "duplicate_service", "duplicate_vip_port", "bad_duration",
 		"bad_timestamps_mode", "overlapping_subnets", "vip_off_link", "yaml_syntax",
 		"empty_file", "bad_scheduler",
+		"bad_isn_translation", "bad_exhaustion", "exhaustion_wait_range",
+		"exhaustion_wait_not_wait", "bad_repair", "pcap_max_files_range",
 	}
 	have := map[string]bool{}
 	for _, f := range files {
@@ -247,6 +258,11 @@ snat:
 	if s.Protocol != "tcp" || s.Scheduler != "wrr" || s.Timestamps != config.TSPassthrough || s.TimeWait != 60*time.Second {
 		t.Errorf("service defaults = %q %q %q %v", s.Protocol, s.Scheduler, s.Timestamps, s.TimeWait)
 	}
+	for i, s := range c.Services {
+		if s.NoISNTranslation || s.Exhaustion != config.ExhaustWait || s.ExhaustionWait != time.Second {
+			t.Errorf("services[%d] ISN/exhaustion defaults = %v %q %v, want false wait 1s", i, s.NoISNTranslation, s.Exhaustion, s.ExhaustionWait)
+		}
+	}
 	if s.Backends[0].Weight != 1 {
 		t.Errorf("default weight = %d, want 1", s.Backends[0].Weight)
 	}
@@ -262,12 +278,12 @@ snat:
 		t.Errorf("port range = %d-%d, want 20000-60999", c.SNAT.PortMin, c.SNAT.PortMax)
 	}
 	wantFlows := config.Flows{Max: 1048576, Timeouts: config.Timeouts{
-		Syn: 30 * time.Second, Established: time.Hour, Fin: 2 * time.Minute, TimeWait: 60 * time.Second, Closed: 10 * time.Second,
+		Syn: 30 * time.Second, Established: time.Hour, Fin: 2 * time.Minute, TimeWait: 2 * time.Second, Closed: 5 * time.Second,
 	}}
 	if c.Flows != wantFlows {
 		t.Errorf("Flows = %+v, want %+v", c.Flows, wantFlows)
 	}
-	if c.Metrics.Listen != "127.0.0.1:9100" || c.Log.Level != "info" || c.Detector.PcapDir != "" {
+	if c.Metrics.Listen != "127.0.0.1:9100" || c.Log.Level != "info" || c.Detector != (config.Detector{PcapMaxFiles: 100}) {
 		t.Errorf("Metrics/Log/Detector = %+v %+v %+v", c.Metrics, c.Log, c.Detector)
 	}
 
@@ -294,11 +310,29 @@ func TestApplyDefaults(t *testing.T) {
 	if c.Flows != parsed.Flows || c.SNAT.PortMin != parsed.SNAT.PortMin || c.Log != parsed.Log {
 		t.Errorf("ApplyDefaults differs from Parse's defaults: %+v %+v", c.Flows, c.SNAT)
 	}
+	if c.Detector.PcapMaxFiles != parsed.Detector.PcapMaxFiles || c.Detector.NoRepair != parsed.Detector.NoRepair {
+		t.Errorf("Detector = %+v, parsed %+v", c.Detector, parsed.Detector)
+	}
+	s, ps := c.Services[0], parsed.Services[0]
+	if s.NoISNTranslation != ps.NoISNTranslation || s.Exhaustion != ps.Exhaustion || s.ExhaustionWait != ps.ExhaustionWait {
+		t.Errorf("service ISN/exhaustion = %v %q %v, parsed %v %q %v",
+			s.NoISNTranslation, s.Exhaustion, s.ExhaustionWait, ps.NoISNTranslation, ps.Exhaustion, ps.ExhaustionWait)
+	}
 	if hc := c.Services[0].HealthCheck; hc.Path != "/" || hc.ExpectStatus != 200 || hc.Rise != 2 {
 		t.Errorf("health check = %+v", hc)
 	}
 	if c.Services[0].Backends[1].Weight != 0 {
 		t.Errorf("ApplyDefaults changed a weight-0 (drained) backend")
+	}
+	// ExhaustionWait is defaulted only for the wait policy.
+	c = goConfig()
+	c.Services[0].Exhaustion = config.ExhaustReject
+	c.ApplyDefaults()
+	if c.Services[0].ExhaustionWait != 0 {
+		t.Errorf("ApplyDefaults set ExhaustionWait %v for exhaustion reject", c.Services[0].ExhaustionWait)
+	}
+	if errs := c.Validate(); errs != nil {
+		t.Errorf("Validate with exhaustion reject: %v", errs)
 	}
 }
 
@@ -383,9 +417,30 @@ func TestRoundTrip(t *testing.T) {
       timeout: 250ms
       rise: 1
       fall: 100
-`, 1)+"flows:\n  max: 7\n  timeouts:\n    established: 25h\n    closed: 1ns\n")
+    isn_translation: false
+    exhaustion: reuse
+`, 1)+"flows:\n  max: 7\n  timeouts:\n    established: 25h\n    closed: 1ns\n"+
+		"detector:\n  pcap_max_files: 100000\n  repair: false\n")
+	if s := odd.Services[0]; !s.NoISNTranslation || s.Exhaustion != config.ExhaustReuse || s.ExhaustionWait != 0 ||
+		!odd.Detector.NoRepair || odd.Detector.PcapMaxFiles != 100000 {
+		t.Fatalf("odd: service %+v, detector %+v", s, odd.Detector)
+	}
+	wait := mustParse(t, strings.Replace(minimal, "    port: 80\n", "    port: 80\n    exhaustion_wait: 10ms\n", 1)+
+		"detector:\n  pcap_dir: /var/lib/tslb\n  pcap_max_files: 1\n  repair: true\n")
+	if s := wait.Services[0]; s.Exhaustion != config.ExhaustWait || s.ExhaustionWait != 10*time.Millisecond ||
+		wait.Detector != (config.Detector{PcapDir: "/var/lib/tslb", PcapMaxFiles: 1}) {
+		t.Fatalf("wait: service %+v, detector %+v", s, wait.Detector)
+	}
+	reject := mustParse(t, strings.Replace(minimal, "    port: 80\n", "    port: 80\n    exhaustion: reject\n    isn_translation: true\n", 1))
+	goOdd := goConfig()
+	goOdd.Services[0].NoISNTranslation = true
+	goOdd.Services[0].Exhaustion = config.ExhaustReject
+	goOdd.Detector.NoRepair = true
+	goOdd.ApplyDefaults()
 
-	for name, c := range map[string]*config.Config{"example": example, "go": goCfg, "odd": odd} {
+	for name, c := range map[string]*config.Config{
+		"example": example, "go": goCfg, "odd": odd, "wait": wait, "reject": reject, "go odd": goOdd,
+	} {
 		t.Run(name, func(t *testing.T) {
 			out, err := c.Marshal()
 			if err != nil {
@@ -396,6 +451,16 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("Parse(Marshal()): %v\n%s", err, out)
 			}
 			sameConfig(t, back, c)
+			// The booleans are written only when false.
+			if got, want := bytes.Contains(out, []byte("isn_translation: false")), c.Services[0].NoISNTranslation; got != want {
+				t.Errorf("isn_translation: false written = %v, want %v:\n%s", got, want, out)
+			}
+			if got, want := bytes.Contains(out, []byte("repair: false")), c.Detector.NoRepair; got != want {
+				t.Errorf("repair: false written = %v, want %v:\n%s", got, want, out)
+			}
+			if bytes.Contains(out, []byte(": true")) {
+				t.Errorf("a default boolean was written:\n%s", out)
+			}
 			// Marshal is deterministic.
 			again, err := back.Marshal()
 			if err != nil || !bytes.Equal(again, out) {
@@ -488,11 +553,11 @@ log:
 
 func TestKeyOrderIrrelevant(t *testing.T) {
 	reordered := `# same as example.yaml, every mapping in a different key order
-detector: {pcap_dir: ""}
+detector: {repair: true, pcap_max_files: 100, pcap_dir: ""}
 log: {level: info}
 metrics: {listen: 127.0.0.1:9100}
 flows:
-  timeouts: {closed: 10s, time_wait: 60s, fin: 2m, established: 1h, syn: 30s}
+  timeouts: {closed: 5s, time_wait: 2s, fin: 2m, established: 1h, syn: 30s}
   max: 1048576
 snat:
   port_range: [20000, 60999]
@@ -512,6 +577,9 @@ services:
       timeout: 1s
       interval: 2s
       type: http
+    exhaustion_wait: 1s
+    exhaustion: wait
+    isn_translation: true
     time_wait: 60s
     timestamps: passthrough
     scheduler: wrr
@@ -567,6 +635,20 @@ func TestWrongTypes(t *testing.T) {
 		{"time_wait too long", "port: 80", "port: 80\n    time_wait: 11m", "services[0].time_wait", 10, "out of range 1s..10m"},
 		{"protocol udp", "port: 80", "port: 80\n    protocol: udp", "services[0].protocol", 10, `only "tcp"`},
 		{"scheduler unknown", "port: 80", "port: 80\n    scheduler: random", "services[0].scheduler", 10, "unknown scheduler"},
+		{"isn_translation yes", "port: 80", "port: 80\n    isn_translation: yes", "services[0].isn_translation", 10, "expected a boolean (true or false), got string"},
+		{"isn_translation int", "port: 80", "port: 80\n    isn_translation: 1", "services[0].isn_translation", 10, "expected a boolean"},
+		{"isn_translation quoted", "port: 80", "port: 80\n    isn_translation: \"true\"", "services[0].isn_translation", 10, "expected a boolean"},
+		{"exhaustion unknown", "port: 80", "port: 80\n    exhaustion: drop", "services[0].exhaustion", 10, "unknown exhaustion policy"},
+		{"exhaustion empty", "port: 80", "port: 80\n    exhaustion: \"\"", "services[0].exhaustion", 10, "unknown exhaustion policy"},
+		{"exhaustion int", "port: 80", "port: 80\n    exhaustion: 1", "services[0].exhaustion", 10, "expected a string"},
+		{"exhaustion_wait short", "port: 80", "port: 80\n    exhaustion_wait: 5ms", "services[0].exhaustion_wait", 10, "out of range 10ms..30s"},
+		{"exhaustion_wait long", "port: 80", "port: 80\n    exhaustion_wait: 31s", "services[0].exhaustion_wait", 10, "out of range 10ms..30s"},
+		{"exhaustion_wait bad", "port: 80", "port: 80\n    exhaustion_wait: soon", "services[0].exhaustion_wait", 10, "not a valid duration"},
+		{"exhaustion_wait with reuse", "port: 80", "port: 80\n    exhaustion_wait: 1s\n    exhaustion: reuse", "services[0].exhaustion_wait", 10, "only valid with exhaustion: wait"},
+		{"repair string", "", "detector:\n  repair: \"no\"\n", "detector.repair", 15, "expected a boolean"},
+		{"pcap_max_files big", "", "detector:\n  pcap_max_files: 100001\n", "detector.pcap_max_files", 15, "out of range 1..100000"},
+		{"pcap_max_files string", "", "detector:\n  pcap_max_files: many\n", "detector.pcap_max_files", 15, "expected an integer"},
+		{"detector unknown key", "", "detector:\n  max_files: 3\n", "detector.max_files", 15, "unknown key"},
 		{"ifname too long", "tslb-c0", "tslb-c0-much-too-long", "links[0].interface", 2, "not a valid interface name"},
 		{"missing interface", "  - interface: tslb-c0\n    subnets", "  - subnets", "links[0].interface", 2, "required"},
 		{"gateway off subnet", "[198.18.0.0/24]\n", "[198.18.0.0/24]\n    gateway: 198.18.9.1\n", "links[0].gateway", 4, "not inside"},
@@ -709,6 +791,11 @@ func TestValidateGoConfig(t *testing.T) {
 		{"metrics no port", func(c *config.Config) { c.Metrics.Listen = "localhost" }, "metrics.listen", "host:port"},
 		{"metrics port 0", func(c *config.Config) { c.Metrics.Listen = ":0" }, "metrics.listen", "port must be"},
 		{"log level", func(c *config.Config) { c.Log.Level = "" }, "log.level", "unknown level"},
+		{"no exhaustion", func(c *config.Config) { c.Services[0].Exhaustion = "" }, "services[0].exhaustion", "unknown exhaustion policy"},
+		{"exhaustion_wait zero", func(c *config.Config) { c.Services[0].ExhaustionWait = 0 }, "services[0].exhaustion_wait", "out of range 10ms..30s"},
+		{"exhaustion_wait with reject", func(c *config.Config) { c.Services[0].Exhaustion = config.ExhaustReject }, "services[0].exhaustion_wait", "only valid with exhaustion: wait"},
+		{"pcap_max_files zero", func(c *config.Config) { c.Detector.PcapMaxFiles = 0 }, "detector.pcap_max_files", "out of range 1..100000"},
+		{"pcap_max_files big", func(c *config.Config) { c.Detector.PcapMaxFiles = 100_001 }, "detector.pcap_max_files", "out of range 1..100000"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := base()
@@ -780,4 +867,7 @@ var (
 	_ error                                        = config.Errors{}
 	_                                              = config.Config{Links: []config.Link{}, Services: []config.Service{}, SNAT: config.SNAT{}, Flows: config.Flows{Timeouts: config.Timeouts{}}, Metrics: config.Metrics{}, Log: config.Log{}, Detector: config.Detector{}, Source: ""}
 	_                                              = []config.TSMode{config.TSStrip, config.TSPassthrough, config.TSRewrite}
+	_                                              = []string{config.ExhaustWait, config.ExhaustReject, config.ExhaustReuse}
+	_                                              = config.Service{NoISNTranslation: true, Exhaustion: config.ExhaustWait, ExhaustionWait: time.Second}
+	_                                              = config.Detector{PcapDir: "", PcapMaxFiles: 1, NoRepair: true}
 )

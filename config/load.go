@@ -364,6 +364,22 @@ func (d *decoder) integer(v *yaml.Node, p string, lo, hi int64) (int64, bool) {
 	return x, true
 }
 
+// boolean decodes a true/false scalar. YAML 1.1 spellings such as yes, no,
+// on and off are strings in YAML 1.2 and are refused rather than guessed.
+func (d *decoder) boolean(v *yaml.Node, p string) (bool, bool) {
+	v = deref(v)
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
+		d.errAt(v.Line, p, "expected a boolean (true or false), got %s", describe(v))
+		return false, false
+	}
+	var x bool
+	if err := v.Decode(&x); err != nil {
+		d.errAt(v.Line, p, "%q is not a valid boolean", v.Value)
+		return false, false
+	}
+	return x, true
+}
+
 // duration decodes a Go duration string such as "60s" or "1h30m".
 func (d *decoder) duration(v *yaml.Node, p string) (time.Duration, bool) {
 	v = deref(v)
@@ -462,7 +478,11 @@ func (d *decoder) root(n *yaml.Node) *Config {
 		Flows:   Flows{Max: DefaultFlowsMax},
 		Metrics: Metrics{Listen: DefaultMetricsListen},
 		Log:     Log{Level: DefaultLogLevel},
-		meta:    d.m,
+		Detector: Detector{
+			PcapMaxFiles: DefaultPcapMaxFiles,
+			NoRepair:     !DefaultRepair,
+		},
+		meta: d.m,
 	}
 	c.Flows.Timeouts = Timeouts{
 		Syn:         DefaultSynTimeout,
@@ -491,9 +511,7 @@ func (d *decoder) root(n *yaml.Node) *Config {
 				c.Log.Level, _ = d.str(v, p)
 			})
 		case "detector":
-			d.mapping(v, p, []string{"pcap_dir"}, func(_ string, v *yaml.Node, p string) {
-				c.Detector.PcapDir, _ = d.str(v, p)
-			})
+			d.detector(v, p, &c.Detector)
 		}
 	}) {
 		d.m.bad[""] = true
@@ -522,19 +540,26 @@ func (d *decoder) link(n *yaml.Node, path string, l *Link) {
 	}
 }
 
-// newService returns a Service holding the defaults.
+// newService returns a Service holding the defaults, except ExhaustionWait,
+// which service fills in once it knows the exhaustion policy.
 func newService() Service {
 	return Service{
-		Protocol:   DefaultProtocol,
-		Scheduler:  DefaultScheduler,
-		Timestamps: DefaultTimestamps,
-		TimeWait:   DefaultTimeWait,
+		Protocol:         DefaultProtocol,
+		Scheduler:        DefaultScheduler,
+		Timestamps:       DefaultTimestamps,
+		TimeWait:         DefaultTimeWait,
+		NoISNTranslation: !DefaultISNTranslation,
+		Exhaustion:       DefaultExhaustion,
 	}
 }
 
 // service decodes one services[] item.
 func (d *decoder) service(n *yaml.Node, path string, s *Service) {
-	known := []string{"name", "vip", "port", "protocol", "scheduler", "timestamps", "time_wait", "backends", "health_check"}
+	known := []string{
+		"name", "vip", "port", "protocol", "scheduler", "timestamps", "time_wait",
+		"isn_translation", "exhaustion", "exhaustion_wait", "backends", "health_check",
+	}
+	haveWait := false
 	d.mapping(n, path, known, func(key string, v *yaml.Node, p string) {
 		switch key {
 		case "name":
@@ -553,12 +578,23 @@ func (d *decoder) service(n *yaml.Node, path string, s *Service) {
 			s.Timestamps = TSMode(x)
 		case "time_wait":
 			s.TimeWait, _ = d.duration(v, p)
+		case "isn_translation":
+			if x, ok := d.boolean(v, p); ok {
+				s.NoISNTranslation = !x
+			}
+		case "exhaustion":
+			s.Exhaustion, _ = d.str(v, p)
+		case "exhaustion_wait":
+			s.ExhaustionWait, haveWait = d.duration(v, p)
 		case "backends":
 			s.Backends = list(d, v, p, func() Backend { return Backend{Weight: DefaultWeight} }, d.backend)
 		case "health_check":
 			s.HealthCheck = d.healthCheck(v, p)
 		}
 	})
+	if s.Exhaustion == ExhaustWait && !haveWait && !d.m.bad[joinPath(path, "exhaustion_wait")] {
+		s.ExhaustionWait = DefaultExhaustionWait
+	}
 }
 
 // backend decodes one backends[] item.
@@ -628,6 +664,24 @@ func (d *decoder) snat(n *yaml.Node, path string, s *SNAT) {
 		case "port_range":
 			if lo, hi, ok := d.portRange(v, p); ok {
 				s.PortMin, s.PortMax = lo, hi
+			}
+		}
+	})
+}
+
+// detector decodes the detector mapping.
+func (d *decoder) detector(n *yaml.Node, path string, det *Detector) {
+	d.mapping(n, path, []string{"pcap_dir", "pcap_max_files", "repair"}, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "pcap_dir":
+			det.PcapDir, _ = d.str(v, p)
+		case "pcap_max_files":
+			if x, ok := d.integer(v, p, 1, 100_000); ok {
+				det.PcapMaxFiles = int(x)
+			}
+		case "repair":
+			if x, ok := d.boolean(v, p); ok {
+				det.NoRepair = !x
 			}
 		}
 	})

@@ -31,15 +31,18 @@ type (
 		Gateway   string   `yaml:"gateway,omitempty"`
 	}
 	yamlService struct {
-		Name        string           `yaml:"name"`
-		VIP         string           `yaml:"vip"`
-		Port        uint16           `yaml:"port"`
-		Protocol    string           `yaml:"protocol,omitempty"`
-		Scheduler   string           `yaml:"scheduler,omitempty"`
-		Timestamps  string           `yaml:"timestamps,omitempty"`
-		TimeWait    string           `yaml:"time_wait,omitempty"`
-		Backends    []yamlBackend    `yaml:"backends"`
-		HealthCheck *yamlHealthCheck `yaml:"health_check,omitempty"`
+		Name           string           `yaml:"name"`
+		VIP            string           `yaml:"vip"`
+		Port           uint16           `yaml:"port"`
+		Protocol       string           `yaml:"protocol,omitempty"`
+		Scheduler      string           `yaml:"scheduler,omitempty"`
+		Timestamps     string           `yaml:"timestamps,omitempty"`
+		TimeWait       string           `yaml:"time_wait,omitempty"`
+		ISNTranslation *bool            `yaml:"isn_translation,omitempty"`
+		Exhaustion     string           `yaml:"exhaustion,omitempty"`
+		ExhaustionWait string           `yaml:"exhaustion_wait,omitempty"`
+		Backends       []yamlBackend    `yaml:"backends"`
+		HealthCheck    *yamlHealthCheck `yaml:"health_check,omitempty"`
 	}
 	yamlBackend struct {
 		Address string `yaml:"address"`
@@ -76,15 +79,19 @@ type (
 		Level string `yaml:"level,omitempty"`
 	}
 	yamlDetector struct {
-		PcapDir string `yaml:"pcap_dir"`
+		PcapDir      string `yaml:"pcap_dir,omitempty"`
+		PcapMaxFiles int    `yaml:"pcap_max_files,omitempty"`
+		Repair       *bool  `yaml:"repair,omitempty"`
 	}
 )
 
 // Marshal encodes c as YAML that Parse accepts and decodes back to an equal
 // Config. Zero-valued fields that have a default are left out, so Parse fills
 // in the default. Marshal parses its own output before returning it and
-// fails with the Errors if c is not valid. Metrics.Listen is always written,
-// because "" (disabled) differs from the absent key (the default listener).
+// fails with the Errors if c is not valid. The booleans isn_translation and
+// detector.repair are written only when false, their non-default value.
+// Metrics.Listen is always written, because "" (disabled) differs from the
+// absent key (the default listener).
 func (c *Config) Marshal() ([]byte, error) {
 	y := yamlConfig{
 		SNAT: yamlSNAT{Addresses: make([]string, 0, len(c.SNAT.Addresses))},
@@ -123,6 +130,11 @@ func (c *Config) Marshal() ([]byte, error) {
 			Scheduler:  s.Scheduler,
 			Timestamps: string(s.Timestamps),
 			TimeWait:   formatDuration(s.TimeWait),
+			Exhaustion: s.Exhaustion,
+		}
+		ys.ExhaustionWait = formatDuration(s.ExhaustionWait)
+		if s.NoISNTranslation {
+			ys.ISNTranslation = new(false)
 		}
 		for _, b := range s.Backends {
 			ys.Backends = append(ys.Backends, yamlBackend{Address: b.Address.String(), Weight: b.Weight})
@@ -146,8 +158,11 @@ func (c *Config) Marshal() ([]byte, error) {
 	if c.SNAT.PortMin != 0 || c.SNAT.PortMax != 0 {
 		y.SNAT.PortRange = fmt.Sprintf("%d-%d", c.SNAT.PortMin, c.SNAT.PortMax)
 	}
-	if c.Detector.PcapDir != "" {
-		y.Detector = &yamlDetector{PcapDir: c.Detector.PcapDir}
+	if det := c.Detector; det != (Detector{}) {
+		y.Detector = &yamlDetector{PcapDir: det.PcapDir, PcapMaxFiles: det.PcapMaxFiles}
+		if det.NoRepair {
+			y.Detector.Repair = new(false)
+		}
 	}
 
 	var buf bytes.Buffer

@@ -296,6 +296,18 @@ func (v *validator) services() {
 		if s.TimeWait < time.Second || s.TimeWait > 10*time.Minute {
 			v.add(p+".time_wait", "%s is out of range 1s..10m", s.TimeWait)
 		}
+		switch s.Exhaustion {
+		case ExhaustWait:
+			if s.ExhaustionWait < 10*time.Millisecond || s.ExhaustionWait > 30*time.Second {
+				v.add(p+".exhaustion_wait", "%s is out of range 10ms..30s", s.ExhaustionWait)
+			}
+		case ExhaustReject, ExhaustReuse:
+			if s.ExhaustionWait != 0 {
+				v.add(p+".exhaustion_wait", "only valid with exhaustion: wait (exhaustion is %q)", s.Exhaustion)
+			}
+		default:
+			v.add(p+".exhaustion", "unknown exhaustion policy %q (supported: wait, reject, reuse)", s.Exhaustion)
+		}
 		v.backends(p, s)
 		if s.HealthCheck != nil {
 			v.healthCheck(p+".health_check", s.HealthCheck)
@@ -440,6 +452,9 @@ func (v *validator) flows() {
 }
 
 func (v *validator) misc() {
+	if n := v.c.Detector.PcapMaxFiles; n < 1 || n > 100_000 {
+		v.add("detector.pcap_max_files", "%d is out of range 1..100000", n)
+	}
 	if l := v.c.Metrics.Listen; l != "" {
 		_, port, err := net.SplitHostPort(l)
 		if err != nil {
