@@ -2,7 +2,6 @@ package lb
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -34,13 +33,19 @@ type service struct {
 	vip      nat.Addr4
 	port     uint16
 	ts       config.TSMode
+	tsAction nat.TSAction
 	sched    Scheduler
 	backends []*backend
 
-	created    prometheus.Counter
-	active     prometheus.Gauge
-	refused    [3]prometheus.Counter // table_full, no_backend, snat_exhausted
-	timeWaitNs int64
+	timeWaitNs    int64 // the backends' TIME_WAIT (services[].time_wait)
+	noISN         bool  // isn_translation: false
+	exhaustion    string
+	exhaustWaitNs int64
+
+	created   prometheus.Counter
+	active    prometheus.Gauge
+	refused   [3]prometheus.Counter // table_full, no_backend, snat_exhausted
+	exhausted [numExhaust]prometheus.Counter
 }
 
 const (
@@ -57,8 +62,10 @@ type backend struct {
 	link   *link
 	hop    nat.Addr4
 
-	created prometheus.Counter
-	active  prometheus.Gauge
+	created    prometheus.Counter
+	active     prometheus.Gauge
+	collisions [numSignatures]prometheus.Counter
+	repairs    prometheus.Counter
 }
 
 type link struct {
@@ -106,6 +113,11 @@ type Balancer struct {
 	timeouts [8]int64 // by nat.ConnState, ns
 	now      atomic.Int64
 
+	waitq    waitQueue
+	noRepair bool
+	pcapDir  string
+	pcapMax  int
+
 	closeOnce sync.Once
 }
 
@@ -127,6 +139,13 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		seed:     opts.Seed,
 		services: make(map[svcKey]*service),
 		owned:    make(map[nat.Addr4]ownedKind),
+		noRepair: cfg.Detector.NoRepair,
+		pcapDir:  cfg.Detector.PcapDir,
+		pcapMax:  cfg.Detector.PcapMaxFiles,
+	}
+	b.waitq.keys = make(map[flowKey]bool)
+	if b.pcapMax <= 0 {
+		b.pcapMax = config.DefaultPcapMaxFiles
 	}
 	b.now.Store(time.Now().UnixNano())
 	b.flows = newFlowTable(cfg.Flows.Max, b.seed)
@@ -137,12 +156,6 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		nat.StateTimeWait: t.TimeWait, nat.StateClosed: t.Closed,
 	} {
 		b.timeouts[st] = int64(d)
-	}
-
-	for _, s := range cfg.Services {
-		if s.Timestamps == config.TSRewrite {
-			return nil, fmt.Errorf("lb: service %q: timestamps: rewrite is not implemented in this version (use strip or passthrough)", s.Name)
-		}
 	}
 
 	// Links first: services need them to route to backends.
@@ -194,7 +207,28 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 	for _, sc := range cfg.Services {
 		own(sc.VIP, ownedVIP)
 		s := &service{name: sc.Name, vip: nat.Addr4From(sc.VIP), port: sc.Port, ts: sc.Timestamps,
-			timeWaitNs: int64(sc.TimeWait)}
+			timeWaitNs: int64(sc.TimeWait), noISN: sc.NoISNTranslation, exhaustion: sc.Exhaustion,
+			exhaustWaitNs: int64(sc.ExhaustionWait)}
+		switch sc.Timestamps {
+		case config.TSStrip:
+			s.tsAction = nat.TSStrip
+		case config.TSRewrite:
+			s.tsAction = nat.TSOffset // TSSynth when the client's SYN has no TS
+		default:
+			s.tsAction = nat.TSPass
+		}
+		if s.exhaustion == "" {
+			s.exhaustion = config.DefaultExhaustion
+		}
+		if s.exhaustWaitNs == 0 {
+			s.exhaustWaitNs = int64(config.DefaultExhaustionWait)
+		}
+		if s.timeWaitNs == 0 {
+			s.timeWaitNs = int64(config.DefaultTimeWait)
+		}
+		for i := range s.exhausted {
+			s.exhausted[i] = b.m.exhaustion.WithLabelValues(s.name, exhaustNames[i])
+		}
 		s.created = b.m.flowsCreated.WithLabelValues(s.name)
 		s.active = b.m.flowsActive.WithLabelValues(s.name)
 		for i, r := range []string{"table_full", "no_backend", "snat_exhausted"} {
@@ -209,6 +243,10 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 			}
 			be.created = b.m.backendCreated.WithLabelValues(s.name, bc.Address.String())
 			be.active = b.m.backendActive.WithLabelValues(s.name, bc.Address.String())
+			for i := range be.collisions {
+				be.collisions[i] = b.m.collisions.WithLabelValues(bc.Address.String(), signatureNames[i])
+			}
+			be.repairs = b.m.repairs.WithLabelValues(bc.Address.String())
 			s.backends = append(s.backends, be)
 			allBackends = append(allBackends, bc.Address)
 		}
@@ -230,7 +268,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 			}
 		}
 	}
-	b.snat = newSNATTable(snatAddrs, cfg.SNAT.PortMin, cfg.SNAT.PortMax, allBackends, b.seed)
+	b.snat = newSNATTable(snatAddrs, cfg.SNAT.PortMin, cfg.SNAT.PortMax, allBackends, b.seed, b.m)
 	return b, nil
 }
 
@@ -337,15 +375,19 @@ func (b *Balancer) announce() {
 
 var broadcast = nat.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// housekeeping advances the coarse clock every millisecond and reaps
-// expired flows and neighbour entries every 250 ms, one quarter of the
-// shards each time.
+// housekeeping advances the coarse clock every millisecond, retries SYNs
+// held by the wait policy every 10 ms, reaps expired flows and neighbour
+// entries every 250 ms (one quarter of the shards each time) and updates
+// the TIME_WAIT rates every second. Its own worker (no link of its own)
+// re-runs held SYNs through the datapath.
 func (b *Balancer) housekeeping(ctx context.Context) {
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
+	hk := b.newWorker(nil)
 	var expired []*flow
 	next := 0
-	lastReap := time.Now()
+	start := time.Now()
+	lastReap, lastWait, lastRate := start, start, start
 	for {
 		select {
 		case <-ctx.Done():
@@ -353,6 +395,16 @@ func (b *Balancer) housekeeping(ctx context.Context) {
 		case t := <-tick.C:
 			now := t.UnixNano()
 			b.now.Store(now)
+			if t.Sub(lastWait) >= 10*time.Millisecond {
+				lastWait = t
+				b.retryWaiting(hk, now)
+			}
+			if d := t.Sub(lastRate); d >= time.Second {
+				lastRate = t
+				for _, p := range b.snat.pools() {
+					p.tick(d.Seconds())
+				}
+			}
 			if t.Sub(lastReap) < 250*time.Millisecond {
 				continue
 			}
@@ -375,28 +427,8 @@ func (b *Balancer) housekeeping(ctx context.Context) {
 	}
 }
 
-// timeout of a flow in its current state. A flow whose client closed first
-// leaves no TIME_WAIT on the backend, so its tuple is released after the
-// short "closed" timeout; when the backend closed first the tuple stays
-// reserved for the whole time_wait (the backend's TIME_WAIT).
-func (b *Balancer) timeout(f *flow, st nat.ConnState) int64 {
-	if st == nat.StateTimeWait {
-		f.mu.Lock()
-		first := f.tr.ClosedFirst
-		f.mu.Unlock()
-		if first == nat.SideClient {
-			return b.timeouts[nat.StateClosed]
-		}
-		if f.svc.timeWaitNs > b.timeouts[st] {
-			return f.svc.timeWaitNs
-		}
-	}
-	return b.timeouts[st]
-}
-
 func (b *Balancer) expired(f *flow, now int64) bool {
-	st := nat.ConnState(f.state.Load())
-	return now-f.last.Load() > b.timeout(f, st)
+	return now-f.last.Load() > b.timeouts[f.state.Load()]
 }
 
 func (b *Balancer) flowExpired(f *flow) {
@@ -404,7 +436,8 @@ func (b *Balancer) flowExpired(f *flow) {
 	b.removeFlow(f)
 }
 
-// removeFlow takes f out of the table and returns its SNAT port.
+// removeFlow takes f out of the table and returns its SNAT tuple to the
+// pool, into the TIME_WAIT ledger if the backend may still hold it.
 func (b *Balancer) removeFlow(f *flow) {
 	f.mu.Lock()
 	if f.dead {
@@ -413,11 +446,17 @@ func (b *Balancer) removeFlow(f *flow) {
 	}
 	f.dead = true
 	first, reset := f.tr.ClosedFirst, f.tr.ResetBy
+	rec := b.ledgerRecord(f)
+	x := f.x
 	f.mu.Unlock()
 	b.flows.remove(f)
-	f.pool.free(f.sport)
+	f.pool.release(f.sport, b.now.Load(), rec)
 	f.svc.active.Dec()
 	f.be.active.Dec()
+	b.m.translationEvents(&x)
+	if c := f.capt.Load(); c != nil {
+		b.writeCapture(c)
+	}
 	switch {
 	case first == nat.SideClient:
 		b.m.flowsClosed.WithLabelValues("client").Inc()
@@ -427,5 +466,3 @@ func (b *Balancer) removeFlow(f *flow) {
 		b.m.flowsClosed.WithLabelValues("reset").Inc()
 	}
 }
-
-var errStopped = errors.New("lb: stopped")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 
-	"tslb/config"
 	"tslb/nat"
 )
 
@@ -16,17 +15,25 @@ const frameBufSize = nat.VirtioNetHdrLen + nat.EthernetHeaderLen + 65535 + 64
 // worker reads one link and forwards what it reads. It owns its buffers
 // and decoded packet, so the hot path allocates nothing.
 type worker struct {
-	b       *Balancer
-	in      *link
-	buf     []byte
-	scratch []byte
-	pkt     nat.Packet
-	vh      nat.VirtioNetHdr
-	icmpErr nat.ICMPError
+	b        *Balancer
+	in       *link
+	buf      []byte
+	scratch  []byte
+	pkt      nat.Packet
+	vh       nat.VirtioNetHdr
+	icmpErr  nat.ICMPError
+	opts     nat.TCPOptions
+	pools    []*snatPool // scratch for pickTuple
+	scratch2 []byte      // copy of a SYN being re-sent by a repair
+
+	// retrying is set while housekeeping re-runs a SYN held by the wait
+	// policy; stillWaiting reports that it must keep waiting.
+	retrying, stillWaiting bool
 }
 
 func (b *Balancer) newWorker(l *link) *worker {
-	return &worker{b: b, in: l, buf: make([]byte, frameBufSize), scratch: make([]byte, 128)}
+	return &worker{b: b, in: l, buf: make([]byte, frameBufSize), scratch: make([]byte, 128),
+		pools: make([]*snatPool, 0, 8)}
 }
 
 func (w *worker) run(ctx context.Context) error {
@@ -45,10 +52,14 @@ func (w *worker) run(ctx context.Context) error {
 // handle processes the frame in w.buf[:n] (virtio_net_hdr + Ethernet).
 func (w *worker) handle(n int) {
 	b := w.b
-	w.in.rxPackets.Inc()
+	if !w.retrying {
+		w.in.rxPackets.Inc()
+	}
 	// A read shorter than the virtio header (dropped below as short_frame)
 	// must not make the counter go negative: Counter.Add panics.
-	w.in.rxBytes.Add(float64(max(n-nat.VirtioNetHdrLen, 0)))
+	if !w.retrying {
+		w.in.rxBytes.Add(float64(max(n-nat.VirtioNetHdrLen, 0)))
+	}
 	if err := w.vh.Decode(w.buf[:n]); err != nil {
 		b.m.dropErr(err)
 		return
@@ -150,29 +161,66 @@ func (w *worker) fromClient(n int) {
 	}
 	k := flowKey{p.Src, p.Dst, p.SrcPort, p.DstPort}
 	f := b.flows.get(k)
-	if f != nil && isSYN(p.TCPFlags) {
-		// A new SYN on a finished flow reopens the tuple (the client reused
-		// its port): end the old flow, as conntrack does for a SYN on a
-		// TIME_WAIT/CLOSE entry.
-		if st := nat.ConnState(f.state.Load()); st == nat.StateTimeWait || st == nat.StateClosed {
+	syn := isSYN(p.TCPFlags)
+	if f != nil && syn {
+		switch st := nat.ConnState(f.state.Load()); st {
+		case nat.StateTimeWait, nat.StateClosed:
+			// A new SYN on a finished flow reopens the tuple (the client
+			// reused its port): end the old flow, as conntrack does for a
+			// SYN on a TIME_WAIT/CLOSE entry.
 			b.removeFlow(f)
 			f = nil
+		case nat.StateSynSent:
+			f.be.collisions[sigSYNRetransmit].Inc()
 		}
 	}
+	fresh := false
 	if f == nil {
-		if !isSYN(p.TCPFlags) {
+		if !syn {
 			b.m.drop(dropNoFlow)
 			return
 		}
-		if f = w.newFlow(svc, k); f == nil {
+		var v verdict
+		if f, v = w.newFlow(svc, k); f == nil {
+			if v == verdictWait {
+				w.wait(svc, k, n)
+			}
 			return
 		}
+		fresh = true
 	}
-	if !w.track(f, nat.SideClient) {
+	now := b.now.Load()
+	f.mu.Lock()
+	st, rstIgnored := f.tr.Update(nat.SideClient, p.TCPFlags, p.Seq, p.Ack, p.Payload, 0, false)
+	if rstIgnored {
+		f.mu.Unlock()
+		b.m.drop(dropRSTOutOfWindow)
 		return
 	}
-	if svc.ts == config.TSStrip && p.TCPHdrLen > 20 && p.StripTimestamps() {
+	var grow int
+	var err error
+	tsNow := f.pool.clock.At(now)
+	stripped := f.x.Stripped
+	if fresh {
+		f.x.TSBase = f.synTS - tsNow
+		grow, err = f.x.SetupSYN(p, svc.tsAction, f.isn, f.synTS)
+	} else {
+		grow, err = f.x.ClientToBackend(p, tsNow)
+	}
+	if f.x.Stripped != stripped {
 		b.m.tsStripped.Inc()
+	}
+	if err != nil {
+		f.mu.Unlock()
+		b.m.dropErr(err)
+		return
+	}
+	f.mu.Unlock()
+	f.state.Store(uint32(st))
+	f.last.Store(now)
+	if grow > 0 {
+		w.grow(grow)
+		n += grow
 	}
 	if !p.DecTTL() {
 		b.m.drop(dropTTLExpired)
@@ -182,7 +230,25 @@ func (w *worker) fromClient(n int) {
 	p.SetSrcPort(f.sport)
 	p.SetDst(f.baddr)
 	p.SetDstPort(f.bport)
+	if syn {
+		f.mu.Lock()
+		// Kept until the backend answers, to re-send after a repair.
+		f.syn = append(f.syn[:0], w.buf[:n]...)
+		f.mu.Unlock()
+	}
+	if f.capt.Load() != nil {
+		b.captureFrame(f, w.buf[:n])
+	}
 	w.transmit(f.be.link, f.be.hop, n)
+}
+
+// grow records that the TCP header grew (a synthesised timestamp option):
+// a GSO superframe's header length in the virtio header grows with it.
+func (w *worker) grow(g int) {
+	w.vh.HdrLen += uint16(g)
+	if w.vh.GSOType != nat.GSONone {
+		w.vh.Encode(w.buf[:nat.VirtioNetHdrLen])
+	}
 }
 
 // fromBackend forwards a segment from a backend to an SNAT address back to
@@ -194,15 +260,47 @@ func (w *worker) fromBackend(n int) {
 		b.m.drop(dropNoFlow)
 		return
 	}
-	if !w.track(f, nat.SideBackend) {
+	f.mu.Lock()
+	if f.tr.State == nat.StateSynSent {
+		switch {
+		case p.TCPFlags&(nat.TCPFlagACK|nat.TCPFlagSYN|nat.TCPFlagRST) == nat.TCPFlagACK && p.Ack != f.isn+1:
+			// The TIME_WAIT (or stale ESTABLISHED) answer: an ACK that
+			// does not acknowledge our SYN.
+			f.mu.Unlock()
+			w.oldACK(f, n)
+			return
+		case p.TCPFlags&nat.TCPFlagRST != 0:
+			f.be.collisions[sigRSTOnSYN].Inc()
+		}
+	}
+	// The tracker works in the client's sequence space.
+	st, rstIgnored := f.tr.Update(nat.SideBackend, p.TCPFlags, p.Seq, p.Ack-f.x.SeqDelta, p.Payload, 0, false)
+	if rstIgnored {
+		f.mu.Unlock()
+		b.m.drop(dropRSTOutOfWindow)
 		return
 	}
-	if f.svc.ts == config.TSStrip && p.TCPHdrLen > 20 && p.StripTimestamps() {
+	stripped := f.x.Stripped
+	err := f.x.BackendToClient(p)
+	if f.x.Stripped != stripped {
 		b.m.tsStripped.Inc()
 	}
+	if st != nat.StateSynSent && f.syn != nil {
+		f.syn = nil
+	}
+	f.mu.Unlock()
+	if err != nil {
+		b.m.dropErr(err)
+		return
+	}
+	f.state.Store(uint32(st))
+	f.last.Store(b.now.Load())
 	if !p.DecTTL() {
 		b.m.drop(dropTTLExpired)
 		return
+	}
+	if f.capt.Load() != nil {
+		b.captureFrame(f, w.buf[:n])
 	}
 	p.SetSrc(f.vip)
 	p.SetSrcPort(f.vport)
@@ -211,29 +309,26 @@ func (w *worker) fromBackend(n int) {
 	w.transmit(f.clientLink, f.clientHop, n)
 }
 
-// track feeds the segment to the flow's tracker. It returns false when the
-// segment must be dropped (an RST outside the window).
-func (w *worker) track(f *flow, from nat.Side) bool {
-	p := &w.pkt
-	f.mu.Lock()
-	st, rstIgnored := f.tr.Update(from, p.TCPFlags, p.Seq, p.Ack, p.Payload, 0, false)
-	f.mu.Unlock()
-	f.state.Store(uint32(st))
-	f.last.Store(w.b.now.Load())
-	if rstIgnored {
-		w.b.m.drop(dropRSTOutOfWindow)
-		return false
-	}
-	return true
-}
+type verdict uint8
 
-// newFlow creates the flow for a client SYN: backend, SNAT tuple, routes.
-func (w *worker) newFlow(svc *service, k flowKey) *flow {
-	b := w.b
+const (
+	verdictOK verdict = iota
+	verdictRefused
+	verdictWait
+)
+
+// newFlow creates the flow for a client SYN: backend, SNAT tuple (with the
+// TIME_WAIT rules of timewait.go), routes.
+func (w *worker) newFlow(svc *service, k flowKey) (*flow, verdict) {
+	b, p := w.b, &w.pkt
+	if err := p.TCPOptions(&w.opts); err != nil {
+		b.m.dropErr(err)
+		return nil, verdictRefused
+	}
 	if !b.flows.reserve() {
 		b.m.drop(dropTableFull)
 		svc.refused[refusedTableFull].Inc()
-		return nil
+		return nil, verdictRefused
 	}
 	h := k.hash(b.seed)
 	be := svc.sched.Pick(h)
@@ -241,38 +336,37 @@ func (w *worker) newFlow(svc *service, k flowKey) *flow {
 		b.flows.unreserve()
 		b.m.drop(dropNoBackend)
 		svc.refused[refusedNoBackend].Inc()
-		return nil
-	}
-	pool, port, ok := b.snat.alloc(be.ap, h)
-	if !ok {
-		b.flows.unreserve()
-		b.m.drop(dropSNATExhausted)
-		svc.refused[refusedSNAT].Inc()
-		return nil
+		return nil, verdictRefused
 	}
 	cl, hop := b.route(k.src)
 	if cl == nil {
-		pool.free(port)
 		b.flows.unreserve()
 		b.m.drop(dropNoRoute)
-		return nil
+		return nil, verdictRefused
 	}
 	now := b.now.Load()
-	f := &flow{svc: svc, be: be, pool: pool,
+	t, v := w.pickTuple(svc, be, h, now)
+	if v != verdictOK {
+		b.flows.unreserve()
+		return nil, v
+	}
+	f := &flow{svc: svc, be: be, pool: t.pool,
 		client: k.src, vip: k.dst, cport: k.sport, vport: k.dport,
-		snat: pool.snat, sport: port, baddr: be.addr, bport: be.port,
-		clientLink: cl, clientHop: hop, created: now}
+		snat: t.pool.snat, sport: t.port, baddr: be.addr, bport: be.port,
+		clientLink: cl, clientHop: hop, created: now,
+		isn: t.isn, synTS: t.tsval}
 	f.last.Store(now)
 	if old, ok := b.flows.insert(f); !ok {
-		pool.free(port)
+		t.pool.release(t.port, now, t.rec)
 		b.flows.unreserve()
-		return old
+		return old, verdictOK
 	}
+	t.pool.allocs[t.kind].Inc()
 	svc.created.Inc()
 	svc.active.Inc()
 	be.created.Inc()
 	be.active.Inc()
-	return f
+	return f, verdictOK
 }
 
 func (w *worker) handleICMP(n int, kind ownedKind) {
@@ -320,7 +414,11 @@ func (w *worker) handleICMP(n int, kind ownedKind) {
 		// about the segment it sent to the SNAT address.
 		p.SetSrc(f.snat)
 		p.SetDst(f.baddr)
-		p.RewriteICMPError(e, f.baddr, f.bport, f.snat, f.sport, e.InnerSeq)
+		f.mu.Lock()
+		// The quote holds the backend's own seq: unchanged by translation.
+		seq := e.InnerSeq
+		f.mu.Unlock()
+		p.RewriteICMPError(e, f.baddr, f.bport, f.snat, f.sport, seq)
 		b.m.icmpTranslated.Inc()
 		w.transmit(f.be.link, f.be.hop, n)
 		return
@@ -328,19 +426,31 @@ func (w *worker) handleICMP(n int, kind ownedKind) {
 	// About a segment tslb sent to the backend: tell the client.
 	p.SetSrc(f.vip)
 	p.SetDst(f.client)
-	p.RewriteICMPError(e, f.client, f.cport, f.vip, f.vport, e.InnerSeq)
+	f.mu.Lock()
+	// The quote is a segment tslb sent the backend: back to client space.
+	seq := f.x.QuotedSeqToClient(e.InnerSeq)
+	f.mu.Unlock()
+	p.RewriteICMPError(e, f.client, f.cport, f.vip, f.vport, seq)
 	b.m.icmpTranslated.Inc()
 	w.transmit(f.clientLink, f.clientHop, n)
 }
 
-// transmit sends w.buf[:n] out of link l to next hop hop, resolving its MAC
-// through tslb's neighbour table.
-func (w *worker) transmit(l *link, hop nat.Addr4, n int) {
+// transmit sends w.buf[:n] out of link l to next hop hop.
+func (w *worker) transmit(l *link, hop nat.Addr4, n int) { w.transmitFrame(l, hop, w.buf[:n]) }
+
+// transmitScratch sends w.scratch[:n] (a frame tslb built).
+func (w *worker) transmitScratch(l *link, hop nat.Addr4, n int) {
+	w.transmitFrame(l, hop, w.scratch[:n])
+}
+
+// transmitFrame sends frame (virtio_net_hdr + Ethernet) out of link l to
+// next hop hop, resolving its MAC through tslb's neighbour table.
+func (w *worker) transmitFrame(l *link, hop nat.Addr4, frame []byte) {
 	b := w.b
 	// The kernel does not accept DATA_VALID on transmit; NEEDS_CSUM and the
-	// GSO fields pass through unchanged (header lengths are unchanged).
-	w.buf[0] &^= nat.VirtioNetHdrFDataValid
-	eth := nat.Ethernet(w.buf[nat.VirtioNetHdrLen:n])
+	// GSO fields pass through (header growth was added to HdrLen).
+	frame[0] &^= nat.VirtioNetHdrFDataValid
+	eth := nat.Ethernet(frame[nat.VirtioNetHdrLen:])
 	eth.SetSrc(l.mac)
 	now := b.now.Load()
 	mac, ok, probe := l.neigh.lookup(hop, now)
@@ -348,7 +458,7 @@ func (w *worker) transmit(l *link, hop nat.Addr4, n int) {
 		w.sendARPRequest(l, hop)
 	}
 	if !ok {
-		queued, probe := l.neigh.enqueue(hop, w.buf[:n], now)
+		queued, probe := l.neigh.enqueue(hop, frame, now)
 		if probe {
 			w.sendARPRequest(l, hop)
 		}
@@ -358,7 +468,7 @@ func (w *worker) transmit(l *link, hop nat.Addr4, n int) {
 		return
 	}
 	eth.SetDst(mac)
-	w.write(l, w.buf[:n])
+	w.write(l, frame)
 }
 
 func (w *worker) flushPending(l *link, mac nat.MAC, frame []byte) {

@@ -98,6 +98,7 @@ type harness struct {
 // the test ends; cleanup checks that Run returns nil and closed the links.
 func start(t testing.TB, cfg *config.Config) *harness {
 	t.Helper()
+	cfg.ApplyDefaults()
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatalf("test config does not validate: %v", errs)
 	}
@@ -1008,6 +1009,7 @@ func TestSYNRefused(t *testing.T) {
 	}{
 		{"snat_exhausted", func(c *config.Config) {
 			c.Services[0].Backends = c.Services[0].Backends[:1]
+			c.Services[0].Exhaustion = config.ExhaustReject
 		}, 4, "snat_exhausted"},
 		{"table_full", func(c *config.Config) {
 			c.Flows.Max = 2
@@ -1020,9 +1022,31 @@ func TestSYNRefused(t *testing.T) {
 			for i := range tc.accepted {
 				conns = append(conns, h.connect(t, uint16(31000+i), uint32(i)*100000))
 			}
-			// One more SYN is refused.
+			// One more SYN is refused: silently when the table is full; with
+			// an RST when the reject policy meets no usable tuple.
+			expectRefusal := func() {
+				t.Helper()
+				same, other := h.sync(t, h.c0)
+				for _, f := range other {
+					t.Errorf("unexpected frame on b0: % x", f)
+				}
+				if tc.reason == "table_full" {
+					for _, f := range same {
+						t.Errorf("unexpected frame on c0: % x", f)
+					}
+					return
+				}
+				if len(same) != 1 {
+					t.Fatalf("%d frames on c0, want the RST of the reject policy", len(same))
+				}
+				o := decode(t, same[0])
+				tcp, _ := o.pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+				if tcp == nil || !tcp.RST || !tcp.ACK || tcp.Ack != 2 || tcp.SrcPort != 80 || tcp.DstPort != 31999 {
+					t.Errorf("reject answer is not RST|ACK ack 2 from :80 to :31999: %v", o.pkt)
+				}
+			}
 			h.c0.inject(t, tcpFrame(t, clientSeg(31999, nat.TCPFlagSYN, 1, 0)))
-			h.quiet(t, h.c0)
+			expectRefusal()
 			if got := metric(t, h.b, "tslb_syn_refused_total", "service", "web", "reason", tc.reason); got != 1 {
 				t.Errorf("tslb_syn_refused_total{%s} = %v, want 1", tc.reason, got)
 			}
@@ -1034,6 +1058,7 @@ func TestSYNRefused(t *testing.T) {
 			}
 			// Its retransmission too, and its ACK finds no flow.
 			h.c0.inject(t, tcpFrame(t, clientSeg(31999, nat.TCPFlagSYN, 1, 0)))
+			expectRefusal()
 			h.c0.inject(t, tcpFrame(t, clientSeg(31999, nat.TCPFlagACK, 2, 1)))
 			h.quiet(t, h.c0)
 			if got := metric(t, h.b, "tslb_syn_refused_total", "service", "web", "reason", tc.reason); got != 2 {

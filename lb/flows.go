@@ -45,9 +45,17 @@ type flow struct {
 	last    atomic.Int64  // unix ns of the last packet either way
 	state   atomic.Uint32 // mirror of tr.State, read by the reaper without mu
 
-	mu   sync.Mutex // guards tr and dead
-	tr   nat.Tracker
-	dead bool
+	isn   uint32 // seq of the SYN sent to the backend (backend space)
+	synTS uint32 // TSval of that SYN in rewrite mode
+
+	capt atomic.Pointer[flowCapture] // collision capture in progress
+
+	mu      sync.Mutex // guards everything below
+	tr      nat.Tracker
+	x       nat.Translation
+	syn     []byte // the SYN as sent to the backend, until it answers (repair)
+	repairs uint8
+	dead    bool
 }
 
 func (f *flow) clientKey() flowKey  { return flowKey{f.client, f.vip, f.cport, f.vport} }

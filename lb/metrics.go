@@ -62,6 +62,36 @@ type metrics struct {
 	icmpEchoReplies prometheus.Counter
 	tsStripped      prometheus.Counter
 	flowsTotal      prometheus.GaugeFunc
+
+	allocations *prometheus.CounterVec // snat, backend, kind
+	exhaustion  *prometheus.CounterVec // service, outcome
+	collisions  *prometheus.CounterVec // backend, signature
+	repairs     *prometheus.CounterVec // backend
+	translation *prometheus.CounterVec // event
+	trEvents    [numTrEvents]prometheus.Counter
+}
+
+// Translation events: bad input the sequence/timestamp translation met,
+// added up when a flow ends (nat.Translation counts them per flow).
+const (
+	trBadOptions = iota
+	trNoRoom
+	trUnexpectedTS
+	trMissingTS
+	trSACKTrimmed
+	trDroppedOpts
+	trSeqJumps
+	numTrEvents
+)
+
+var trEventNames = [numTrEvents]string{"bad_options", "no_room", "unexpected_ts", "missing_ts", "sack_trimmed", "dropped_options", "seq_jump"}
+
+func (m *metrics) translationEvents(x *nat.Translation) {
+	for i, v := range [numTrEvents]uint32{x.BadOptions, x.NoRoom, x.UnexpectedTS, x.MissingTS, x.SACKTrimmed, x.DroppedOpts, x.SeqJumps} {
+		if v > 0 {
+			m.trEvents[i].Add(float64(v))
+		}
+	}
 }
 
 func newMetrics(b *Balancer) *metrics {
@@ -112,6 +142,30 @@ func newMetrics(b *Balancer) *metrics {
 	m.flowsTotal = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tslb_flow_table_entries", Help: "Flows in the table, all services.",
 	}, func() float64 { return float64(b.flows.count.Load()) })
+	m.allocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_snat_allocations_total",
+		Help: "Backend tuples handed to new flows, per SNAT address and backend, by kind: fresh, early_reuse_isn (in TIME_WAIT, made acceptable by ISN translation), early_reuse_ts (by a newer TSval), forced (exhaustion: reuse, no guarantee).",
+	}, []string{"snat", "backend", "kind"})
+	m.exhaustion = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_snat_exhaustion_total",
+		Help: "Exhaustion policy decisions when no tuple could be used safely, by service and outcome: waited, wait_served, wait_timeout, rejected, reused.",
+	}, []string{"service", "outcome"})
+	m.collisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_collisions_total",
+		Help: "Collision signatures seen on tslb's own flows, by backend: old_ack (SYN answered by an ACK that does not acknowledge it), rst_on_syn, syn_retransmit.",
+	}, []string{"backend", "signature"})
+	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_collision_repairs_total",
+		Help: "Old-ACK collisions repaired (RST to the backend with seq = its ack, SYN re-sent), by backend.",
+	}, []string{"backend"})
+	m.translation = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_translation_events_total",
+		Help: "Unusual input met by sequence/timestamp translation, by event (counted when the flow ends).",
+	}, []string{"event"})
+	for i := range m.trEvents {
+		m.trEvents[i] = m.translation.WithLabelValues(trEventNames[i])
+	}
+	m.reg.MustRegister(m.allocations, m.exhaustion, m.collisions, m.repairs, m.translation)
 	m.reg.MustRegister(m.packets, m.bytes, m.drops, m.flowsActive, m.flowsCreated, m.synRefused,
 		m.backendCreated, m.backendActive, m.flowsExpired, m.flowsClosed, m.arpSent,
 		m.icmpTranslated, m.icmpEchoReplies, m.tsStripped, m.flowsTotal)
@@ -148,10 +202,17 @@ func (m *metrics) dropErr(err error) {
 }
 
 var (
+	snatLabels    = []string{"snat", "backend"}
 	snatInUseDesc = prometheus.NewDesc("tslb_snat_ports_in_use",
-		"SNAT ports held by flows (including flows in TIME_WAIT), per SNAT address and backend.", []string{"snat", "backend"}, nil)
+		"Backend tuples held by live flows, per SNAT address and backend.", snatLabels, nil)
+	snatTWDesc = prometheus.NewDesc("tslb_snat_ports_time_wait",
+		"Backend tuples in the backend's TIME_WAIT now (tslb's ledger), per SNAT address and backend.", snatLabels, nil)
 	snatFreeDesc = prometheus.NewDesc("tslb_snat_ports_free",
-		"SNAT ports free, per SNAT address and backend.", []string{"snat", "backend"}, nil)
+		"Backend tuples free (neither in use nor in TIME_WAIT), per SNAT address and backend.", snatLabels, nil)
+	snatRateDesc = prometheus.NewDesc("tslb_snat_time_wait_entries_per_second",
+		"Rate at which tuples enter TIME_WAIT (backend closed first), smoothed over ~10 s.", snatLabels, nil)
+	snatExhaustDesc = prometheus.NewDesc("tslb_snat_seconds_to_exhaustion",
+		"Free tuples divided by the rate at which tuples enter TIME_WAIT: seconds until new flows to this backend need early reuse or the exhaustion policy, if the rate holds (+Inf when nothing enters).", snatLabels, nil)
 	neighDesc = prometheus.NewDesc("tslb_arp_table_entries",
 		"Entries in tslb's own neighbour (ARP) table, per link.", []string{"link"}, nil)
 )
@@ -159,12 +220,22 @@ var (
 // snatCollector reads the port pools at scrape time.
 type snatCollector struct{ b *Balancer }
 
-func (c *snatCollector) Describe(ch chan<- *prometheus.Desc) { ch <- snatInUseDesc; ch <- snatFreeDesc }
+func (c *snatCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{snatInUseDesc, snatTWDesc, snatFreeDesc, snatRateDesc, snatExhaustDesc} {
+		ch <- d
+	}
+}
+
 func (c *snatCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.b.now.Load()
 	for _, p := range c.b.snat.pools() {
-		inUse, size := p.usage()
-		ch <- prometheus.MustNewConstMetric(snatInUseDesc, prometheus.GaugeValue, float64(inUse), p.snat.String(), p.backend.String())
-		ch <- prometheus.MustNewConstMetric(snatFreeDesc, prometheus.GaugeValue, float64(size-inUse), p.snat.String(), p.backend.String())
+		u := p.usage(now)
+		lv := []string{p.snat.String(), p.backend.String()}
+		ch <- prometheus.MustNewConstMetric(snatInUseDesc, prometheus.GaugeValue, float64(u.inUse), lv...)
+		ch <- prometheus.MustNewConstMetric(snatTWDesc, prometheus.GaugeValue, float64(u.timeWait), lv...)
+		ch <- prometheus.MustNewConstMetric(snatFreeDesc, prometheus.GaugeValue, float64(u.free), lv...)
+		ch <- prometheus.MustNewConstMetric(snatRateDesc, prometheus.GaugeValue, u.rate, lv...)
+		ch <- prometheus.MustNewConstMetric(snatExhaustDesc, prometheus.GaugeValue, u.secondsToExhaustion(), lv...)
 	}
 }
 

@@ -136,6 +136,8 @@ type Translation struct {
 	// SeqJumps counts client segments ending more than MaxSeqAdvance past
 	// BackendAck (not counted in NextSeq).
 	SeqJumps uint32
+	// Stripped counts TS options overwritten with NOPs (both directions).
+	Stripped uint32
 }
 
 // isTCP reports whether p holds a decoded TCP segment the translation can
@@ -423,7 +425,7 @@ func (x *Translation) SetupSYN(p *Packet, mode TSAction, isn, tsval uint32) (gro
 		BackendAck: isn, HaveBackendAck: true,
 		BadOptions: x.BadOptions, NoRoom: x.NoRoom, UnexpectedTS: x.UnexpectedTS,
 		MissingTS: x.MissingTS, SACKTrimmed: x.SACKTrimmed, DroppedOpts: x.DroppedOpts,
-		SeqJumps: x.SeqJumps,
+		SeqJumps: x.SeqJumps, Stripped: x.Stripped,
 	}
 	switch act {
 	case TSPass:
@@ -433,6 +435,7 @@ func (x *Translation) SetupSYN(p *Packet, mode TSAction, isn, tsval uint32) (gro
 	case TSStrip:
 		if o.HasTS {
 			p.nopTSAt(o.TSOff)
+			x.Stripped++
 		}
 	case TSOffset:
 		x.TSOff = tsval - o.TSVal
@@ -531,6 +534,7 @@ func (x *Translation) ClientToBackend(p *Packet, tsNow uint32) (grow int, err er
 	case TSStrip:
 		if o.HasTS {
 			p.nopTSAt(o.TSOff)
+			x.Stripped++
 		}
 	case TSSynth:
 		tsval := tsNow + x.TSBase
@@ -633,6 +637,7 @@ func (x *Translation) BackendToClient(p *Packet) error {
 	case TSStrip:
 		if o.HasTS {
 			p.nopTSAt(o.TSOff)
+			x.Stripped++
 		}
 	case TSSynth:
 		synAck := p.TCPFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN|TCPFlagACK
@@ -643,6 +648,7 @@ func (x *Translation) BackendToClient(p *Packet) error {
 			if o.HasTS {
 				x.UnexpectedTS++
 				p.nopTSAt(o.TSOff)
+				x.Stripped++
 			}
 			return nil
 		}
@@ -651,6 +657,7 @@ func (x *Translation) BackendToClient(p *Packet) error {
 				x.BackendTS, x.HaveBackendTS = o.TSVal, true
 			}
 			p.nopTSAt(o.TSOff)
+			x.Stripped++
 		}
 		if synAck && o.HasMSS {
 			if m := clampMSS(o.MSS); m != o.MSS {

@@ -117,6 +117,7 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 		return nil, errors.New("harness: Binary and Dir are required")
 	}
 	cfg := Config(l, o)
+	cfg.ApplyDefaults()
 	data, err := cfg.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("harness: marshal config: %w", err)
