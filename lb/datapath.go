@@ -274,11 +274,15 @@ func (w *worker) fromBackend(n int) {
 		}
 	}
 	// The tracker works in the client's sequence space.
-	st, rstIgnored := f.tr.Update(nat.SideBackend, p.TCPFlags, p.Seq, p.Ack-f.x.SeqDelta, p.Payload, 0, false)
+	ackClient := p.Ack - f.x.SeqDelta
+	st, rstIgnored := f.tr.Update(nat.SideBackend, p.TCPFlags, p.Seq, ackClient, p.Payload, 0, false)
 	if rstIgnored {
 		f.mu.Unlock()
 		b.m.drop(dropRSTOutOfWindow)
 		return
+	}
+	if p.TCPFlags&nat.TCPFlagFIN != 0 {
+		f.noteBackendFIN(ackClient, p.TCPFlags&nat.TCPFlagACK != 0)
 	}
 	stripped := f.x.Stripped
 	err := f.x.BackendToClient(p)

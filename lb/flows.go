@@ -56,6 +56,9 @@ type flow struct {
 	syn     []byte // the SYN as sent to the backend, until it answers (repair)
 	repairs uint8
 	dead    bool
+	// backendFIN: the backend sent a FIN; backendTW: it will hold the
+	// tuple in TIME_WAIT (it closed first, or simultaneously).
+	backendFIN, backendTW bool
 }
 
 func (f *flow) clientKey() flowKey  { return flowKey{f.client, f.vip, f.cport, f.vport} }

@@ -132,18 +132,35 @@ func (s *service) reuseSafely(t *tuple, syn *nat.TCPOptions) bool {
 // holds the TIME_WAIT), an RST ended it, or the backend never answered.
 func (b *Balancer) ledgerRecord(f *flow) nat.TWRecord {
 	t, x := &f.tr, &f.x
-	rec := nat.TWRecord{NextSeq: x.NextSeq, LastTS: x.LastTS, HasTS: x.SentTS && x.HaveBackendTS}
+	rec := nat.TWRecord{NextSeq: x.NextSeq, LastTS: x.LastTS, HasTS: x.SentTS && x.BackendUsedTS}
 	switch {
 	case t.ResetBy != nat.SideNone:
-	case t.State == nat.StateTimeWait && t.ClosedFirst == nat.SideClient:
 	case t.State < nat.StateSynRecv:
+	case f.backendFIN && !f.backendTW:
+		// The backend sent its FIN after acknowledging the client's: it
+		// went CLOSE_WAIT -> LAST_ACK -> CLOSED and keeps nothing.
 	default:
-		// The backend closed first, or the flow timed out with the
+		// The backend closed first (or both at once: simultaneous close
+		// leaves both ends in TIME_WAIT), or the flow timed out with the
 		// backend's state unknown: assume it holds the tuple for its
 		// whole TIME_WAIT from the last packet seen.
 		rec.Until = f.last.Load() + f.svc.timeWaitNs
 	}
 	return rec
+}
+
+// noteBackendFIN records, at the backend's first FIN, whether it will end
+// in TIME_WAIT: it does unless it had already acknowledged the client's
+// FIN (ackClient is the FIN segment's ack, in the client's sequence
+// space). Called with f.mu held, after the tracker saw the segment.
+func (f *flow) noteBackendFIN(ackClient uint32, hasACK bool) {
+	if f.backendFIN {
+		return
+	}
+	f.backendFIN = true
+	t := &f.tr
+	clientFinAcked := t.FinSent[nat.SideClient] && hasACK && !nat.SeqBefore(ackClient, t.FinSeq[nat.SideClient]+1)
+	f.backendTW = !clientFinAcked
 }
 
 // Exhaustion outcomes, as metric labels.

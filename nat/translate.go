@@ -103,6 +103,10 @@ type Translation struct {
 	// backend, echoed as TSecr in TSSynth; valid if HaveBackendTS.
 	BackendTS     uint32
 	HaveBackendTS bool
+	// BackendUsedTS is set from the backend's SYN-ACK: it carried a TS
+	// option, so the connection uses timestamps and the backend's
+	// TIME_WAIT will keep ts_recent (PAWS applies to the next SYN).
+	BackendUsedTS bool
 	// BackendAck is the highest ack number the backend sent (backend
 	// space); SetupSYN starts it at the ISN. HaveBackendAck says whether it
 	// is set.
@@ -597,7 +601,7 @@ func (x *Translation) BackendToClient(p *Packet) error {
 	if act > TSSynth {
 		act = TSPass
 	}
-	if act == TSPass && x.SeqDelta == 0 {
+	if act == TSPass && x.SeqDelta == 0 && p.TCPFlags&TCPFlagSYN == 0 {
 		return nil // nothing to translate, malformed options or not
 	}
 	if p.TCPFlags&TCPFlagSYN == 0 {
@@ -622,6 +626,11 @@ func (x *Translation) BackendToClient(p *Packet) error {
 	if p.TCPOptions(&o) != nil {
 		x.BadOptions++
 		return ErrBadOptions
+	}
+	if p.TCPFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN|TCPFlagACK {
+		// Timestamps are in use on the connection iff the SYN-ACK carries
+		// them (RFC 7323 §3.2); the TIME_WAIT ledger needs to know.
+		x.BackendUsedTS = o.HasTS
 	}
 	if fixAck {
 		p.SetAck(ack)

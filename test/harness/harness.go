@@ -46,6 +46,11 @@ type Options struct {
 	LogLevel    string        // "" means info
 	Port        uint16        // service port, 0 means 80
 	BackendPort uint16        // 0 means 8080
+	Exhaustion  string        // "" means wait
+	NoISN       bool          // isn_translation: false
+	NoRepair    bool          // detector.repair: false
+	PcapDir     string        // detector.pcap_dir
+	TimeWait    time.Duration // services[].time_wait, 0 means 60s
 }
 
 // Config builds the configuration of a tslb deployment on l.
@@ -71,8 +76,11 @@ func Config(l *lab.Lab, o Options) *config.Config {
 	if o.LogLevel == "" {
 		o.LogLevel = "info"
 	}
+	if o.TimeWait == 0 {
+		o.TimeWait = 60 * time.Second
+	}
 	svc := config.Service{Name: "web", VIP: l.VIP, Port: o.Port, Protocol: "tcp", Scheduler: o.Scheduler,
-		Timestamps: o.Timestamps, TimeWait: 60 * time.Second}
+		Timestamps: o.Timestamps, TimeWait: o.TimeWait, Exhaustion: o.Exhaustion, NoISNTranslation: o.NoISN}
 	for i, b := range l.Backends {
 		w := 1
 		if i < len(o.Weights) {
@@ -89,9 +97,10 @@ func Config(l *lab.Lab, o Options) *config.Config {
 		SNAT:     config.SNAT{Addresses: []netip.Addr{l.SNAT}, PortMin: o.PortMin, PortMax: o.PortMax},
 		Flows: config.Flows{Max: o.FlowsMax, Timeouts: config.Timeouts{
 			Syn: 30 * time.Second, Established: time.Hour, Fin: 2 * time.Minute,
-			TimeWait: 60 * time.Second, Closed: 10 * time.Second}},
-		Metrics: config.Metrics{Listen: MetricsAddr},
-		Log:     config.Log{Level: o.LogLevel},
+			TimeWait: config.DefaultTWTimeout, Closed: config.DefaultClosedTimeout}},
+		Metrics:  config.Metrics{Listen: MetricsAddr},
+		Log:      config.Log{Level: o.LogLevel},
+		Detector: config.Detector{PcapDir: o.PcapDir, NoRepair: o.NoRepair},
 	}
 }
 
