@@ -504,7 +504,7 @@ services:
   - name: Web
     vip: 198.18.0.100
     port: 0x1FFFF
-    scheduler: least_conn
+    scheduler: random
     backends:
       - address: 198.18.0.11:8080
         weight: 0
@@ -527,7 +527,7 @@ log:
 		{"services[0].name", 6, "must match"},
 		{"services[0].vip", 7, "equals snat.addresses[0]"},
 		{"services[0].port", 8, "out of range"},
-		{"services[0].scheduler", 9, "not yet supported"},
+		{"services[0].scheduler", 9, "unknown scheduler"},
 		{"services[0].backends", 10, "weight 0"},
 		{"snat.port_range", 15, "below 1024"},
 		{"flows.timeouts.syn", 18, "must be positive"},

@@ -282,11 +282,9 @@ func (v *validator) services() {
 			v.add(p+".protocol", "protocol %q is not supported; only \"tcp\"", s.Protocol)
 		}
 		switch s.Scheduler {
-		case "rr", "wrr":
-		case "least_conn", "maglev":
-			v.add(p+".scheduler", "scheduler %q is not yet supported (supported: rr, wrr)", s.Scheduler)
+		case "rr", "wrr", "least_conn", "maglev":
 		default:
-			v.add(p+".scheduler", "unknown scheduler %q (supported: rr, wrr)", s.Scheduler)
+			v.add(p+".scheduler", "unknown scheduler %q (supported: rr, wrr, least_conn, maglev)", s.Scheduler)
 		}
 		switch s.Timestamps {
 		case TSStrip, TSPassthrough, TSRewrite:
