@@ -288,3 +288,37 @@ func (p *TWPool) Size() int { return p.size }
 // Entered returns how many tuples have entered TIME_WAIT since the pool
 // was made (for a rate).
 func (p *TWPool) Entered() uint64 { return p.entered }
+
+// Restore puts a free port into TIME_WAIT with rec, for a ledger loaded
+// from tslb's state file after a restart. It returns false, changing
+// nothing, if the port is out of range or not free, or rec.Until <= now.
+// Give records in increasing Until order to keep the ring ordered.
+// Restored tuples do not count in Entered (they are not new).
+func (p *TWPool) Restore(port uint16, now int64, rec TWRecord) bool {
+	i := p.index(port)
+	if i < 0 || twBit(p.busy, i) || rec.Until <= now {
+		return false
+	}
+	twSet(p.busy, i)
+	p.inUse++
+	p.Release(port, now, rec)
+	p.entered--
+	return true
+}
+
+// TimeWaitRecords calls fn for every tuple in TIME_WAIT, oldest first,
+// after expiring what ended by now (to save the ledger).
+func (p *TWPool) TimeWaitRecords(now int64, fn func(port uint16, rec TWRecord)) {
+	p.expire(now)
+	for k := 0; k < p.n; k++ {
+		t := p.head + k
+		if t >= len(p.ring) {
+			t -= len(p.ring)
+		}
+		e := p.ring[t]
+		i := int(e.idx)
+		if twBit(p.tw, i) && p.recs[i].until == e.until {
+			fn(p.lo+uint16(i), p.record(i))
+		}
+	}
+}
