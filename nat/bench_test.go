@@ -25,9 +25,29 @@ func BenchmarkDecode(b *testing.B) {
 }
 
 // BenchmarkRewriteSNAT is the per-packet work of the client->backend
-// direction: decode, rewrite both addresses and ports, and translate the
-// timestamps, in full checksum mode.
+// direction: decode, rewrite both addresses and ports with SetTuple, and
+// translate the timestamps, in full checksum mode. The budget is 30 ns/op
+// and 0 allocs/op.
 func BenchmarkRewriteSNAT(b *testing.B) {
+	frame := benchFrame()
+	var p nat.Packet
+	snat, backend := nat.Addr4{10, 0, 0, 1}, nat.Addr4{10, 0, 0, 2}
+	b.ReportAllocs()
+	var i uint32
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetTuple(snat, 33333, backend, 8443)
+		i++
+		p.SetTimestamps(i, i+1)
+	}
+}
+
+// BenchmarkRewriteSNATSetters is BenchmarkRewriteSNAT with the four
+// single-field setters (four TCP checksum updates) instead of SetTuple,
+// kept for comparison.
+func BenchmarkRewriteSNATSetters(b *testing.B) {
 	frame := benchFrame()
 	var p nat.Packet
 	snat, backend := nat.Addr4{10, 0, 0, 1}, nat.Addr4{10, 0, 0, 2}
