@@ -226,10 +226,7 @@ func (w *worker) fromClient(n int) {
 		b.m.drop(dropTTLExpired)
 		return
 	}
-	p.SetSrc(f.snat)
-	p.SetSrcPort(f.sport)
-	p.SetDst(f.baddr)
-	p.SetDstPort(f.bport)
+	p.SetTuple(f.snat, f.sport, f.baddr, f.bport)
 	if syn {
 		f.mu.Lock()
 		// Kept until the backend answers, to re-send after a repair.
@@ -306,10 +303,7 @@ func (w *worker) fromBackend(n int) {
 	if f.capt.Load() != nil {
 		b.captureFrame(f, w.buf[:n])
 	}
-	p.SetSrc(f.vip)
-	p.SetSrcPort(f.vport)
-	p.SetDst(f.client)
-	p.SetDstPort(f.cport)
+	p.SetTuple(f.vip, f.vport, f.client, f.cport)
 	w.transmit(f.clientLink, f.clientHop, n)
 }
 
