@@ -17,6 +17,7 @@ commands:
   check-config FILE    validate FILE; print every error with its key and line
   demo                 build a network-namespace lab, balance HTTP through it, print a table
   lab up|down          build or remove a lab topology to play with by hand
+  bench [flags]        run one workload through nftables, HAProxy and tslb side by side
   version              print the version
 `
 
@@ -36,6 +37,8 @@ func main() {
 		code = cmdDemo(args)
 	case "lab":
 		code = cmdLab(args)
+	case "bench":
+		code = cmdBench(args)
 	case "version", "--version", "-v":
 		fmt.Println("tslb", version)
 	case "help", "-h", "--help":
