@@ -66,6 +66,18 @@ const (
 	DefaultPcapMaxFiles   = 100              // detector.pcap_max_files
 )
 
+// Defaults of the control, shutdown and state keys and of backend draining.
+// ApplyDefaults sets none of them: their zero values are meaningful.
+const (
+	DefaultControlSocket   = "/run/tslb.sock" // control.socket (Parse only: "" disables)
+	DefaultShutdownTimeout = 30 * time.Second // shutdown.timeout (Parse only: 0 stops at once)
+	DefaultDrain           = false            // services[].backends[].drain
+	DefaultStateFile       = ""               // state_file ("" = none)
+)
+
+// MaxShutdownTimeout is the largest shutdown.timeout accepted.
+const MaxShutdownTimeout = time.Hour
+
 // Config is a whole, validated tslb configuration.
 //
 // A *Config returned by Parse or Load is immutable by convention: the running
@@ -86,6 +98,16 @@ type Config struct {
 	Log Log
 	// Detector configures the collision detector.
 	Detector Detector
+	// Health configures how tslb sends its health probes.
+	Health Health
+	// Control configures the control socket `tslb reload` talks to.
+	Control Control
+	// Shutdown configures the graceful stop on SIGTERM.
+	Shutdown Shutdown
+	// StateFile is where tslb saves its TIME_WAIT ledger on stop and
+	// reloads it from on start; "" (the default) means none. If set, it
+	// is an absolute path.
+	StateFile string
 	// Source is the file path the configuration was loaded from; it
 	// prefixes every error.
 	Source string
@@ -143,7 +165,8 @@ type Service struct {
 	// the client is reset (10ms to 30s). It is only valid with
 	// ExhaustWait and is 0 for the other policies.
 	ExhaustionWait time.Duration
-	// Backends are the real servers; at least one has Weight > 0.
+	// Backends are the real servers; at least one has Weight > 0 and is
+	// not drained.
 	Backends []Backend
 	// HealthCheck probes the backends; nil means no health checking.
 	HealthCheck *HealthCheck
@@ -156,6 +179,10 @@ type Backend struct {
 	// Weight is the relative share of new flows (0 to 1000); 0 drains the
 	// backend: existing flows continue, new ones go elsewhere.
 	Weight int
+	// Drain marks the backend as draining: it gets no new flows, whatever
+	// its Weight, and its existing flows continue. At least one backend of
+	// a service has Weight > 0 and is not drained.
+	Drain bool
 }
 
 // HealthCheck configures active probing of a service's backends.
@@ -239,13 +266,44 @@ type Detector struct {
 	NoRepair bool
 }
 
+// Health configures tslb's health probes.
+type Health struct {
+	// Source is the IPv4 address the probes are sent from; the zero
+	// (invalid) Addr means none (the kernel picks one). tslb probes
+	// through the kernel's TCP stack, so Source must be an address of a
+	// kernel interface in tslb's network namespace; the kernel must own
+	// this address and only this one, never a VIP or SNAT address (the
+	// kernel would answer or reset tslb's flows). Source therefore equals
+	// no VIP, SNAT address or backend address, and lies inside one of the
+	// links' subnets unless a link has a gateway.
+	Source netip.Addr
+}
+
+// Control configures the control socket.
+type Control struct {
+	// Socket is the path of the unix socket `tslb reload` talks to; ""
+	// disables it. If set, it is an absolute path. Parse defaults it to
+	// DefaultControlSocket; ApplyDefaults leaves "" alone.
+	Socket string
+}
+
+// Shutdown configures the graceful stop.
+type Shutdown struct {
+	// Timeout bounds the graceful stop (0 to MaxShutdownTimeout): on
+	// SIGTERM tslb stops accepting new flows and lets existing flows
+	// finish for at most this long; 0 stops at once. Parse defaults it to
+	// DefaultShutdownTimeout; ApplyDefaults leaves 0 alone.
+	Timeout time.Duration
+}
+
 // ApplyDefaults fills in the documented default of every field whose zero
 // value means "not set", the same way Parse does for absent keys. It is meant
 // for a Config built in Go before Validate or Marshal. Fields whose zero value
-// is meaningful are left alone: Backend.Weight (0 drains), Metrics.Listen (""
-// disables), Link.Gateway and Service.HealthCheck (none); the booleans
-// Service.NoISNTranslation and Detector.NoRepair need no default, their zero
-// value is the default. A HealthCheck's Path and ExpectStatus are defaulted
+// is meaningful are left alone: Backend.Weight (0 drains), Metrics.Listen and
+// Control.Socket ("" disables), Shutdown.Timeout (0 stops at once),
+// Link.Gateway, Service.HealthCheck, Health.Source and StateFile (none); the
+// booleans Service.NoISNTranslation, Detector.NoRepair and Backend.Drain need
+// no default, their zero value is the default. A HealthCheck's Path and ExpectStatus are defaulted
 // only for Type "http", and Service.ExhaustionWait only for Exhaustion
 // ExhaustWait.
 func (c *Config) ApplyDefaults() {

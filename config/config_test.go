@@ -88,6 +88,10 @@ func sameConfig(t *testing.T, a, b *config.Config) {
 		{"Metrics", a.Metrics, b.Metrics},
 		{"Log", a.Log, b.Log},
 		{"Detector", a.Detector, b.Detector},
+		{"Health", a.Health, b.Health},
+		{"Control", a.Control, b.Control},
+		{"Shutdown", a.Shutdown, b.Shutdown},
+		{"StateFile", a.StateFile, b.StateFile},
 	}
 	for _, p := range pairs {
 		if !reflect.DeepEqual(p.x, p.y) {
@@ -149,6 +153,9 @@ func TestExampleParses(t *testing.T) {
 	if want := (config.Detector{PcapMaxFiles: 100}); c.Detector != want {
 		t.Errorf("Detector = %+v, want %+v", c.Detector, want)
 	}
+	if c.Health.Source.IsValid() || c.Control.Socket != "/run/tslb.sock" || c.Shutdown.Timeout != 30*time.Second || c.StateFile != "" {
+		t.Errorf("Health/Control/Shutdown/StateFile = %+v %+v %+v %q", c.Health, c.Control, c.Shutdown, c.StateFile)
+	}
 }
 
 // wantRE matches the first line of every file in testdata/bad.
@@ -168,6 +175,11 @@ func TestBadFiles(t *testing.T) {
 		"empty_file", "bad_scheduler",
 		"bad_isn_translation", "bad_exhaustion", "exhaustion_wait_range",
 		"exhaustion_wait_not_wait", "bad_repair", "pcap_max_files_range",
+		"health_source_vip", "health_source_snat", "health_source_backend",
+		"health_source_off_link", "health_source_not_ipv4",
+		"control_socket_relative", "control_socket_too_long",
+		"shutdown_timeout_range", "state_file_relative",
+		"bad_drain", "all_backends_drained",
 	}
 	have := map[string]bool{}
 	for _, f := range files {
@@ -263,8 +275,8 @@ snat:
 			t.Errorf("services[%d] ISN/exhaustion defaults = %v %q %v, want false wait 1s", i, s.NoISNTranslation, s.Exhaustion, s.ExhaustionWait)
 		}
 	}
-	if s.Backends[0].Weight != 1 {
-		t.Errorf("default weight = %d, want 1", s.Backends[0].Weight)
+	if s.Backends[0].Weight != 1 || s.Backends[0].Drain {
+		t.Errorf("default weight, drain = %d, %v; want 1, false", s.Backends[0].Weight, s.Backends[0].Drain)
 	}
 	wantHTTP := config.HealthCheck{Type: "http", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3, Path: "/", ExpectStatus: 200}
 	if *s.HealthCheck != wantHTTP {
@@ -287,10 +299,25 @@ snat:
 		t.Errorf("Metrics/Log/Detector = %+v %+v %+v", c.Metrics, c.Log, c.Detector)
 	}
 
+	if c.Health.Source.IsValid() || c.Control.Socket != "/run/tslb.sock" ||
+		c.Shutdown.Timeout != 30*time.Second || c.StateFile != "" {
+		t.Errorf("Health/Control/Shutdown/StateFile = %+v %+v %+v %q", c.Health, c.Control, c.Shutdown, c.StateFile)
+	}
+
 	// An explicit "" disables metrics rather than selecting the default.
 	c = mustParse(t, minimal+"metrics:\n  listen: \"\"\n")
 	if c.Metrics.Listen != "" {
 		t.Errorf("listen \"\" gave %q", c.Metrics.Listen)
+	}
+	// The same for the control socket, and 0s stops at once.
+	c = mustParse(t, minimal+"control:\n  socket: \"\"\nshutdown:\n  timeout: 0s\nstate_file: \"\"\n")
+	if c.Control.Socket != "" || c.Shutdown.Timeout != 0 || c.StateFile != "" {
+		t.Errorf("socket \"\", timeout 0s, state_file \"\" gave %q %v %q", c.Control.Socket, c.Shutdown.Timeout, c.StateFile)
+	}
+	// Null values and empty mappings keep the defaults.
+	c = mustParse(t, minimal+"control:\n  socket:\nshutdown: {}\nhealth:\nstate_file:\n")
+	if c.Control.Socket != "/run/tslb.sock" || c.Shutdown.Timeout != 30*time.Second || c.Health.Source.IsValid() || c.StateFile != "" {
+		t.Errorf("null values: %+v %+v %+v %q", c.Control, c.Shutdown, c.Health, c.StateFile)
 	}
 	// A null value is the same as an absent key.
 	c = mustParse(t, minimal+"log:\n  level:\nflows:\n")
@@ -323,6 +350,10 @@ func TestApplyDefaults(t *testing.T) {
 	}
 	if c.Services[0].Backends[1].Weight != 0 {
 		t.Errorf("ApplyDefaults changed a weight-0 (drained) backend")
+	}
+	// Zero values that mean something are left alone.
+	if c.Control.Socket != "" || c.Shutdown.Timeout != 0 || c.StateFile != "" || c.Health.Source.IsValid() || c.Services[0].Backends[0].Drain {
+		t.Errorf("ApplyDefaults set Control/Shutdown/StateFile/Health/Drain: %+v %+v %q %+v", c.Control, c.Shutdown, c.StateFile, c.Health)
 	}
 	// ExhaustionWait is defaulted only for the wait policy.
 	c = goConfig()
@@ -432,6 +463,19 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("wait: service %+v, detector %+v", s, wait.Detector)
 	}
 	reject := mustParse(t, strings.Replace(minimal, "    port: 80\n", "    port: 80\n    exhaustion: reject\n    isn_translation: true\n", 1))
+	// The new keys at non-default values: a drained backend next to a live
+	// one, a probe source, no control socket, stop at once, a state file.
+	process := mustParse(t, strings.Replace(minimal, "      - address: 198.18.1.11:8080\n",
+		"      - address: 198.18.1.11:8080\n        drain: true\n      - address: 198.18.1.12:8080\n        drain: false\n", 1)+
+		"health:\n  source: 198.18.1.2\ncontrol:\n  socket: \"\"\nshutdown:\n  timeout: 0s\nstate_file: /var/lib/tslb/ledger\n")
+	if b := process.Services[0].Backends; !b[0].Drain || b[1].Drain || process.Health.Source != netip.MustParseAddr("198.18.1.2") ||
+		process.Control.Socket != "" || process.Shutdown.Timeout != 0 || process.StateFile != "/var/lib/tslb/ledger" {
+		t.Fatalf("process: backends %+v, %+v %+v %+v %q", b, process.Health, process.Control, process.Shutdown, process.StateFile)
+	}
+	longStop := mustParse(t, minimal+"control:\n  socket: /tmp/t.sock\nshutdown:\n  timeout: 1h\n")
+	if longStop.Control.Socket != "/tmp/t.sock" || longStop.Shutdown.Timeout != time.Hour {
+		t.Fatalf("longStop: %+v %+v", longStop.Control, longStop.Shutdown)
+	}
 	goOdd := goConfig()
 	goOdd.Services[0].NoISNTranslation = true
 	goOdd.Services[0].Exhaustion = config.ExhaustReject
@@ -440,6 +484,7 @@ func TestRoundTrip(t *testing.T) {
 
 	for name, c := range map[string]*config.Config{
 		"example": example, "go": goCfg, "odd": odd, "wait": wait, "reject": reject, "go odd": goOdd,
+		"process": process, "long stop": longStop,
 	} {
 		t.Run(name, func(t *testing.T) {
 			out, err := c.Marshal()
@@ -458,7 +503,14 @@ func TestRoundTrip(t *testing.T) {
 			if got, want := bytes.Contains(out, []byte("repair: false")), c.Detector.NoRepair; got != want {
 				t.Errorf("repair: false written = %v, want %v:\n%s", got, want, out)
 			}
-			if bytes.Contains(out, []byte(": true")) {
+			drained := false
+			for _, b := range c.Services[0].Backends {
+				drained = drained || b.Drain
+			}
+			if got := bytes.Contains(out, []byte("drain: true")); got != drained {
+				t.Errorf("drain: true written = %v, want %v:\n%s", got, drained, out)
+			}
+			if bytes.Contains(bytes.ReplaceAll(out, []byte("drain: true"), nil), []byte(": true")) || bytes.Contains(out, []byte("drain: false")) {
 				t.Errorf("a default boolean was written:\n%s", out)
 			}
 			// Marshal is deterministic.
@@ -553,6 +605,9 @@ log:
 
 func TestKeyOrderIrrelevant(t *testing.T) {
 	reordered := `# same as example.yaml, every mapping in a different key order
+state_file: ""
+shutdown: {timeout: 30s}
+control: {socket: /run/tslb.sock}
 detector: {repair: true, pcap_max_files: 100, pcap_dir: ""}
 log: {level: info}
 metrics: {listen: 127.0.0.1:9100}
@@ -649,6 +704,27 @@ func TestWrongTypes(t *testing.T) {
 		{"pcap_max_files big", "", "detector:\n  pcap_max_files: 100001\n", "detector.pcap_max_files", 15, "out of range 1..100000"},
 		{"pcap_max_files string", "", "detector:\n  pcap_max_files: many\n", "detector.pcap_max_files", 15, "expected an integer"},
 		{"detector unknown key", "", "detector:\n  max_files: 3\n", "detector.max_files", 15, "unknown key"},
+		{"health source int", "", "health:\n  source: 7\n", "health.source", 15, "expected a string"},
+		{"health source bad", "", "health:\n  source: 198.18.1.256\n", "health.source", 15, "not a valid IP address"},
+		{"health source ipv6", "", "health:\n  source: \"::1\"\n", "health.source", 15, "not an IPv4 address"},
+		{"health source loopback", "", "health:\n  source: 127.0.0.1\n", "health.source", 15, "not a usable unicast"},
+		{"health source vip", "", "health:\n  source: 198.18.0.100\n", "health.source", 15, "VIP of services[0]"},
+		{"health source snat", "", "health:\n  source: 198.18.1.100\n", "health.source", 15, "equals snat.addresses[0]"},
+		{"health source backend", "", "health:\n  source: 198.18.1.11\n", "health.source", 15, "services[0].backends[0]"},
+		{"health source off link", "", "health:\n  source: 10.0.0.1\n", "health.source", 15, "not inside any link's subnets"},
+		{"health list", "", "health: [198.18.1.2]\n", "health", 14, "expected a mapping"},
+		{"health unknown key", "", "health:\n  src: 198.18.1.2\n", "health.src", 15, "unknown key"},
+		{"control socket int", "", "control:\n  socket: 1\n", "control.socket", 15, "expected a string"},
+		{"control socket relative", "", "control:\n  socket: tslb.sock\n", "control.socket", 15, "absolute path"},
+		{"control socket long", "", "control:\n  socket: /" + strings.Repeat("s", 107) + "\n", "control.socket", 15, "at most 107"},
+		{"shutdown timeout int", "", "shutdown:\n  timeout: 30\n", "shutdown.timeout", 15, "expected a duration"},
+		{"shutdown timeout negative", "", "shutdown:\n  timeout: -1s\n", "shutdown.timeout", 15, "out of range 0s..1h"},
+		{"shutdown timeout long", "", "shutdown:\n  timeout: 1h0m1s\n", "shutdown.timeout", 15, "out of range 0s..1h"},
+		{"state_file list", "", "state_file: [a]\n", "state_file", 14, "expected a string"},
+		{"state_file relative", "", "state_file: ./ledger\n", "state_file", 14, "absolute path"},
+		{"drain string", "198.18.1.11:8080", "198.18.1.11:8080\n        drain: \"true\"", "services[0].backends[0].drain", 12, "expected a boolean"},
+		{"drain int", "198.18.1.11:8080", "198.18.1.11:8080\n        drain: 1", "services[0].backends[0].drain", 12, "expected a boolean"},
+		{"only backend drained", "198.18.1.11:8080", "198.18.1.11:8080\n        drain: true", "services[0].backends", 10, "or is drained"},
 		{"ifname too long", "tslb-c0", "tslb-c0-much-too-long", "links[0].interface", 2, "not a valid interface name"},
 		{"missing interface", "  - interface: tslb-c0\n    subnets", "  - subnets", "links[0].interface", 2, "required"},
 		{"gateway off subnet", "[198.18.0.0/24]\n", "[198.18.0.0/24]\n    gateway: 198.18.9.1\n", "links[0].gateway", 4, "not inside"},
@@ -762,6 +838,21 @@ func TestValidateGoConfig(t *testing.T) {
 		{"short time_wait", func(c *config.Config) { c.Services[0].TimeWait = time.Millisecond }, "services[0].time_wait", "out of range"},
 		{"no backends", func(c *config.Config) { c.Services[0].Backends = nil }, "services[0].backends", "at least one backend"},
 		{"all drained", func(c *config.Config) { c.Services[0].Backends[0].Weight = 0 }, "services[0].backends", "weight 0"},
+		{"live backend drained", func(c *config.Config) { c.Services[0].Backends[0].Drain = true }, "services[0].backends", "weight 0 or is drained"},
+		{"health source vip", func(c *config.Config) { c.Health.Source = c.Services[0].VIP }, "health.source", "VIP of services[0]"},
+		{"health source snat", func(c *config.Config) { c.Health.Source = c.SNAT.Addresses[1] }, "health.source", "equals snat.addresses[1]"},
+		{"health source backend", func(c *config.Config) { c.Health.Source = addr("203.0.113.7") }, "health.source", "services[0].backends[1]"},
+		{"health source gateway", func(c *config.Config) { c.Health.Source = addr("198.18.1.1") }, "health.source", "links[1].gateway"},
+		{"health source off link", func(c *config.Config) {
+			c.Links[1].Gateway = netip.Addr{}
+			c.Services[0].Backends = c.Services[0].Backends[:1]
+			c.Health.Source = addr("203.0.113.9")
+		}, "health.source", "no link has a gateway"},
+		{"health source ipv6", func(c *config.Config) { c.Health.Source = addr("2001:db8::1") }, "health.source", "not an IPv4"},
+		{"control socket relative", func(c *config.Config) { c.Control.Socket = "tslb.sock" }, "control.socket", "absolute path"},
+		{"shutdown negative", func(c *config.Config) { c.Shutdown.Timeout = -time.Nanosecond }, "shutdown.timeout", "out of range 0s..1h"},
+		{"shutdown too long", func(c *config.Config) { c.Shutdown.Timeout = time.Hour + 1 }, "shutdown.timeout", "out of range 0s..1h"},
+		{"state_file relative", func(c *config.Config) { c.StateFile = "ledger" }, "state_file", "absolute path"},
 		{"dup backend", func(c *config.Config) { c.Services[0].Backends[1] = c.Services[0].Backends[0] }, "services[0].backends[1].address", "duplicate backend"},
 		{"backend is snat", func(c *config.Config) {
 			c.Services[0].Backends[1].Address = netip.AddrPortFrom(c.SNAT.Addresses[1], 80)
@@ -859,15 +950,113 @@ func BenchmarkParseExample(b *testing.B) {
 // The API the binary and package lb are written against; a signature change
 // breaks this build.
 var (
-	_ func(string) (*config.Config, error)         = config.Load
-	_ func([]byte, string) (*config.Config, error) = config.Parse
-	_ func(*config.Config) config.Errors           = (*config.Config).Validate
-	_ func(*config.Config) ([]byte, error)         = (*config.Config).Marshal
-	_ error                                        = config.Error{}
-	_ error                                        = config.Errors{}
-	_                                              = config.Config{Links: []config.Link{}, Services: []config.Service{}, SNAT: config.SNAT{}, Flows: config.Flows{Timeouts: config.Timeouts{}}, Metrics: config.Metrics{}, Log: config.Log{}, Detector: config.Detector{}, Source: ""}
-	_                                              = []config.TSMode{config.TSStrip, config.TSPassthrough, config.TSRewrite}
-	_                                              = []string{config.ExhaustWait, config.ExhaustReject, config.ExhaustReuse}
-	_                                              = config.Service{NoISNTranslation: true, Exhaustion: config.ExhaustWait, ExhaustionWait: time.Second}
-	_                                              = config.Detector{PcapDir: "", PcapMaxFiles: 1, NoRepair: true}
+	_ func(string) (*config.Config, error)          = config.Load
+	_ func([]byte, string) (*config.Config, error)  = config.Parse
+	_ func(*config.Config) config.Errors            = (*config.Config).Validate
+	_ func(*config.Config) ([]byte, error)          = (*config.Config).Marshal
+	_ error                                         = config.Error{}
+	_ error                                         = config.Errors{}
+	_                                               = config.Config{Links: []config.Link{}, Services: []config.Service{}, SNAT: config.SNAT{}, Flows: config.Flows{Timeouts: config.Timeouts{}}, Metrics: config.Metrics{}, Log: config.Log{}, Detector: config.Detector{}, Source: ""}
+	_                                               = []config.TSMode{config.TSStrip, config.TSPassthrough, config.TSRewrite}
+	_                                               = []string{config.ExhaustWait, config.ExhaustReject, config.ExhaustReuse}
+	_                                               = config.Service{NoISNTranslation: true, Exhaustion: config.ExhaustWait, ExhaustionWait: time.Second}
+	_                                               = config.Detector{PcapDir: "", PcapMaxFiles: 1, NoRepair: true}
+	_                                               = config.Config{Health: config.Health{Source: netip.Addr{}}, Control: config.Control{Socket: ""}, Shutdown: config.Shutdown{Timeout: 0}, StateFile: ""}
+	_                                               = config.Backend{Drain: true}
+	_ func(*config.Config, *config.Config) []string = (*config.Config).RestartKeysDiffer
+	_                                               = []any{config.DefaultControlSocket, config.DefaultShutdownTimeout, config.DefaultDrain, config.DefaultStateFile, config.MaxShutdownTimeout}
 )
+
+func TestRestartKeysDiffer(t *testing.T) {
+	base := func() *config.Config {
+		c := goConfig()
+		c.ApplyDefaults()
+		return c
+	}
+	addr := netip.MustParseAddr
+	if got := base().RestartKeysDiffer(base()); len(got) != 0 {
+		t.Errorf("equal configs: %q, want none", got)
+	}
+	// The same file parsed twice needs no restart.
+	example, err := config.Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := config.Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := example.RestartKeysDiffer(again); got != nil {
+		t.Errorf("example vs itself: %q, want nil", got)
+	}
+	for _, tt := range []struct {
+		name   string
+		mutate func(c *config.Config)
+		want   []string // nil: a hot reload applies it
+	}{
+		// Hot-reloadable changes.
+		{"backend weight", func(c *config.Config) { c.Services[0].Backends[0].Weight = 9 }, nil},
+		{"backend drained", func(c *config.Config) { c.Services[0].Backends[1].Drain = true }, nil},
+		{"service added", func(c *config.Config) {
+			s := c.Services[0]
+			s.Name, s.Port = "web2", 81
+			c.Services = append(c.Services, s)
+		}, nil},
+		{"scheduler", func(c *config.Config) { c.Services[0].Scheduler = "maglev" }, nil},
+		{"flow timeouts", func(c *config.Config) { c.Flows.Timeouts.Fin = time.Second }, nil},
+		{"log level", func(c *config.Config) { c.Log.Level = "debug" }, nil},
+		{"detector", func(c *config.Config) { c.Detector.NoRepair = true }, nil},
+		{"health source", func(c *config.Config) { c.Health.Source = addr("198.18.1.2") }, nil},
+		{"shutdown timeout", func(c *config.Config) { c.Shutdown.Timeout = time.Minute }, nil},
+		// Changes that need a restart.
+		{"link name", func(c *config.Config) { c.Links[0].Name = "front" }, []string{"links[0].name"}},
+		{"link interface", func(c *config.Config) { c.Links[1].Interface = "tslb-b1" }, []string{"links[1].interface"}},
+		{"link subnets", func(c *config.Config) {
+			c.Links[0].Subnets = append(c.Links[0].Subnets, netip.MustParsePrefix("198.18.2.0/24"))
+		}, []string{"links[0].subnets"}},
+		{"link gateway", func(c *config.Config) { c.Links[1].Gateway = addr("198.18.1.254") }, []string{"links[1].gateway"}},
+		{"link added", func(c *config.Config) {
+			c.Links = append(c.Links, config.Link{Name: "x", Interface: "tslb-x0", Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}})
+		}, []string{"links"}},
+		{"snat address", func(c *config.Config) { c.SNAT.Addresses[1] = addr("198.18.1.102") }, []string{"snat.addresses"}},
+		{"snat order", func(c *config.Config) {
+			c.SNAT.Addresses[0], c.SNAT.Addresses[1] = c.SNAT.Addresses[1], c.SNAT.Addresses[0]
+		}, []string{"snat.addresses"}},
+		{"snat port range", func(c *config.Config) { c.SNAT.PortMax-- }, []string{"snat.port_range"}},
+		{"flows max", func(c *config.Config) { c.Flows.Max = 10 }, []string{"flows.max"}},
+		{"metrics listen", func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:9200" }, []string{"metrics.listen"}},
+		{"control socket", func(c *config.Config) { c.Control.Socket = "/run/other.sock" }, []string{"control.socket"}},
+		{"state file", func(c *config.Config) { c.StateFile = "/var/lib/tslb/ledger" }, []string{"state_file"}},
+		{"several", func(c *config.Config) {
+			c.StateFile = "/x"
+			c.Links[1].Subnets = []netip.Prefix{netip.MustParsePrefix("198.18.1.0/25")}
+			c.Links[1].Gateway = netip.Addr{}
+			c.SNAT.PortMin = 30000
+			c.Flows.Max = 5
+			c.Services[0].Backends[0].Weight = 2
+		}, []string{"links[1].subnets", "links[1].gateway", "snat.port_range", "flows.max", "state_file"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			old, o := base(), base()
+			tt.mutate(o)
+			if got := old.RestartKeysDiffer(o); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("RestartKeysDiffer = %q, want %q", got, tt.want)
+			}
+			// The relation is symmetric.
+			if got := o.RestartKeysDiffer(old); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("reversed: RestartKeysDiffer = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// Through files: a changed file that only touches hot keys.
+	hot := mustParse(t, strings.Replace(minimal, "      - address: 198.18.1.11:8080\n",
+		"      - address: 198.18.1.11:8080\n        weight: 4\n", 1)+"shutdown:\n  timeout: 5s\n")
+	cold := mustParse(t, minimal+"control:\n  socket: \"\"\nmetrics:\n  listen: \"\"\n")
+	cur := mustParse(t, minimal)
+	if got := cur.RestartKeysDiffer(hot); got != nil {
+		t.Errorf("hot file: %q, want nil", got)
+	}
+	if got, want := cur.RestartKeysDiffer(cold), []string{"metrics.listen", "control.socket"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("cold file: %q, want %q", got, want)
+	}
+}

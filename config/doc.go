@@ -2,7 +2,9 @@
 //
 // A configuration names the AF_PACKET links tslb owns, the TCP services
 // (VIP:port and their backends), the SNAT address pool, flow-table limits,
-// and the metrics, logging and collision-detector settings. See example.yaml
+// the metrics, logging and collision-detector settings, the health-probe
+// source address, the control socket, the graceful-shutdown timeout and the
+// TIME_WAIT ledger's state file. See example.yaml
 // in this directory for a complete, commented file.
 //
 // [Parse] reads YAML with gopkg.in/yaml.v3 into a node tree and walks it with
@@ -22,4 +24,6 @@
 // A *Config returned by Parse or Load is immutable by convention: the running
 // balancer swaps whole snapshots (for example through an atomic.Pointer) on
 // reload, so code must never modify a Config it did not build itself.
+// [Config.RestartKeysDiffer] tells which changes a reload cannot apply
+// without a restart.
 package config

@@ -482,7 +482,10 @@ func (d *decoder) root(n *yaml.Node) *Config {
 			PcapMaxFiles: DefaultPcapMaxFiles,
 			NoRepair:     !DefaultRepair,
 		},
-		meta: d.m,
+		Control:   Control{Socket: DefaultControlSocket},
+		Shutdown:  Shutdown{Timeout: DefaultShutdownTimeout},
+		StateFile: DefaultStateFile,
+		meta:      d.m,
 	}
 	c.Flows.Timeouts = Timeouts{
 		Syn:         DefaultSynTimeout,
@@ -491,7 +494,10 @@ func (d *decoder) root(n *yaml.Node) *Config {
 		TimeWait:    DefaultTWTimeout,
 		Closed:      DefaultClosedTimeout,
 	}
-	known := []string{"links", "services", "snat", "flows", "metrics", "log", "detector"}
+	known := []string{
+		"links", "services", "snat", "flows", "metrics", "log", "detector",
+		"health", "control", "shutdown", "state_file",
+	}
 	if !d.mapping(n, "", known, func(key string, v *yaml.Node, p string) {
 		switch key {
 		case "links":
@@ -512,6 +518,22 @@ func (d *decoder) root(n *yaml.Node) *Config {
 			})
 		case "detector":
 			d.detector(v, p, &c.Detector)
+		case "health":
+			d.mapping(v, p, []string{"source"}, func(_ string, v *yaml.Node, p string) {
+				c.Health.Source, _ = d.addr(v, p)
+			})
+		case "control":
+			d.mapping(v, p, []string{"socket"}, func(_ string, v *yaml.Node, p string) {
+				c.Control.Socket, _ = d.str(v, p)
+			})
+		case "shutdown":
+			d.mapping(v, p, []string{"timeout"}, func(_ string, v *yaml.Node, p string) {
+				if x, ok := d.duration(v, p); ok {
+					c.Shutdown.Timeout = x
+				}
+			})
+		case "state_file":
+			c.StateFile, _ = d.str(v, p)
 		}
 	}) {
 		d.m.bad[""] = true
@@ -599,13 +621,17 @@ func (d *decoder) service(n *yaml.Node, path string, s *Service) {
 
 // backend decodes one backends[] item.
 func (d *decoder) backend(n *yaml.Node, path string, b *Backend) {
-	d.mapping(n, path, []string{"address", "weight"}, func(key string, v *yaml.Node, p string) {
+	d.mapping(n, path, []string{"address", "weight", "drain"}, func(key string, v *yaml.Node, p string) {
 		switch key {
 		case "address":
 			b.Address, _ = d.addrPort(v, p)
 		case "weight":
 			if x, ok := d.integer(v, p, 0, 1000); ok {
 				b.Weight = int(x)
+			}
+		case "drain":
+			if x, ok := d.boolean(v, p); ok {
+				b.Drain = x
 			}
 		}
 	})

@@ -16,13 +16,17 @@ import (
 // way.
 type (
 	yamlConfig struct {
-		Links    []yamlLink    `yaml:"links"`
-		Services []yamlService `yaml:"services"`
-		SNAT     yamlSNAT      `yaml:"snat"`
-		Flows    yamlFlows     `yaml:"flows"`
-		Metrics  yamlMetrics   `yaml:"metrics"`
-		Log      yamlLog       `yaml:"log"`
-		Detector *yamlDetector `yaml:"detector,omitempty"`
+		Links     []yamlLink    `yaml:"links"`
+		Services  []yamlService `yaml:"services"`
+		SNAT      yamlSNAT      `yaml:"snat"`
+		Flows     yamlFlows     `yaml:"flows"`
+		Metrics   yamlMetrics   `yaml:"metrics"`
+		Log       yamlLog       `yaml:"log"`
+		Detector  *yamlDetector `yaml:"detector,omitempty"`
+		Health    *yamlHealth   `yaml:"health,omitempty"`
+		Control   yamlControl   `yaml:"control"`
+		Shutdown  yamlShutdown  `yaml:"shutdown"`
+		StateFile string        `yaml:"state_file,omitempty"`
 	}
 	yamlLink struct {
 		Name      string   `yaml:"name,omitempty"`
@@ -47,6 +51,7 @@ type (
 	yamlBackend struct {
 		Address string `yaml:"address"`
 		Weight  int    `yaml:"weight"`
+		Drain   bool   `yaml:"drain,omitempty"`
 	}
 	yamlHealthCheck struct {
 		Type         string `yaml:"type"`
@@ -83,15 +88,25 @@ type (
 		PcapMaxFiles int    `yaml:"pcap_max_files,omitempty"`
 		Repair       *bool  `yaml:"repair,omitempty"`
 	}
+	yamlHealth struct {
+		Source string `yaml:"source,omitempty"`
+	}
+	yamlControl struct {
+		Socket string `yaml:"socket"`
+	}
+	yamlShutdown struct {
+		Timeout string `yaml:"timeout"`
+	}
 )
 
 // Marshal encodes c as YAML that Parse accepts and decodes back to an equal
 // Config. Zero-valued fields that have a default are left out, so Parse fills
 // in the default. Marshal parses its own output before returning it and
 // fails with the Errors if c is not valid. The booleans isn_translation and
-// detector.repair are written only when false, their non-default value.
-// Metrics.Listen is always written, because "" (disabled) differs from the
-// absent key (the default listener).
+// detector.repair are written only when false, and backends' drain only when
+// true: their non-default values. Metrics.Listen and Control.Socket are always
+// written, because "" (disabled) differs from the absent key (the default),
+// and so is Shutdown.Timeout, as "0s" when 0 (stop at once).
 func (c *Config) Marshal() ([]byte, error) {
 	y := yamlConfig{
 		SNAT: yamlSNAT{Addresses: make([]string, 0, len(c.SNAT.Addresses))},
@@ -105,8 +120,17 @@ func (c *Config) Marshal() ([]byte, error) {
 				Closed:      formatDuration(c.Flows.Timeouts.Closed),
 			},
 		},
-		Metrics: yamlMetrics{Listen: c.Metrics.Listen},
-		Log:     yamlLog{Level: c.Log.Level},
+		Metrics:   yamlMetrics{Listen: c.Metrics.Listen},
+		Log:       yamlLog{Level: c.Log.Level},
+		Control:   yamlControl{Socket: c.Control.Socket},
+		Shutdown:  yamlShutdown{Timeout: formatDuration(c.Shutdown.Timeout)},
+		StateFile: c.StateFile,
+	}
+	if y.Shutdown.Timeout == "" {
+		y.Shutdown.Timeout = "0s"
+	}
+	if c.Health.Source.IsValid() {
+		y.Health = &yamlHealth{Source: c.Health.Source.String()}
 	}
 	for _, l := range c.Links {
 		yl := yamlLink{Interface: l.Interface, Subnets: make([]string, 0, len(l.Subnets))}
@@ -137,7 +161,7 @@ func (c *Config) Marshal() ([]byte, error) {
 			ys.ISNTranslation = new(false)
 		}
 		for _, b := range s.Backends {
-			ys.Backends = append(ys.Backends, yamlBackend{Address: b.Address.String(), Weight: b.Weight})
+			ys.Backends = append(ys.Backends, yamlBackend{Address: b.Address.String(), Weight: b.Weight, Drain: b.Drain})
 		}
 		if hc := s.HealthCheck; hc != nil {
 			ys.HealthCheck = &yamlHealthCheck{

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,8 @@ func (c *Config) Validate() Errors {
 	v.snat()
 	v.flows()
 	v.misc()
+	v.health()
+	v.process()
 	v.errs.sort()
 	return v.errs
 }
@@ -354,10 +357,10 @@ func (v *validator) backends(p string, s Service) {
 		if b.Weight < 0 || b.Weight > 1000 {
 			v.add(p+".weight", "%d is out of range 0..1000", b.Weight)
 		}
-		live = live || b.Weight > 0
+		live = live || (b.Weight > 0 && !b.Drain)
 	}
 	if !live {
-		v.add(bp, "every backend has weight 0; at least one must have weight > 0")
+		v.add(bp, "every backend has weight 0 or is drained; at least one must have weight > 0 and not be drained")
 	}
 }
 
@@ -465,5 +468,63 @@ func (v *validator) misc() {
 	case "debug", "info", "warn", "error":
 	default:
 		v.add("log.level", "unknown level %q (supported: debug, info, warn, error)", v.c.Log.Level)
+	}
+}
+
+// health checks health.source: an IPv4 address the kernel owns, so none of
+// the addresses tslb itself answers for or talks to, and on-link unless a
+// link has a gateway.
+func (v *validator) health() {
+	const p = "health.source"
+	c := v.c
+	a := c.Health.Source
+	if !a.IsValid() || !v.unicast4(p, a) {
+		return
+	}
+	for i, s := range c.Services {
+		if s.VIP == a {
+			v.add(p, "%s is the VIP of services[%d]; the kernel must not own a VIP", a, i)
+		}
+	}
+	for i, sa := range c.SNAT.Addresses {
+		if sa == a {
+			v.add(p, "%s equals snat.addresses[%d]; the kernel must not own an SNAT address", a, i)
+		}
+	}
+backends:
+	for i, s := range c.Services {
+		for j, b := range s.Backends {
+			if b.Address.Addr() == a {
+				v.add(p, "%s is the address of services[%d].backends[%d]", a, i, j)
+				break backends
+			}
+		}
+	}
+	v.notGateway(p, a)
+	if v.gatewayLink() < 0 && v.offLink(a) {
+		v.add(p, "health probe source %s is not inside any link's subnets and no link has a gateway", a)
+	}
+}
+
+// maxSocketPath is the longest unix socket path Linux accepts: sun_path is
+// 108 bytes including the terminating NUL.
+const maxSocketPath = 107
+
+// process checks the keys about tslb's process: control.socket,
+// shutdown.timeout and state_file.
+func (v *validator) process() {
+	c := v.c
+	switch s := c.Control.Socket; {
+	case s == "":
+	case !filepath.IsAbs(s):
+		v.add("control.socket", "%q must be an absolute path (or \"\" to disable)", s)
+	case len(s) > maxSocketPath:
+		v.add("control.socket", "path is %d bytes; a unix socket path is at most %d", len(s), maxSocketPath)
+	}
+	if t := c.Shutdown.Timeout; t < 0 || t > MaxShutdownTimeout {
+		v.add("shutdown.timeout", "%s is out of range 0s..1h", t)
+	}
+	if s := c.StateFile; s != "" && !filepath.IsAbs(s) {
+		v.add("state_file", "%q must be an absolute path (or \"\" for none)", s)
 	}
 }
