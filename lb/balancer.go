@@ -64,6 +64,7 @@ type backend struct {
 
 	created    prometheus.Counter
 	active     prometheus.Gauge
+	flows      atomic.Int64 // live flows, for least_conn
 	collisions [numSignatures]prometheus.Counter
 	repairs    prometheus.Counter
 }
@@ -453,6 +454,7 @@ func (b *Balancer) removeFlow(f *flow) {
 	f.pool.release(f.sport, b.now.Load(), rec)
 	f.svc.active.Dec()
 	f.be.active.Dec()
+	f.be.flows.Add(-1)
 	b.m.translationEvents(&x)
 	if c := f.capt.Load(); c != nil {
 		b.writeCapture(c)

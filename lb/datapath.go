@@ -364,6 +364,7 @@ func (w *worker) newFlow(svc *service, k flowKey) (*flow, verdict) {
 	svc.active.Inc()
 	be.created.Inc()
 	be.active.Inc()
+	be.flows.Add(1)
 	return f, verdictOK
 }
 

@@ -3,27 +3,99 @@ package lb
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // Scheduler picks the backend of a new flow. Implementations are safe for
 // concurrent use; Pick is called once per new flow, never per packet. hash
-// is a seeded hash of the client's tuple, for schedulers that hash
-// (Maglev comes with the operations issue).
+// is a seeded hash of the client's tuple (source address and port, VIP,
+// service port; the protocol is always TCP), for schedulers that hash.
+// Pick returns nil when every backend is drained.
 type Scheduler interface {
 	Pick(hash uint64) *backend
 }
 
-// newScheduler builds the named scheduler over backends. Backends with
-// weight 0 are drained: they get no new flows.
+// newScheduler builds the named scheduler over backends (config's
+// services[].scheduler). Backends with weight 0 are drained: they get no
+// new flows.
+//
+//   - "wrr" (and ""): smooth weighted round-robin.
+//   - "rr": round-robin, weights other than 0 count as 1.
+//   - "least_conn": fewest live flows per unit of weight.
+//   - "maglev": Maglev consistent hashing of the client's tuple, with a
+//     MaglevTableSize-slot table built here.
 func newScheduler(name string, backends []*backend) (Scheduler, error) {
 	switch name {
 	case "", "wrr":
 		return newWRR(backends, false), nil
 	case "rr":
 		return newWRR(backends, true), nil
+	case "least_conn":
+		return newLeastConn(backends), nil
+	case "maglev":
+		return newMaglev(backends, MaglevTableSize)
 	default:
 		return nil, fmt.Errorf("lb: unknown scheduler %q", name)
 	}
+}
+
+// leastConn picks the backend with the fewest live flows (backend.flows)
+// relative to its weight: it minimises flows/weight, compared as
+// flows_a·weight_b < flows_b·weight_a so no division is needed. Ties go
+// round-robin: a cursor advances on every pick and chooses among the tied
+// backends, so equally loaded backends share new flows evenly, including a
+// burst of SYNs that arrives before the counts move (a flow is counted
+// once it is in the table). Pick takes no lock and does not allocate: the
+// counts are read atomically, so under concurrency a pick may see a count
+// a few flows old.
+type leastConn struct {
+	backends []*backend // weight > 0
+	cursor   atomic.Uint64
+}
+
+func newLeastConn(backends []*backend) *leastConn {
+	l := &leastConn{}
+	for _, b := range backends {
+		if b.weight > 0 {
+			l.backends = append(l.backends, b)
+		}
+	}
+	return l
+}
+
+// Pick implements Scheduler.
+func (l *leastConn) Pick(uint64) *backend {
+	if len(l.backends) == 0 {
+		return nil
+	}
+	// Pass 1: the least load and how many backends share it.
+	best := l.backends[0]
+	minFlows, minWeight := best.flows.Load(), int64(best.weight)
+	ties := uint64(1)
+	for _, b := range l.backends[1:] {
+		f, w := b.flows.Load(), int64(b.weight)
+		switch x, y := f*minWeight, minFlows*w; {
+		case x < y:
+			best, minFlows, minWeight, ties = b, f, w, 1
+		case x == y:
+			ties++
+		}
+	}
+	if ties == 1 {
+		return best
+	}
+	// Pass 2: the cursor's turn among the tied. If the counts moved in
+	// between and the turn is not found, the first least loaded stands.
+	k := (l.cursor.Add(1) - 1) % ties
+	for _, b := range l.backends {
+		if b.flows.Load()*minWeight == minFlows*int64(b.weight) {
+			if k == 0 {
+				return b
+			}
+			k--
+		}
+	}
+	return best
 }
 
 // wrr is the smooth weighted round-robin of nginx
