@@ -2,7 +2,6 @@ package lb
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -37,6 +36,7 @@ type service struct {
 	sched    Scheduler
 	backends []*backend
 
+	hc            *config.HealthCheck
 	timeWaitNs    int64 // the backends' TIME_WAIT (services[].time_wait)
 	noISN         bool  // isn_translation: false
 	exhaustion    string
@@ -58,13 +58,18 @@ type backend struct {
 	ap     netip.AddrPort
 	addr   nat.Addr4
 	port   uint16
-	weight int
+	weight int // 0: drained (weight 0 or drain: true)
 	link   *link
 	hop    nat.Addr4
+	*backendState
+}
 
+// backendState is the part of a backend that outlives reloads.
+type backendState struct {
+	up         atomic.Bool  // health: false after fall failed checks
+	flows      atomic.Int64 // live flows, for least_conn
 	created    prometheus.Counter
 	active     prometheus.Gauge
-	flows      atomic.Int64 // live flows, for least_conn
 	collisions [numSignatures]prometheus.Counter
 	repairs    prometheus.Counter
 }
@@ -77,8 +82,7 @@ type link struct {
 	subnets []netip.Prefix
 	gw      nat.Addr4
 	hasGW   bool
-	owned   map[nat.Addr4]bool // addresses tslb answers ARP for on this link
-	arpFrom nat.Addr4          // sender address of tslb's ARP requests
+	idx     int // position in Balancer.links
 	neigh   *neighTable
 
 	rxPackets, rxBytes, txPackets, txBytes prometheus.Counter
@@ -90,6 +94,7 @@ type ownedKind uint8
 const (
 	ownedVIP ownedKind = iota + 1
 	ownedSNAT
+	ownedKernel // health.source: the kernel's, frames to it are ignored
 )
 
 type svcKey struct {
@@ -103,21 +108,22 @@ type Balancer struct {
 	log  *slog.Logger
 	seed uint64
 
-	links    []*link
-	services map[svcKey]*service
-	svcList  []*service
-	owned    map[nat.Addr4]ownedKind
-	flows    *flowTable
-	snat     *snatTable
-	m        *metrics
+	links []*link
+	snap  atomic.Pointer[snapshot]
+	flows *flowTable
+	m     *metrics
 
-	timeouts [8]int64 // by nat.ConnState, ns
+	timeouts [8]atomic.Int64 // by nat.ConnState, ns
 	now      atomic.Int64
 
 	waitq    waitQueue
-	noRepair bool
+	noRepair atomic.Bool
 	pcapDir  string
 	pcapMax  int
+
+	reloadMu sync.Mutex
+	health   healthSet
+	stopping atomic.Bool // SIGTERM: no new flows
 
 	closeOnce sync.Once
 }
@@ -135,14 +141,11 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		opts.Seed = rand.Uint64()
 	}
 	b := &Balancer{
-		cfg:      cfg,
-		log:      opts.Logger,
-		seed:     opts.Seed,
-		services: make(map[svcKey]*service),
-		owned:    make(map[nat.Addr4]ownedKind),
-		noRepair: cfg.Detector.NoRepair,
-		pcapDir:  cfg.Detector.PcapDir,
-		pcapMax:  cfg.Detector.PcapMaxFiles,
+		cfg:     cfg,
+		log:     opts.Logger,
+		seed:    opts.Seed,
+		pcapDir: cfg.Detector.PcapDir,
+		pcapMax: cfg.Detector.PcapMaxFiles,
 	}
 	b.waitq.keys = make(map[flowKey]bool)
 	if b.pcapMax <= 0 {
@@ -150,14 +153,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 	}
 	b.now.Store(time.Now().UnixNano())
 	b.flows = newFlowTable(cfg.Flows.Max, b.seed)
-	t := cfg.Flows.Timeouts
-	for st, d := range map[nat.ConnState]time.Duration{
-		nat.StateNew: t.Syn, nat.StateSynSent: t.Syn, nat.StateSynRecv: t.Syn,
-		nat.StateEstablished: t.Established, nat.StateFinWait: t.Fin, nat.StateClosing: t.Fin,
-		nat.StateTimeWait: t.TimeWait, nat.StateClosed: t.Closed,
-	} {
-		b.timeouts[st] = int64(d)
-	}
+	b.applyTimeouts(cfg)
 
 	// Links first: services need them to route to backends.
 	for _, lc := range cfg.Links {
@@ -171,7 +167,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 			name = lc.Interface
 		}
 		l := &link{name: name, io: io, mac: info.MAC, mtu: info.MTU, subnets: lc.Subnets,
-			owned: make(map[nat.Addr4]bool), neigh: newNeighTable()}
+			idx: len(b.links), neigh: newNeighTable()}
 		if lc.Gateway.IsValid() {
 			l.gw, l.hasGW = nat.Addr4From(lc.Gateway), true
 		}
@@ -188,88 +184,21 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		l.arpGratuitous = b.m.arpSent.WithLabelValues(l.name, "gratuitous")
 	}
 
-	own := func(a netip.Addr, kind ownedKind) {
-		a4 := nat.Addr4From(a)
-		b.owned[a4] = kind
-		for _, l := range b.links {
-			for _, p := range l.subnets {
-				if p.Contains(a) {
-					l.owned[a4] = true
-				}
-			}
-		}
+	s, err := b.buildSnapshot(cfg, nil)
+	if err != nil {
+		b.closeLinks()
+		return nil, err
 	}
-	var snatAddrs []nat.Addr4
-	for _, a := range cfg.SNAT.Addresses {
-		own(a, ownedSNAT)
-		snatAddrs = append(snatAddrs, nat.Addr4From(a))
-	}
-	var allBackends []netip.AddrPort
-	for _, sc := range cfg.Services {
-		own(sc.VIP, ownedVIP)
-		s := &service{name: sc.Name, vip: nat.Addr4From(sc.VIP), port: sc.Port, ts: sc.Timestamps,
-			timeWaitNs: int64(sc.TimeWait), noISN: sc.NoISNTranslation, exhaustion: sc.Exhaustion,
-			exhaustWaitNs: int64(sc.ExhaustionWait)}
-		switch sc.Timestamps {
-		case config.TSStrip:
-			s.tsAction = nat.TSStrip
-		case config.TSRewrite:
-			s.tsAction = nat.TSOffset // TSSynth when the client's SYN has no TS
-		default:
-			s.tsAction = nat.TSPass
-		}
-		if s.exhaustion == "" {
-			s.exhaustion = config.DefaultExhaustion
-		}
-		if s.exhaustWaitNs == 0 {
-			s.exhaustWaitNs = int64(config.DefaultExhaustionWait)
-		}
-		if s.timeWaitNs == 0 {
-			s.timeWaitNs = int64(config.DefaultTimeWait)
-		}
-		for i := range s.exhausted {
-			s.exhausted[i] = b.m.exhaustion.WithLabelValues(s.name, exhaustNames[i])
-		}
-		s.created = b.m.flowsCreated.WithLabelValues(s.name)
-		s.active = b.m.flowsActive.WithLabelValues(s.name)
-		for i, r := range []string{"table_full", "no_backend", "snat_exhausted"} {
-			s.refused[i] = b.m.synRefused.WithLabelValues(s.name, r)
-		}
-		for _, bc := range sc.Backends {
-			be := &backend{ap: bc.Address, addr: nat.Addr4From(bc.Address.Addr()), port: bc.Address.Port(), weight: bc.Weight}
-			be.link, be.hop = b.route(be.addr)
-			if be.link == nil {
-				b.closeLinks()
-				return nil, fmt.Errorf("lb: service %q: no link reaches backend %s", sc.Name, bc.Address)
-			}
-			be.created = b.m.backendCreated.WithLabelValues(s.name, bc.Address.String())
-			be.active = b.m.backendActive.WithLabelValues(s.name, bc.Address.String())
-			for i := range be.collisions {
-				be.collisions[i] = b.m.collisions.WithLabelValues(bc.Address.String(), signatureNames[i])
-			}
-			be.repairs = b.m.repairs.WithLabelValues(bc.Address.String())
-			s.backends = append(s.backends, be)
-			allBackends = append(allBackends, bc.Address)
-		}
-		sched, err := newScheduler(sc.Scheduler, s.backends)
+	b.snap.Store(s)
+	b.m.configVersion.Set(0)
+	if cfg.StateFile != "" {
+		n, err := b.loadState(cfg.StateFile)
 		if err != nil {
-			b.closeLinks()
-			return nil, err
-		}
-		s.sched = sched
-		b.services[svcKey{s.vip, s.port}] = s
-		b.svcList = append(b.svcList, s)
-	}
-	for _, l := range b.links {
-		// ARP requests go out from an address tslb owns on that link
-		// (0.0.0.0, an ARP probe, if it owns none there).
-		for a := range l.owned {
-			if l.arpFrom == (nat.Addr4{}) || less(a, l.arpFrom) {
-				l.arpFrom = a
-			}
+			b.log.Warn("state file not loaded: TIME_WAIT ledger starts empty", "file", cfg.StateFile, "err", err)
+		} else if n > 0 {
+			b.log.Info("TIME_WAIT ledger restored", "file", cfg.StateFile, "tuples", n)
 		}
 	}
-	b.snat = newSNATTable(snatAddrs, cfg.SNAT.PortMin, cfg.SNAT.PortMax, allBackends, b.seed, b.m)
 	return b, nil
 }
 
@@ -309,17 +238,20 @@ func (b *Balancer) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(b.m.reg, promhttp.HandlerOpts{Registry: b.m.reg})
 }
 
-// Config is the configuration the balancer was built from.
-func (b *Balancer) Config() *config.Config { return b.cfg }
+// Config is the configuration running now.
+func (b *Balancer) Config() *config.Config { return b.snap.Load().cfg }
 
 // FlowCount is the number of flows in the table.
 func (b *Balancer) FlowCount() int { return int(b.flows.count.Load()) }
 
 // Run runs the datapath until ctx is done: one worker per link, a clock, a
-// reaper. It closes the links before returning. Run returns nil after a
+// reaper, the health checkers. When ctx ends it stops gracefully: new SYNs
+// are refused (counted as shutting_down) while established flows go on,
+// until none is left or shutdown.timeout passes; then it closes the links
+// and saves the TIME_WAIT ledger to state_file. Run returns nil after a
 // clean stop, or the first link error that stopped a worker.
 func (b *Balancer) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+	inner, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(b.links))
@@ -328,7 +260,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := w.run(ctx); err != nil {
+			if err := w.run(inner); err != nil {
 				errc <- err
 				cancel()
 			}
@@ -338,11 +270,25 @@ func (b *Balancer) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		b.housekeeping(ctx)
+		b.housekeeping(inner)
 	}()
-	<-ctx.Done()
+	b.health.apply(b, b.snap.Load())
+	select {
+	case <-ctx.Done():
+		b.drain()
+	case <-inner.Done(): // a link failed
+	}
+	b.health.stopAll()
+	cancel()
 	b.closeLinks() // unblocks the readers
 	wg.Wait()
+	if path := b.snap.Load().cfg.StateFile; path != "" {
+		if n, err := b.saveState(path); err != nil {
+			b.log.Error("state file not saved", "file", path, "err", err)
+		} else {
+			b.log.Info("TIME_WAIT ledger saved", "file", path, "tuples", n)
+		}
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -350,6 +296,49 @@ func (b *Balancer) Run(ctx context.Context) error {
 		return nil
 	}
 }
+
+// drain refuses new flows and waits, up to shutdown.timeout, until no flow
+// is open (every one finished, reset or timed out).
+func (b *Balancer) drain() {
+	b.stopping.Store(true)
+	timeout := b.snap.Load().cfg.Shutdown.Timeout
+	if timeout <= 0 {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	open := b.openFlows()
+	b.log.Info("stopping: no new flows; waiting for open flows", "open", open, "timeout", timeout)
+	for open > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		open = b.openFlows()
+	}
+	if open > 0 {
+		b.log.Warn("stopping with flows still open", "open", open)
+	}
+}
+
+// openFlows counts flows not yet finished (neither in TIME_WAIT nor closed).
+func (b *Balancer) openFlows() int {
+	n := 0
+	for i := range b.flows.shards {
+		sh := &b.flows.shards[i]
+		sh.mu.Lock()
+		for k, f := range sh.m {
+			if k != f.clientKey() {
+				continue
+			}
+			if st := nat.ConnState(f.state.Load()); st != nat.StateTimeWait && st != nat.StateClosed {
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Stopping reports whether Run is refusing new flows because it is
+// stopping.
+func (b *Balancer) Stopping() bool { return b.stopping.Load() }
 
 func (b *Balancer) closeLinks() {
 	b.closeOnce.Do(func() {
@@ -363,8 +352,9 @@ func (b *Balancer) closeLinks() {
 // that switches and neighbours learn tslb's MAC at once.
 func (b *Balancer) announce() {
 	buf := make([]byte, nat.VirtioNetHdrLen+64)
+	s := b.snap.Load()
 	for _, l := range b.links {
-		for a := range l.owned {
+		for a := range s.linkOwned[l.idx] {
 			n := nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, a, nat.MAC{}, a)
 			clear(buf[:nat.VirtioNetHdrLen])
 			if err := l.io.WriteFrame(buf[:nat.VirtioNetHdrLen+n]); err == nil {
@@ -402,7 +392,7 @@ func (b *Balancer) housekeeping(ctx context.Context) {
 			}
 			if d := t.Sub(lastRate); d >= time.Second {
 				lastRate = t
-				for _, p := range b.snat.pools() {
+				for _, p := range b.snap.Load().snat.pools() {
 					p.tick(d.Seconds())
 				}
 			}
@@ -429,7 +419,7 @@ func (b *Balancer) housekeeping(ctx context.Context) {
 }
 
 func (b *Balancer) expired(f *flow, now int64) bool {
-	return now-f.last.Load() > b.timeouts[f.state.Load()]
+	return now-f.last.Load() > b.timeouts[f.state.Load()].Load()
 }
 
 func (b *Balancer) flowExpired(f *flow) {

@@ -26,6 +26,8 @@ type worker struct {
 	pools    []*snatPool // scratch for pickTuple
 	scratch2 []byte      // copy of a SYN being re-sent by a repair
 
+	s *snapshot // the configuration this frame is handled under
+
 	// retrying is set while housekeeping re-runs a SYN held by the wait
 	// policy; stillWaiting reports that it must keep waiting.
 	retrying, stillWaiting bool
@@ -52,6 +54,7 @@ func (w *worker) run(ctx context.Context) error {
 // handle processes the frame in w.buf[:n] (virtio_net_hdr + Ethernet).
 func (w *worker) handle(n int) {
 	b := w.b
+	w.s = b.snap.Load()
 	if !w.retrying {
 		w.in.rxPackets.Inc()
 	}
@@ -88,7 +91,7 @@ func (w *worker) handleARP() {
 		return
 	}
 	sip, tip, op := a.SenderIP(), a.TargetIP(), a.Op()
-	forUs := l.owned[tip]
+	forUs := w.s.linkOwned[l.idx][tip]
 	onLink := w.onLink(l, sip)
 	if onLink && (forUs || op == nat.ARPReply) && sip != (nat.Addr4{}) {
 		for _, fr := range l.neigh.learn(sip, a.SenderMAC(), b.now.Load()) {
@@ -122,7 +125,10 @@ func (w *worker) onLink(l *link, a nat.Addr4) bool {
 
 func (w *worker) handleIPv4(n int) {
 	b, p := w.b, &w.pkt
-	kind := b.owned[p.Dst]
+	kind := w.s.owned[p.Dst]
+	if kind == ownedKernel {
+		return // the kernel's own (health probes): not ours to count
+	}
 	if kind == 0 {
 		b.m.drop(dropNotOurs)
 		return
@@ -148,7 +154,7 @@ func isSYN(flags uint8) bool {
 // fromClient forwards a segment from a client to a VIP toward its backend.
 func (w *worker) fromClient(n int) {
 	b, p := w.b, &w.pkt
-	svc := b.services[svcKey{p.Dst, p.DstPort}]
+	svc := w.s.services[svcKey{p.Dst, p.DstPort}]
 	if svc == nil {
 		b.m.drop(dropNoService)
 		return
@@ -178,6 +184,10 @@ func (w *worker) fromClient(n int) {
 	if f == nil {
 		if !syn {
 			b.m.drop(dropNoFlow)
+			return
+		}
+		if b.stopping.Load() {
+			b.m.drop(dropShuttingDown)
 			return
 		}
 		var v verdict
@@ -329,7 +339,7 @@ func (w *worker) newFlow(svc *service, k flowKey) (*flow, verdict) {
 		return nil, verdictRefused
 	}
 	h := k.hash(b.seed)
-	be := svc.sched.Pick(h)
+	be := svc.pick(h)
 	if be == nil {
 		b.flows.unreserve()
 		b.m.drop(dropNoBackend)
@@ -476,7 +486,7 @@ func (w *worker) flushPending(l *link, mac nat.MAC, frame []byte) {
 }
 
 func (w *worker) sendARPRequest(l *link, ip nat.Addr4) {
-	n := nat.BuildARP(w.scratch[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, l.arpFrom, nat.MAC{}, ip)
+	n := nat.BuildARP(w.scratch[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, w.b.snap.Load().arpFrom[l.idx], nat.MAC{}, ip)
 	clear(w.scratch[:nat.VirtioNetHdrLen])
 	if w.write(l, w.scratch[:nat.VirtioNetHdrLen+n]) {
 		l.arpReq.Inc()

@@ -53,7 +53,7 @@ func (w *worker) oldACK(f *flow, n int) {
 	f.be.collisions[sigOldACK].Inc()
 	ack := p.Ack
 	f.mu.Lock()
-	repair := !b.noRepair && f.repairs < maxRepairs && f.syn != nil
+	repair := !b.noRepair.Load() && f.repairs < maxRepairs && f.syn != nil
 	var syn []byte
 	if repair {
 		f.repairs++
@@ -86,10 +86,7 @@ func (w *worker) oldACK(f *flow, n int) {
 		if err != nil || !p.DecTTL() {
 			return
 		}
-		p.SetSrc(f.vip)
-		p.SetSrcPort(f.vport)
-		p.SetDst(f.client)
-		p.SetDstPort(f.cport)
+		p.SetTuple(f.vip, f.vport, f.client, f.cport)
 		w.transmit(f.clientLink, f.clientHop, n)
 		return
 	}

@@ -28,6 +28,7 @@ const (
 	dropSNATExhausted                      // SYN refused: no free SNAT port
 	dropRSTOutOfWindow                     // RST whose seq is outside the window (RFC 5961 §3)
 	dropARPNotOurs                         // ARP request for an address tslb does not own
+	dropShuttingDown                       // SYN refused: tslb is stopping (SIGTERM)
 	numDropReasons
 )
 
@@ -35,7 +36,7 @@ var dropReasonNames = [numDropReasons]string{
 	"not_ours", "no_service", "no_flow", "unsupported_proto", "icmp_unsupported",
 	"icmp_no_flow", "bad_checksum", "ttl_expired", "no_route", "neighbour_unresolved",
 	"tx_error", "table_full", "no_backend", "snat_exhausted", "rst_out_of_window",
-	"arp_not_ours",
+	"arp_not_ours", "shutting_down",
 }
 
 // metrics holds every collector. Children whose labels are known from the
@@ -69,6 +70,14 @@ type metrics struct {
 	repairs     *prometheus.CounterVec // backend
 	translation *prometheus.CounterVec // event
 	trEvents    [numTrEvents]prometheus.Counter
+
+	reloads           *prometheus.CounterVec // result
+	lastReloadOK      prometheus.Gauge
+	lastReloadTime    prometheus.Gauge
+	configVersion     prometheus.Gauge
+	backendUp         *prometheus.GaugeVec   // service, backend
+	healthTransitions *prometheus.CounterVec // service, backend, to
+	healthChecks      *prometheus.CounterVec // service, backend, result
 }
 
 // Translation events: bad input the sequence/timestamp translation met,
@@ -166,6 +175,29 @@ func newMetrics(b *Balancer) *metrics {
 		m.trEvents[i] = m.translation.WithLabelValues(trEventNames[i])
 	}
 	m.reg.MustRegister(m.allocations, m.exhaustion, m.collisions, m.repairs, m.translation)
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_config_reloads_total", Help: "Configuration reloads (SIGHUP, tslb reload), by result: success, failure.",
+	}, []string{"result"})
+	m.lastReloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tslb_config_last_reload_successful", Help: "1 if the last reload applied, 0 if it failed (the previous configuration kept running).",
+	})
+	m.lastReloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tslb_config_last_reload_timestamp_seconds", Help: "Unix time of the last successful reload.",
+	})
+	m.configVersion = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tslb_config_version", Help: "Running configuration version: 0 at start, +1 per successful reload.",
+	})
+	m.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tslb_backend_up", Help: "Health of each backend with a health check: 1 up, 0 down (no new flows).",
+	}, []string{"service", "backend"})
+	m.healthTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_backend_health_transitions_total", Help: "Health state changes, by the state entered (up, down).",
+	}, []string{"service", "backend", "to"})
+	m.healthChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_backend_health_checks_total", Help: "Health probes, by result (ok, fail).",
+	}, []string{"service", "backend", "result"})
+	m.lastReloadOK.Set(1)
+	m.reg.MustRegister(m.reloads, m.lastReloadOK, m.lastReloadTime, m.configVersion, m.backendUp, m.healthTransitions, m.healthChecks)
 	m.reg.MustRegister(m.packets, m.bytes, m.drops, m.flowsActive, m.flowsCreated, m.synRefused,
 		m.backendCreated, m.backendActive, m.flowsExpired, m.flowsClosed, m.arpSent,
 		m.icmpTranslated, m.icmpEchoReplies, m.tsStripped, m.flowsTotal)
@@ -228,7 +260,7 @@ func (c *snatCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *snatCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.b.now.Load()
-	for _, p := range c.b.snat.pools() {
+	for _, p := range c.b.snap.Load().snat.pools() {
 		u := p.usage(now)
 		lv := []string{p.snat.String(), p.backend.String()}
 		ch <- prometheus.MustNewConstMetric(snatInUseDesc, prometheus.GaugeValue, float64(u.inUse), lv...)

@@ -63,17 +63,24 @@ func newLeastConn(backends []*backend) *leastConn {
 	return l
 }
 
-// Pick implements Scheduler.
+// Pick implements Scheduler. Backends that are down (health checks) are
+// not candidates: a down backend gets no new flows, so it would soon be
+// the least loaded and win every pick.
 func (l *leastConn) Pick(uint64) *backend {
-	if len(l.backends) == 0 {
-		return nil
-	}
-	// Pass 1: the least load and how many backends share it.
-	best := l.backends[0]
-	minFlows, minWeight := best.flows.Load(), int64(best.weight)
-	ties := uint64(1)
-	for _, b := range l.backends[1:] {
+	// Pass 1: the least load among the backends that are up, and how many
+	// share it.
+	var best *backend
+	var minFlows, minWeight int64
+	ties := uint64(0)
+	for _, b := range l.backends {
+		if !b.up.Load() {
+			continue
+		}
 		f, w := b.flows.Load(), int64(b.weight)
+		if best == nil {
+			best, minFlows, minWeight, ties = b, f, w, 1
+			continue
+		}
 		switch x, y := f*minWeight, minFlows*w; {
 		case x < y:
 			best, minFlows, minWeight, ties = b, f, w, 1
@@ -81,14 +88,14 @@ func (l *leastConn) Pick(uint64) *backend {
 			ties++
 		}
 	}
-	if ties == 1 {
+	if ties <= 1 {
 		return best
 	}
 	// Pass 2: the cursor's turn among the tied. If the counts moved in
 	// between and the turn is not found, the first least loaded stands.
 	k := (l.cursor.Add(1) - 1) % ties
 	for _, b := range l.backends {
-		if b.flows.Load()*minWeight == minFlows*int64(b.weight) {
+		if b.up.Load() && b.flows.Load()*minWeight == minFlows*int64(b.weight) {
 			if k == 0 {
 				return b
 			}

@@ -20,7 +20,9 @@ func schedBackends(weights ...int) []*backend {
 	var bs []*backend
 	for i, w := range weights {
 		ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(11 + i)}), 8080)
-		bs = append(bs, &backend{ap: ap, addr: nat.Addr4From(ap.Addr()), port: ap.Port(), weight: w})
+		st := &backendState{}
+		st.up.Store(true)
+		bs = append(bs, &backend{ap: ap, addr: nat.Addr4From(ap.Addr()), port: ap.Port(), weight: w, backendState: st})
 	}
 	return bs
 }
@@ -399,7 +401,7 @@ func TestLeastConnDatapath(t *testing.T) {
 		c.Flows.Timeouts.Syn = time.Second
 	}))
 	h.prime(t)
-	svc := h.b.svcList[0]
+	svc := h.b.snap.Load().svcList[0]
 	count := map[netip.AddrPort]int64{}
 	for i := range 6 {
 		before := map[netip.AddrPort]int64{}
@@ -428,5 +430,29 @@ func TestLeastConnDatapath(t *testing.T) {
 		return svc.backends[0].flows.Load() == 0 && svc.backends[1].flows.Load() == 0
 	}) {
 		t.Errorf("flows after expiry = %d, %d; want 0, 0", svc.backends[0].flows.Load(), svc.backends[1].flows.Load())
+	}
+}
+
+// TestLeastConnSkipsDown: a backend that health checks took down is never
+// picked, though with no new flows it is soon the least loaded.
+func TestLeastConnSkipsDown(t *testing.T) {
+	bs := schedBackends(1, 1, 1)
+	bs[0].flows.Store(5)
+	bs[1].flows.Store(5)
+	bs[2].up.Store(false) // 0 flows: least loaded, but down
+	s, err := newScheduler("least_conn", bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if b := s.Pick(uint64(i)); b == bs[2] {
+			t.Fatalf("pick %d chose the down backend", i)
+		}
+	}
+	for _, b := range bs {
+		b.up.Store(false)
+	}
+	if b := s.Pick(0); b != nil {
+		t.Errorf("every backend down: picked %v, want nil", b.ap)
 	}
 }

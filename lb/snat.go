@@ -113,8 +113,17 @@ type snatTable struct {
 	list  []*snatPool
 }
 
-func newSNATTable(addrs []nat.Addr4, lo, hi uint16, backends []netip.AddrPort, seed uint64, m *metrics) *snatTable {
+func newSNATTable(addrs []nat.Addr4, lo, hi uint16, backends []netip.AddrPort, seed uint64, m *metrics, prev *snatTable) *snatTable {
 	t := &snatTable{addrs: addrs, byKey: make(map[poolKey]*snatPool)}
+	if prev != nil {
+		// A reload keeps every pool, even of backends no longer listed:
+		// their flows and TIME_WAIT records live on, and the backend may
+		// come back.
+		for _, p := range prev.list {
+			t.byKey[poolKey{p.snat, p.backend}] = p
+			t.list = append(t.list, p)
+		}
+	}
 	for _, a := range addrs {
 		for _, be := range backends {
 			k := poolKey{a, be}

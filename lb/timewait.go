@@ -31,7 +31,7 @@ type tuple struct {
 // TIME_WAIT tuple anyway; wait; reject).
 func (w *worker) pickTuple(svc *service, be *backend, h uint64, now int64) (tuple, verdict) {
 	b, p := w.b, &w.pkt
-	pools := b.snat.poolsFor(be.ap, h, w.pools[:0])
+	pools := w.s.snat.poolsFor(be.ap, h, w.pools[:0])
 	for _, pl := range pools {
 		if port, ok := pl.allocFresh(now); ok {
 			return tuple{pool: pl, port: port, kind: allocFresh, isn: p.Seq, tsval: pl.clock.At(now)}, verdictOK

@@ -15,6 +15,7 @@ const usage = `usage: tslb <command> [flags]
 commands:
   run -c FILE          run the balancer with the configuration in FILE
   check-config FILE    validate FILE; print every error with its key and line
+  reload [-socket S]   make a running tslb re-read its configuration file
   demo                 build a network-namespace lab, balance HTTP through it, print a table
   lab up|down          build or remove a lab topology to play with by hand
   bench [flags]        run one workload through nftables, HAProxy and tslb side by side
@@ -35,6 +36,8 @@ func main() {
 		code = cmdCheckConfig(args)
 	case "demo":
 		code = cmdDemo(args)
+	case "reload":
+		code = cmdReload(args)
 	case "lab":
 		code = cmdLab(args)
 	case "bench":

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -74,11 +75,6 @@ func cmdRun(args []string) int {
 		return 2
 	}
 	log := newLogger(cfg.Log.Level)
-	for _, s := range cfg.Services {
-		if s.HealthCheck != nil {
-			log.Warn("health_check is validated but not run by this version: backends are always considered up", "service", s.Name)
-		}
-	}
 	b, err := lb.New(cfg, lb.Options{Logger: log})
 	if err != nil {
 		log.Error("start", "err", err)
@@ -102,20 +98,50 @@ func cmdRun(args []string) int {
 		log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	}
 
+	// Reload: SIGHUP or `tslb reload` on the control socket. The file is
+	// parsed and validated first; an invalid file, or a change that needs
+	// a restart, keeps the running configuration.
+	var reloadMu sync.Mutex
+	reload := func() error {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		ncfg, err := config.Load(*path)
+		if err != nil {
+			var errs config.Errors
+			if errors.As(err, &errs) {
+				for _, e := range errs {
+					log.Error("reload: invalid configuration, keeping the running one", "error", e.Error())
+				}
+			} else {
+				log.Error("reload: keeping the running configuration", "err", err)
+			}
+			b.ReloadFailed()
+			return err
+		}
+		if err := b.Reload(ncfg); err != nil {
+			log.Error("reload: keeping the running configuration", "err", err)
+			return err
+		}
+		log.Info("reload: configuration applied", "services", len(ncfg.Services))
+		return nil
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			// Hot reload (swap of a validated snapshot) arrives with the
-			// operations issue; until then a SIGHUP validates the file and
-			// says what a reload would do.
-			if _, err := config.Load(*path); err != nil {
-				log.Error("reload: invalid configuration, keeping the running one", "err", err)
-				continue
-			}
-			log.Warn("reload: configuration is valid, but hot reload is not implemented in this version; restart to apply")
+			reload()
 		}
 	}()
+	if sock := cfg.Control.Socket; sock != "" {
+		ln, err := listenControl(sock)
+		if err != nil {
+			log.Error("control socket", "path", sock, "err", err)
+			return 1
+		}
+		defer ln.Close()
+		go serveControl(ln, reload, log)
+		log.Info("control socket", "path", sock)
+	}
 
 	log.Info("tslb running", "version", version, "links", len(cfg.Links), "services", len(cfg.Services))
 	runErr := b.Run(ctx)

@@ -51,7 +51,19 @@ type Options struct {
 	NoRepair    bool          // detector.repair: false
 	PcapDir     string        // detector.pcap_dir
 	TimeWait    time.Duration // services[].time_wait, 0 means 60s
+
+	HealthCheck *config.HealthCheck // services[].health_check; also puts HealthSource on the lb ns kernel
+	// ShutdownTimeout is shutdown.timeout (0: stop at once).
+	ShutdownTimeout time.Duration
+	// StateFile is state_file ("" = none).
+	StateFile string
+	// Control enables the control socket at Dir/tslb.sock.
+	Control bool
 }
+
+// HealthSource is the address the harness gives the kernel of the lb
+// namespace (on the backend link) for tslb's health probes.
+var HealthSource = netip.MustParseAddr("198.18.1.99")
 
 // Config builds the configuration of a tslb deployment on l.
 func Config(l *lab.Lab, o Options) *config.Config {
@@ -80,7 +92,8 @@ func Config(l *lab.Lab, o Options) *config.Config {
 		o.TimeWait = 60 * time.Second
 	}
 	svc := config.Service{Name: "web", VIP: l.VIP, Port: o.Port, Protocol: "tcp", Scheduler: o.Scheduler,
-		Timestamps: o.Timestamps, TimeWait: o.TimeWait, Exhaustion: o.Exhaustion, NoISNTranslation: o.NoISN}
+		Timestamps: o.Timestamps, TimeWait: o.TimeWait, Exhaustion: o.Exhaustion, NoISNTranslation: o.NoISN,
+		HealthCheck: o.HealthCheck}
 	for i, b := range l.Backends {
 		w := 1
 		if i < len(o.Weights) {
@@ -88,7 +101,7 @@ func Config(l *lab.Lab, o Options) *config.Config {
 		}
 		svc.Backends = append(svc.Backends, config.Backend{Address: netip.AddrPortFrom(b.Addr, o.BackendPort), Weight: w})
 	}
-	return &config.Config{
+	c := &config.Config{
 		Links: []config.Link{
 			{Name: "clients", Interface: l.LBClientIf, Subnets: []netip.Prefix{l.ClientNet}},
 			{Name: "backends", Interface: l.LBBackendIf, Subnets: []netip.Prefix{l.BackendNet}},
@@ -98,10 +111,19 @@ func Config(l *lab.Lab, o Options) *config.Config {
 		Flows: config.Flows{Max: o.FlowsMax, Timeouts: config.Timeouts{
 			Syn: 30 * time.Second, Established: time.Hour, Fin: 2 * time.Minute,
 			TimeWait: config.DefaultTWTimeout, Closed: config.DefaultClosedTimeout}},
-		Metrics:  config.Metrics{Listen: MetricsAddr},
-		Log:      config.Log{Level: o.LogLevel},
-		Detector: config.Detector{PcapDir: o.PcapDir, NoRepair: o.NoRepair},
+		Metrics:   config.Metrics{Listen: MetricsAddr},
+		Log:       config.Log{Level: o.LogLevel},
+		Detector:  config.Detector{PcapDir: o.PcapDir, NoRepair: o.NoRepair},
+		Shutdown:  config.Shutdown{Timeout: o.ShutdownTimeout},
+		StateFile: o.StateFile,
 	}
+	if o.HealthCheck != nil {
+		c.Health.Source = HealthSource
+	}
+	if o.Control {
+		c.Control.Socket = filepath.Join(o.Dir, "tslb.sock")
+	}
+	return c
 }
 
 // TSLB is a running tslb process in a lab's lb namespace.
@@ -127,6 +149,12 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 	}
 	cfg := Config(l, o)
 	cfg.ApplyDefaults()
+	if cfg.Health.Source.IsValid() {
+		out, err := l.LB.Command(ctx, "ip", "addr", "replace", cfg.Health.Source.String()+"/24", "dev", l.LBBackendIf).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("harness: health source address: %v: %s", err, out)
+		}
+	}
 	data, err := cfg.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("harness: marshal config: %w", err)
@@ -193,6 +221,25 @@ func (t *TSLB) get(ctx context.Context, path string) ([]byte, error) {
 	}
 	return body, err
 }
+
+// WriteConfig replaces the configuration file with cfg (for reload tests).
+func (t *TSLB) WriteConfig(cfg *config.Config) error {
+	data, err := cfg.Marshal()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(t.ConfigPath, data, 0o644)
+}
+
+// WriteRaw replaces the configuration file with data as it is (for invalid
+// reloads).
+func (t *TSLB) WriteRaw(data []byte) error { return os.WriteFile(t.ConfigPath, data, 0o644) }
+
+// Signal sends sig to tslb.
+func (t *TSLB) Signal(sig os.Signal) error { return t.cmd.Process.Signal(sig) }
+
+// Pid is tslb's process id.
+func (t *TSLB) Pid() int { return t.cmd.Process.Pid }
 
 // Log returns what tslb wrote so far (last 4 KiB).
 func (t *TSLB) Log() string {
