@@ -317,6 +317,9 @@ func (w *worker) fromBackend(n int) {
 	w.transmit(f.clientLink, f.clientHop, n)
 }
 
+// schedulerHashKey keys the client-tuple hash given to schedulers.
+const schedulerHashKey = 0x7473_6c62_6d61_676c // "tslbmagl"
+
 type verdict uint8
 
 const (
@@ -339,7 +342,10 @@ func (w *worker) newFlow(svc *service, k flowKey) (*flow, verdict) {
 		return nil, verdictRefused
 	}
 	h := k.hash(b.seed)
-	be := svc.pick(h)
+	// Schedulers get a hash with a fixed key, so that every tslb instance
+	// (same configuration) maps a client tuple to the same backend with
+	// Maglev; the seeded h spreads SNAT choices and the flow table.
+	be := svc.pick(k.hash(schedulerHashKey))
 	if be == nil {
 		b.flows.unreserve()
 		b.m.drop(dropNoBackend)
