@@ -217,7 +217,7 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 		}
 	}
 	fail := func(status string, err error) Cell {
-		cell.Status, cell.Error = status, err.Error()
+		cell.Status, cell.Error = status, oneLine(err.Error())
 		if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "\r[%s %s] %s: %v\033[K\n", pos, name, status, err)
 		}
@@ -359,6 +359,8 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 				"alloc_early_reuse_isn":     m.Sum("tslb_snat_allocations_total", "kind=early_reuse_isn"),
 				"alloc_forced":              m.Sum("tslb_snat_allocations_total", "kind=forced"),
 				"syn_refused":               m.Sum("tslb_syn_refused_total"),
+				"exhaustion_waited":         m.Sum("tslb_snat_exhaustion_total", "outcome=waited"),
+				"exhaustion_wait_timeout":   m.Sum("tslb_snat_exhaustion_total", "outcome=wait_timeout"),
 				"collision_repairs":         m.Sum("tslb_collision_repairs_total"),
 			}
 		}
@@ -400,6 +402,16 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 			open.Succeeded, open.Attempted, open.Failed(), open.Slow500, ms(open.ConnectP99MS))
 	}
 	return cell
+}
+
+// oneLine folds s into one line of at most 300 bytes, keeping the end
+// (where a process's log says why it stopped).
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = "..." + s[len(s)-297:]
+	}
+	return s
 }
 
 // ticker calls f every second until the returned stop is called.
@@ -478,7 +490,7 @@ func startBalancer(ctx context.Context, cfg Config, name string, l *lab.Lab, dir
 // snat:portMin-portMax.
 func haproxyConfig(vip, snat netip.Addr, backends []netip.Addr, portMin, portMax uint16) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "global\n  maxconn 50000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\n")
+	fmt.Fprintf(&s, "global\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\n")
 	fmt.Fprintf(&s, "frontend fe\n  bind %s:%d\n  default_backend be\n\nbackend be\n  balance roundrobin\n", vip, vipPort)
 	for i, b := range backends {
 		fmt.Fprintf(&s, "  server b%d %s:%d source %s:%d-%d\n", i+1, b, backendPort, snat, portMin, portMax)

@@ -203,7 +203,7 @@ func Percentile(sorted []float64, p float64) float64 {
 	if len(sorted) == 0 {
 		return 0
 	}
-	r := int(math.Ceil(p / 100 * float64(len(sorted))))
+	r := int(math.Ceil(p/100*float64(len(sorted)) - 1e-9)) // 99.9% of 1000 is 999, not 999.0000001
 	return sorted[max(0, min(r-1, len(sorted)-1))]
 }
 

@@ -70,17 +70,23 @@ func (r *Report) SVG(w io.Writer) {
 		lf := 0.0
 		x := px(xMinLog)
 		fmt.Fprintf(w, "%.1f,%.1f", x, py(lf))
+		// Only steps that move at least half a pixel are drawn: the file
+		// stays small whatever the number of connections.
+		lastX, lastY := x, py(lf)
 		for k, v := range c.ConnectMS {
 			lx := math.Log10(math.Max(v, 1e-9))
 			x = px(math.Max(xMinLog, math.Min(xMaxLog, lx)))
-			fmt.Fprintf(w, " %.1f,%.1f", x, py(lf))
 			rem := (att - float64(k+1)) / att
-			if rem <= 0 {
-				lf = yMinLog
-			} else {
-				lf = math.Max(yMinLog, math.Log10(rem))
+			nlf := yMinLog
+			if rem > 0 {
+				nlf = math.Max(yMinLog, math.Log10(rem))
 			}
-			fmt.Fprintf(w, " %.1f,%.1f", x, py(lf))
+			last := k == len(c.ConnectMS)-1
+			if x-lastX >= 0.5 || math.Abs(py(nlf)-lastY) >= 0.5 || last {
+				fmt.Fprintf(w, " %.1f,%.1f %.1f,%.1f", x, py(lf), x, py(nlf))
+				lastX, lastY = x, py(nlf)
+			}
+			lf = nlf
 		}
 		fmt.Fprintf(w, " %.1f,%.1f\"/>\n", px(xMaxLog), py(lf))
 		// Legend.

@@ -1,0 +1,309 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"tslb/test/lab"
+)
+
+var (
+	snat = netip.MustParseAddr("198.18.1.100")
+	be1  = netip.MustParseAddr("198.18.1.11")
+	t0   = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// seg describes one synthetic segment between the balancer (snat) and a
+// backend.
+type seg struct {
+	at            time.Duration
+	toBackend     bool
+	port          uint16 // SNAT-side port
+	syn, ack, rst bool
+	seq, ackNo    uint32
+}
+
+// frame serialises s as Ethernet/IPv4/TCP.
+func frame(t *testing.T, s seg) lab.Frame {
+	t.Helper()
+	src, dst := snat, be1
+	sp, dp := s.port, uint16(backendPort)
+	if !s.toBackend {
+		src, dst, sp, dp = dst, src, dp, sp
+	}
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(sp), DstPort: layers.TCPPort(dp), SYN: s.syn, ACK: s.ack, RST: s.rst, Seq: s.seq, Ack: s.ackNo, Window: 1000}
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, tcp); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	return lab.Frame{Time: t0.Add(s.at), Data: b, Len: len(b)}
+}
+
+func TestAnalyze(t *testing.T) {
+	tests := []struct {
+		name string
+		segs []seg
+		want CaptureStats
+	}{
+		{"clean handshake", []seg{
+			{at: 0, toBackend: true, port: 20000, syn: true, seq: 100},
+			{at: time.Millisecond, port: 20000, syn: true, ack: true, seq: 5, ackNo: 101},
+			{at: 2 * time.Millisecond, toBackend: true, port: 20000, ack: true, seq: 101, ackNo: 6},
+		}, CaptureStats{SYNs: 1}},
+		{"old ACK then client RST then SYN again", []seg{
+			{at: 0, toBackend: true, port: 20001, syn: true, seq: 100},
+			{at: time.Millisecond, port: 20001, ack: true, seq: 9, ackNo: 77777},
+			{at: 2 * time.Millisecond, toBackend: true, port: 20001, rst: true, seq: 77777},
+			{at: 10 * time.Millisecond, toBackend: true, port: 20001, syn: true, seq: 100},
+			{at: 11 * time.Millisecond, port: 20001, syn: true, ack: true, seq: 5, ackNo: 101},
+		}, CaptureStats{SYNs: 2, SYNRetransmits: 1, OldACKs: 1, OldACKThenRST: 1, RSTsToBackend: 1}},
+		{"old ACK, RST only after a second", []seg{
+			{at: 0, toBackend: true, port: 20002, syn: true, seq: 100},
+			{at: time.Millisecond, port: 20002, ack: true, seq: 9, ackNo: 5},
+			{at: 1100 * time.Millisecond, toBackend: true, port: 20002, rst: true, seq: 5},
+		}, CaptureStats{SYNs: 1, OldACKs: 1, RSTsToBackend: 1}},
+		{"backend RST on SYN is not an old ACK", []seg{
+			{at: 0, toBackend: true, port: 20003, syn: true, seq: 100},
+			{at: time.Millisecond, port: 20003, rst: true, ack: true, ackNo: 101},
+		}, CaptureStats{SYNs: 1, RSTsFromBackend: 1}},
+		{"data ACK after the handshake is not an old ACK", []seg{
+			{at: 0, toBackend: true, port: 20004, syn: true, seq: 100},
+			{at: time.Millisecond, port: 20004, syn: true, ack: true, seq: 5, ackNo: 101},
+			{at: 3 * time.Millisecond, port: 20004, ack: true, seq: 6, ackNo: 140},
+		}, CaptureStats{SYNs: 1}},
+		{"new ISN on a reused tuple is no retransmit", []seg{
+			{at: 0, toBackend: true, port: 20005, syn: true, seq: 100},
+			{at: time.Millisecond, port: 20005, syn: true, ack: true, seq: 5, ackNo: 101},
+			{at: time.Second, toBackend: true, port: 20005, syn: true, seq: 900},
+		}, CaptureStats{SYNs: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var fs []lab.Frame
+			for _, s := range tt.segs {
+				fs = append(fs, frame(t, s))
+			}
+			fs = append(fs, lab.Frame{Time: t0, Data: []byte{1, 2, 3}}) // garbage is skipped
+			var coll []int
+			got := Analyze(fs, backendPort, &coll)
+			tt.want.Frames = len(fs)
+			if got != tt.want {
+				t.Errorf("Analyze = %+v\nwant      %+v", got, tt.want)
+			}
+			if len(coll) != tt.want.OldACKs {
+				t.Errorf("%d collision indices, want %d", len(coll), tt.want.OldACKs)
+			}
+			if len(coll) > 0 {
+				cf := collisionFrames(fs, coll, backendPort, 20)
+				if len(cf) < 2 {
+					t.Errorf("collision frames: %d, want the SYN and the old ACK at least", len(cf))
+				}
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var v []float64
+	for i := 1; i <= 1000; i++ {
+		v = append(v, float64(i))
+	}
+	for _, tt := range []struct{ p, want float64 }{{50, 500}, {90, 900}, {99, 990}, {99.9, 999}, {100, 1000}, {0, 1}} {
+		if got := Percentile(v, tt.p); got != tt.want {
+			t.Errorf("Percentile(1..1000, %v) = %v, want %v", tt.p, got, tt.want)
+		}
+	}
+	if got := Percentile(nil, 50); got != 0 {
+		t.Errorf("Percentile(nil) = %v", got)
+	}
+	if got := Percentile([]float64{7}, 99.9); got != 7 {
+		t.Errorf("Percentile([7], 99.9) = %v", got)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want Outcome
+	}{
+		{nil, OK},
+		{unix.ECONNRESET, Reset},
+		{&os.SyscallError{Syscall: "read", Err: unix.ECONNRESET}, Reset},
+		{unix.ECONNREFUSED, Reset},
+		{os.ErrDeadlineExceeded, Timeout},
+		{unix.ETIMEDOUT, Timeout},
+		{errors.New("bad answer"), Other},
+	} {
+		if got := classify(tt.err); got != tt.want {
+			t.Errorf("classify(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestSummarizeOpen(t *testing.T) {
+	cs := []Conn{
+		{Start: t0, Connect: time.Millisecond, Total: 2 * time.Millisecond},
+		{Start: t0.Add(10 * time.Millisecond), Connect: 1010 * time.Millisecond, Total: 1011 * time.Millisecond},
+		{Start: t0.Add(20 * time.Millisecond), Total: 5 * time.Second, Outcome: Timeout, Err: os.ErrDeadlineExceeded},
+		{Start: t0.Add(30 * time.Millisecond), Total: time.Millisecond, Outcome: Reset, Err: unix.ECONNRESET},
+	}
+	s, ms := summarizeOpen(cs)
+	if s.Attempted != 4 || s.Succeeded != 2 || s.FailedTimeout != 1 || s.FailedReset != 1 || s.Failed() != 2 || s.Slow500 != 1 {
+		t.Errorf("summary %+v", s)
+	}
+	if len(ms) != 2 || ms[0] != 1 || ms[1] != 1010 || s.ConnectMaxMS != 1010 || s.ConnectP50MS != 1 {
+		t.Errorf("connect ms %v, summary %+v", ms, s)
+	}
+	if s.DurationS != 5.02 {
+		t.Errorf("duration %v, want 5.02", s.DurationS)
+	}
+	if len(s.FirstErrors) != 2 {
+		t.Errorf("first errors %v", s.FirstErrors)
+	}
+}
+
+// sampleReport is a report with one cell of each status.
+func sampleReport() *Report {
+	open, ms := summarizeOpen([]Conn{
+		{Start: t0, Connect: 300 * time.Microsecond, Total: time.Millisecond},
+		{Start: t0, Connect: 1005 * time.Millisecond, Total: time.Second},
+		{Start: t0, Total: 5 * time.Second, Outcome: Timeout, Err: os.ErrDeadlineExceeded},
+	})
+	cpu := 1.5
+	return &Report{Schema: SchemaVersion, Started: t0, Machine: machine(), Config: ConfigJSON{Cells: []string{"nft-strip", "tslb-rewrite", "haproxy"}, Rate: 100, Ports: 256, PortMin: 20000},
+		Cells: []Cell{
+			{Name: "nft-strip", Status: StatusOK, Open: open, ConnectMS: ms, Capture: &CaptureStats{SYNs: 3, OldACKs: 1},
+				Closed: &ClosedStats{Requests: 10, PerSecond: 5}, Bulk: &BulkStats{Bytes: 1e9, Gbps: 4}, CPU: &CPUStats{SoftirqSystemS: 0.3}},
+			{Name: "tslb-rewrite", Status: StatusOK, Open: open, ConnectMS: ms, TSLB: map[string]float64{"collisions_old_ack": 0},
+				CPU: &CPUStats{BalancerS: &cpu}},
+			{Name: "haproxy", Status: StatusUnavailable, Error: "haproxy not installed"},
+		}}
+}
+
+func TestReportFiles(t *testing.T) {
+	r := sampleReport()
+	dir := t.TempDir()
+	if err := r.WriteFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadReport(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Cells) != 3 || got.Cells[2].Status != StatusUnavailable || got.Cells[0].Open.FailedTimeout != 1 ||
+		got.Cells[0].Capture.OldACKs != 1 || *got.Cells[1].CPU.BalancerS != 1.5 || got.Cells[0].CPU.BalancerS != nil {
+		t.Errorf("round trip lost data: %+v", got.Cells)
+	}
+	// The documented field names are the schema.
+	raw, _ := os.ReadFile(filepath.Join(dir, "results.json"))
+	var generic map[string]any
+	if err := json.Unmarshal(raw, &generic); err != nil {
+		t.Fatal(err)
+	}
+	cell := generic["cells"].([]any)[0].(map[string]any)
+	for _, k := range []string{"name", "status", "open", "closed", "bulk", "capture", "cpu"} {
+		if _, ok := cell[k]; !ok {
+			t.Errorf("results.json cell lacks %q", k)
+		}
+	}
+	for _, k := range []string{"attempted", "succeeded", "failed_reset", "failed_timeout", "connect_p50_ms", "connect_p99_ms", "connect_p999_ms", "connect_max_ms", "slow_connects_500ms"} {
+		if _, ok := cell["open"].(map[string]any)[k]; !ok {
+			t.Errorf("results.json open lacks %q", k)
+		}
+	}
+	if v, ok := cell["cpu"].(map[string]any)["balancer_s"]; !ok || v != nil {
+		t.Errorf("nft cell balancer_s = %v (present %v), want null", v, ok)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
+	for _, want := range []string{"| nft-strip | 2/3 | 0 | 1 |", "**unavailable**: haproxy not installed", "| kernel |", "| 1.50 |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	svg, _ := os.ReadFile(filepath.Join(dir, "connect-latency.svg"))
+	d := xml.NewDecoder(bytes.NewReader(svg))
+	polylines := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("SVG is not well-formed XML: %v", err)
+			}
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			polylines++
+		}
+	}
+	if polylines != 2 {
+		t.Errorf("SVG has %d curves, want 2 (one per cell that ran)", polylines)
+	}
+	if !strings.Contains(string(svg), "haproxy: unavailable") {
+		t.Errorf("SVG does not mention the unavailable cell")
+	}
+}
+
+func TestReadReportRejectsOtherSchema(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "r.json")
+	os.WriteFile(p, []byte(`{"schema":"other/9","cells":[]}`), 0o644)
+	if _, err := ReadReport(p); err == nil {
+		t.Error("ReadReport accepted another schema")
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := Config{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Rate != 100 || c.Conns != 1200 || c.Ports != 256 || c.CTTimeWait != 5*time.Second || len(c.Cells) != len(DefaultCells) {
+		t.Errorf("defaults %+v", c)
+	}
+	for _, bad := range []Config{
+		{Cells: []string{"nope"}},
+		{Ports: 70000},
+		{CTTimeWait: time.Millisecond},
+		{Backends: 80, Clients: 20},
+		{Rate: -1},
+	} {
+		if _, err := bad.withDefaults(); err == nil {
+			t.Errorf("withDefaults(%+v) accepted", bad)
+		}
+	}
+}
+
+func TestHAProxyConfig(t *testing.T) {
+	got := haproxyConfig(netip.MustParseAddr("198.18.0.100"), snat, []netip.Addr{be1, netip.MustParseAddr("198.18.1.12")}, 20000, 20255)
+	for _, want := range []string{"mode tcp", "bind 198.18.0.100:80", "server b1 198.18.1.11:8080 source 198.18.1.100:20000-20255",
+		"server b2 198.18.1.12:8080 source 198.18.1.100:20000-20255"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("haproxy config lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestProcTicks(t *testing.T) {
+	if _, err := procTicks(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if softirqSeconds() < 0 {
+		t.Error("negative softirq time")
+	}
+}

@@ -1,0 +1,80 @@
+package test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"tslb/test/bench"
+	"tslb/test/lab"
+)
+
+// TestBenchHarness runs a short `tslb bench` matrix, a stripping nftables
+// balancer whose conntrack forgets TIME_WAIT after 2 s against tslb in
+// rewrite mode, 2 backends behind 256 SNAT ports at 100 connections/s for
+// 10 s (the backends' 60 s TIME_WAIT holds all 512 tuples after 5.1 s),
+// and checks what
+// the harness is for: the stripping cell fails or stalls and the capture
+// shows old ACKs answered by client RSTs; the tslb cell has no failure, no
+// slow connect, no old ACK, and a p99 connect time under 100 ms; and
+// results.json holds both cells.
+func TestBenchHarness(t *testing.T) {
+	lab.Require(t) // CI=true fails instead of skipping; bench.Run builds its own labs
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := bench.Run(ctx, bench.Config{
+		Binary: tslbBinary, Cells: []string{bench.CellNFTStrip, bench.CellTSLBRewrite},
+		Rate: 100, Duration: 10 * time.Second, Ports: 256, Backends: 2, Clients: 2, CTTimeWait: 2 * time.Second,
+		ClosedFor: time.Second, BulkFor: time.Second, OutDir: out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]bench.Cell{}
+	for _, c := range r.Cells {
+		byName[c.Name] = c
+		if c.Status != bench.StatusOK {
+			t.Fatalf("cell %s: %s: %s", c.Name, c.Status, c.Error)
+		}
+		t.Logf("%s: open %+v; capture %+v; tslb %v; closed %+v; bulk %+v", c.Name, *c.Open, *c.Capture, c.TSLB, *c.Closed, *c.Bulk)
+	}
+	strip, tslb := byName[bench.CellNFTStrip], byName[bench.CellTSLBRewrite]
+
+	if strip.Open.Failed()+strip.Open.Slow500 == 0 || strip.Capture.OldACKs == 0 {
+		t.Fatalf("nft-strip showed no failure (%d failed, %d > 500 ms, %d old ACKs in the capture): the lab did not build TIME_WAIT pressure",
+			strip.Open.Failed(), strip.Open.Slow500, strip.Capture.OldACKs)
+	}
+	// The failure signature: a Linux client answers each old ACK with an RST
+	// that reaches the backend (and ends its TIME_WAIT).
+	if c := strip.Capture; c.OldACKThenRST < c.OldACKs/2 {
+		t.Errorf("nft-strip: %d old ACKs but only %d followed by an RST to the backend", c.OldACKs, c.OldACKThenRST)
+	}
+	if tslb.Open.Attempted < 800 {
+		t.Errorf("tslb-rewrite: only %d connections attempted", tslb.Open.Attempted)
+	}
+	if tslb.Open.Failed() != 0 || tslb.Open.Slow500 != 0 || tslb.Open.ConnectP99MS >= 100 {
+		t.Errorf("tslb-rewrite: %d failed, %d > 500 ms, p99 %.2f ms; want 0, 0, < 100 ms (first errors %v)",
+			tslb.Open.Failed(), tslb.Open.Slow500, tslb.Open.ConnectP99MS, tslb.Open.FirstErrors)
+	}
+	if tslb.Capture.OldACKs != 0 || tslb.TSLB["collisions_old_ack"] != 0 {
+		t.Errorf("tslb-rewrite: %d old ACKs in the capture, %v by tslb's detector; want 0", tslb.Capture.OldACKs, tslb.TSLB["collisions_old_ack"])
+	}
+	if tslb.TSLB["alloc_early_reuse_ts"] == 0 {
+		t.Errorf("tslb-rewrite reused no tuple early (%v): the run built no pressure on it", tslb.TSLB)
+	}
+
+	got, err := bench.ReadReport(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Cells) != 2 || got.Cells[0].Name != bench.CellNFTStrip || got.Cells[1].Name != bench.CellTSLBRewrite {
+		t.Fatalf("results.json cells = %+v, want nft-strip and tslb-rewrite", got.Cells)
+	}
+	for _, c := range got.Cells {
+		if c.Open == nil || c.Capture == nil || c.CPU == nil || c.Open.Attempted != byName[c.Name].Open.Attempted {
+			t.Errorf("results.json cell %s incomplete: %+v", c.Name, c)
+		}
+	}
+}
