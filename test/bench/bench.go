@@ -311,7 +311,7 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 	// Warm up ARP and the balancer: one connection per client namespace,
 	// outside the measurement (it takes a port of the range like any other).
 	for _, t := range targets[:len(clientNS)] {
-		exchange(ctx, t.Dialer, t.Dst, request(t.Dst), cfg.Timeout, make([]byte, 4096))
+		exchange(ctx, t.Dialer, t.Dst, request(t.Dst), cfg.Timeout, time.Time{}, make([]byte, 4096))
 	}
 
 	cpu0, _, cpuErr := netnsCPU(l.LB.Name)

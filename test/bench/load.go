@@ -175,9 +175,14 @@ var ok200 = []byte("HTTP/1.1 200 ")
 
 // exchange dials dst, sends req and reads the answer until the server
 // closes, all before deadline.
-func exchange(ctx context.Context, d *Dialer, dst netip.AddrPort, req []byte, timeout time.Duration, buf []byte) Conn {
+// A zero end means no bound beyond timeout; otherwise the exchange also
+// ends at end.
+func exchange(ctx context.Context, d *Dialer, dst netip.AddrPort, req []byte, timeout time.Duration, end time.Time, buf []byte) Conn {
 	c := Conn{Start: time.Now()}
 	deadline := c.Start.Add(timeout)
+	if !end.IsZero() && end.Before(deadline) {
+		deadline = end
+	}
 	f, ct, err := d.Dial(ctx, dst, deadline)
 	if err != nil {
 		c.Total = time.Since(c.Start)
@@ -273,7 +278,7 @@ func OpenLoop(ctx context.Context, targets []Target, n int, rate float64, timeou
 		go func(t Target, req []byte) {
 			defer wg.Done()
 			bp := bufs.Get().(*[]byte)
-			c := exchange(ctx, t.Dialer, t.Dst, req, timeout, *bp)
+			c := exchange(ctx, t.Dialer, t.Dst, req, timeout, time.Time{}, *bp)
 			bufs.Put(bp)
 			mu.Lock()
 			res = append(res, c)
@@ -292,12 +297,14 @@ type ClosedResult struct {
 
 // ClosedLoop keeps workers connections in flight for dur (each opens a
 // connection, GETs, waits for the close, repeats) and counts the answers:
-// the maximum request rate of new connections.
+// the maximum request rate of new connections. Exchanges still running at
+// the end of dur are cut and not counted.
 func ClosedLoop(ctx context.Context, targets []Target, workers int, dur, timeout time.Duration, done *atomic.Int64) ClosedResult {
 	var ok, bad atomic.Int64
-	ctx, cancel := context.WithTimeout(ctx, dur)
-	defer cancel()
 	start := time.Now()
+	end := start.Add(dur)
+	ctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
 	var wg sync.WaitGroup
 	for w := range workers {
 		t := targets[w%len(targets)]
@@ -306,9 +313,9 @@ func ClosedLoop(ctx context.Context, targets []Target, workers int, dur, timeout
 			defer wg.Done()
 			req, buf := request(t.Dst), make([]byte, 4096)
 			for ctx.Err() == nil {
-				c := exchange(ctx, t.Dialer, t.Dst, req, timeout, buf)
-				if ctx.Err() != nil && c.Outcome != OK {
-					return // cut by the end of the run
+				c := exchange(ctx, t.Dialer, t.Dst, req, timeout, end, buf)
+				if c.Outcome != OK && !time.Now().Before(end) {
+					return // cut by the end of the run: not counted
 				}
 				if c.Outcome == OK {
 					ok.Add(1)
@@ -322,7 +329,7 @@ func ClosedLoop(ctx context.Context, targets []Target, workers int, dur, timeout
 		}()
 	}
 	wg.Wait()
-	return ClosedResult{OK: int(ok.Load()), Errors: int(bad.Load()), Elapsed: time.Since(start)}
+	return ClosedResult{OK: int(ok.Load()), Errors: int(bad.Load()), Elapsed: dur}
 }
 
 // Bulk downloads from t for dur on one connection (GET /bytes, as many as
