@@ -808,6 +808,9 @@ func TestCollisionRepair(t *testing.T) {
 		if got := metric(t, h.b, "tslb_collision_repairs_total"); got != float64(i+1) {
 			t.Errorf("repairs = %v, want %d", got, i+1)
 		}
+		if got := metric(t, h.b, "tslb_collisions_total", "signature", "old_ack"); got != float64(i+1) {
+			t.Errorf("collisions{old_ack} = %v, want %d", got, i+1)
+		}
 	}
 	if got := metric(t, h.b, "tslb_collisions_total", "signature", "old_ack"); got != maxRepairs {
 		t.Errorf("collisions{old_ack} = %v, want %d", got, maxRepairs)
