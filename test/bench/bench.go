@@ -318,9 +318,15 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 	soft0 := softirqSeconds()
 
 	// Open loop, captured between balancer and backends.
-	var capt *lab.Capture
+	var capt, ccapt *lab.Capture
 	if name != CellDirect {
 		capt, err = l.Switch.Capture("lbb", cfg.Conns*16+2000)
+		if err != nil {
+			return fail(StatusFailed, err)
+		}
+		// The clients' side shows whether an old ACK reached the client
+		// and how the client's SYN was retransmitted.
+		ccapt, err = l.Switch.Capture("lbc", cfg.Conns*16+2000)
 		if err != nil {
 			return fail(StatusFailed, err)
 		}
@@ -347,6 +353,11 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 				cell.Pcap = p
 			}
 		}
+	}
+	if ccapt != nil {
+		st := Analyze(ccapt.Stop(), vipPort, nil)
+		st.Dropped = ccapt.Dropped()
+		cell.ClientCapture = &st
 	}
 	if b.tslb != nil {
 		if m, err := b.tslb.Metrics(ctx); err == nil {

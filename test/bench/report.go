@@ -87,6 +87,10 @@ type Cell struct {
 	// Capture is what the capture between balancer and backends showed
 	// during the open-loop run (null for the direct cell).
 	Capture *CaptureStats `json:"capture,omitempty"`
+	// ClientCapture is the same analysis of a capture on the clients'
+	// side of the balancer (segments to and from VIP:80): old ACKs that
+	// reached a client, SYNs the clients retransmitted, RSTs they sent.
+	ClientCapture *CaptureStats `json:"client_capture,omitempty"`
 	// TSLB holds tslb's own counters after the open-loop run, for tslb
 	// cells only.
 	TSLB map[string]float64 `json:"tslb,omitempty"`
@@ -259,11 +263,11 @@ func (r *Report) Markdown(w io.Writer) {
 		"closed loop %d in flight for %.0f s; bulk one connection for %.0f s.\n\n",
 		c.Conns, c.Rate, c.Clients, c.Backends, c.BackendTWSec, onOff(c.BackendTS), c.PortMin, int(c.PortMin)+c.Ports-1, c.Ports,
 		c.CTTimeWaitS, c.Workers, c.ClosedS, c.BulkS)
-	fmt.Fprintln(w, "| cell | conns ok/tried | reset | timeout | connect p50 / p90 / p99 / p99.9 / max (ms) | > 500 ms | SYN rtx | old ACKs (→RST) | RST→backend | tslb old_ack | closed-loop req/s | bulk Gbit/s | balancer CPU s | softirq s (system) |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| cell | conns ok/tried | reset | timeout | connect p50 / p90 / p99 / p99.9 / max (ms) | > 500 ms | SYN rtx | old ACKs (→RST) | RST→backend | at clients: old ACKs / SYN rtx | tslb old_ack | closed-loop req/s | bulk Gbit/s | balancer CPU s | softirq s (system) |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, cell := range r.Cells {
 		if cell.Status != StatusOK {
-			fmt.Fprintf(w, "| %s | **%s**: %s | | | | | | | | | | | | |\n", cell.Name, cell.Status, strings.ReplaceAll(cell.Error, "|", "/"))
+			fmt.Fprintf(w, "| %s | **%s**: %s | | | | | | | | | | | | | |\n", cell.Name, cell.Status, strings.ReplaceAll(cell.Error, "|", "/"))
 			continue
 		}
 		o := cell.Open
@@ -274,6 +278,11 @@ func (r *Report) Markdown(w io.Writer) {
 			row = append(row, itoa(p.SYNRetransmits), fmt.Sprintf("%d (%d)", p.OldACKs, p.OldACKThenRST), itoa(p.RSTsToBackend))
 		} else {
 			row = append(row, "–", "–", "–")
+		}
+		if p := cell.ClientCapture; p != nil {
+			row = append(row, fmt.Sprintf("%d / %d", p.OldACKs, p.SYNRetransmits))
+		} else {
+			row = append(row, "–")
 		}
 		if cell.TSLB != nil {
 			row = append(row, fmt.Sprintf("%.0f", cell.TSLB["collisions_old_ack"]))
@@ -313,7 +322,7 @@ func (r *Report) Markdown(w io.Writer) {
 			fmt.Fprintf(w, "- %s first collisions: %s\n", cell.Name, cell.Pcap)
 		}
 	}
-	fmt.Fprintln(w, "\nconns, reset, timeout, connect times: measured by the clients (open loop). SYN rtx, old ACKs, RSTs: capture on the switch port between balancer and backends (gopacket); \"(→RST)\" counts old ACKs followed by an RST to the backend within 100 ms. tslb old_ack: tslb's own detector, for comparison only. balancer CPU: utime+stime of the processes in the lb namespace; \"kernel\": nftables work is softirq, not attributable to a process; softirq s is system-wide (clients and backends included).")
+	fmt.Fprintln(w, "\nconns, reset, timeout, connect times: measured by the clients (open loop). SYN rtx, old ACKs, RSTs: capture on the switch port between balancer and backends (gopacket); \"(→RST)\" counts old ACKs followed by an RST to the backend within 100 ms. \"at clients\": the same analysis on the clients' side of the balancer: old ACKs that reached a client, SYNs the clients retransmitted. tslb old_ack: tslb's own detector, for comparison only. balancer CPU: utime+stime of the processes in the lb namespace; \"kernel\": nftables work is softirq, not attributable to a process; softirq s is system-wide (clients and backends included).")
 }
 
 func onOff(b bool) string {
