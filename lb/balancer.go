@@ -427,6 +427,24 @@ func (b *Balancer) flowExpired(f *flow) {
 	b.removeFlow(f)
 }
 
+// releaseTuple returns the backend tuple of a finished flow (TIME_WAIT or
+// RST) to its pool at once, into the TIME_WAIT ledger if the backend keeps
+// it, instead of holding it for the flow's timeout: the ledger, not the
+// flow table, decides when the tuple may carry a new SYN. The flow leaves
+// the backend side of the table; its client key stays until it times out.
+func (b *Balancer) releaseTuple(f *flow) {
+	f.mu.Lock()
+	if f.dead || f.released.Load() {
+		f.mu.Unlock()
+		return
+	}
+	rec := b.ledgerRecord(f)
+	f.released.Store(true)
+	f.mu.Unlock()
+	b.flows.removeKey(f.backendKey(), f)
+	f.pool.release(f.sport, b.now.Load(), rec)
+}
+
 // removeFlow takes f out of the table and returns its SNAT tuple to the
 // pool, into the TIME_WAIT ledger if the backend may still hold it.
 func (b *Balancer) removeFlow(f *flow) {
@@ -439,9 +457,12 @@ func (b *Balancer) removeFlow(f *flow) {
 	first, reset := f.tr.ClosedFirst, f.tr.ResetBy
 	rec := b.ledgerRecord(f)
 	x := f.x
+	released := f.released.Swap(true)
 	f.mu.Unlock()
 	b.flows.remove(f)
-	f.pool.release(f.sport, b.now.Load(), rec)
+	if !released {
+		f.pool.release(f.sport, b.now.Load(), rec)
+	}
 	f.svc.active.Dec()
 	f.be.active.Dec()
 	f.be.flows.Add(-1)

@@ -180,6 +180,12 @@ func (w *worker) fromClient(n int) {
 			f.be.collisions[sigSYNRetransmit].Inc()
 		}
 	}
+	if f != nil && f.released.Load() {
+		// The connection is over and its backend tuple is back in the
+		// pool (maybe already another flow's): late segments stop here.
+		b.m.drop(dropAfterClose)
+		return
+	}
 	fresh := false
 	if f == nil {
 		if !syn {
@@ -247,6 +253,9 @@ func (w *worker) fromClient(n int) {
 		b.captureFrame(f, w.buf[:n])
 	}
 	w.transmit(f.be.link, f.be.hop, n)
+	if st >= nat.StateTimeWait {
+		b.releaseTuple(f)
+	}
 }
 
 // grow records that the TCP header grew (a synthesised timestamp option):
@@ -315,6 +324,9 @@ func (w *worker) fromBackend(n int) {
 	}
 	p.SetTuple(f.vip, f.vport, f.client, f.cport)
 	w.transmit(f.clientLink, f.clientHop, n)
+	if st >= nat.StateTimeWait {
+		b.releaseTuple(f)
+	}
 }
 
 // schedulerHashKey keys the client-tuple hash given to schedulers.
@@ -419,7 +431,7 @@ func (w *worker) handleICMP(n int, kind ownedKind) {
 	// packets arriving from the same peer.
 	k := flowKey{e.InnerDst, e.InnerSrc, e.InnerDstPort, e.InnerSrcPort}
 	f := b.flows.get(k)
-	if f == nil || (kind == ownedVIP && k != f.clientKey()) || (kind == ownedSNAT && k != f.backendKey()) {
+	if f == nil || f.released.Load() || (kind == ownedVIP && k != f.clientKey()) || (kind == ownedSNAT && k != f.backendKey()) {
 		b.m.drop(dropICMPNoFlow)
 		return
 	}

@@ -49,6 +49,10 @@ type flow struct {
 	synTS uint32 // TSval of that SYN in rewrite mode
 
 	capt atomic.Pointer[flowCapture] // collision capture in progress
+	// released: the connection finished (TIME_WAIT or RST) and its
+	// backend tuple went back to the pool at once; the flow stays under
+	// its client key only, until its timeout, to absorb late segments.
+	released atomic.Bool
 
 	mu      sync.Mutex // guards everything below
 	tr      nat.Tracker
@@ -134,6 +138,17 @@ func (t *flowTable) insert(f *flow) (*flow, bool) {
 	s.m[bk] = f
 	s.mu.Unlock()
 	return f, true
+}
+
+// removeKey deletes k if it points at f (the count is unchanged: f stays
+// under its other key).
+func (t *flowTable) removeKey(k flowKey, f *flow) {
+	s := t.shard(k)
+	s.mu.Lock()
+	if s.m[k] == f {
+		delete(s.m, k)
+	}
+	s.mu.Unlock()
 }
 
 // remove deletes both keys of f if they still point at f.

@@ -29,6 +29,7 @@ const (
 	dropRSTOutOfWindow                     // RST whose seq is outside the window (RFC 5961 §3)
 	dropARPNotOurs                         // ARP request for an address tslb does not own
 	dropShuttingDown                       // SYN refused: tslb is stopping (SIGTERM)
+	dropAfterClose                         // client segment of a finished flow whose tuple was released
 	numDropReasons
 )
 
@@ -36,7 +37,7 @@ var dropReasonNames = [numDropReasons]string{
 	"not_ours", "no_service", "no_flow", "unsupported_proto", "icmp_unsupported",
 	"icmp_no_flow", "bad_checksum", "ttl_expired", "no_route", "neighbour_unresolved",
 	"tx_error", "table_full", "no_backend", "snat_exhausted", "rst_out_of_window",
-	"arp_not_ours", "shutting_down",
+	"arp_not_ours", "shutting_down", "after_close",
 }
 
 // metrics holds every collector. Children whose labels are known from the

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"tslb/config"
 	"tslb/test/harness"
 	"tslb/test/lab"
 )
@@ -81,6 +82,39 @@ func BenchmarkBulk(b *testing.B) {
 					b.Fatalf("%d bytes, %v", got, err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkTimeWaitMaxRate finds the highest rate of server-closed
+// connections through 64 SNAT ports to one backend (Linux defaults: 60 s
+// TIME_WAIT, timestamps on) that completes with 0 errors and 0 connects
+// slower than 500 ms, for each timestamp mode; rates double from 50/s, 3 s
+// each. Run it alone: go test -run '^$' -bench TimeWaitMaxRate -benchtime 1x ./test/
+func BenchmarkTimeWaitMaxRate(b *testing.B) {
+	modes := []struct {
+		name string
+		o    harness.Options
+	}{
+		{"rewrite", harness.Options{Timestamps: config.TSRewrite}},
+		{"strip", harness.Options{Timestamps: config.TSStrip}},
+		{"strip-broken", harness.Options{Timestamps: config.TSStrip, NoISN: true, Exhaustion: config.ExhaustReuse, NoRepair: true}},
+	}
+	for _, md := range modes {
+		b.Run(md.name, func(b *testing.B) {
+			l, tl := twDeploy(b, md.o, "1")
+			best := 0.0
+			for rate := 50.0; rate <= 3200; rate *= 2 {
+				s := openLoop(b, l.Clients, fmt.Sprintf("http://%s/", l.VIP), int(rate*3), rate, 5*time.Second)
+				b.Logf("%s at %.0f conn/s: %v", md.name, rate, s)
+				if s.errors > 0 || s.slow > 0 {
+					break
+				}
+				best = rate
+			}
+			m, _ := tl.Metrics(context.Background())
+			b.Logf("%s: old ACKs seen by the detector %.0f", md.name, m.Sum("tslb_collisions_total", "signature=old_ack"))
+			b.ReportMetric(best, "max-conns/s")
 		})
 	}
 }

@@ -75,7 +75,7 @@ func deploy(t *testing.T, clients, backends int, sc lab.ServerConfig, o harness.
 	return l, bs, tl
 }
 
-func metrics(t *testing.T, tl *harness.TSLB) harness.Samples {
+func metrics(t testing.TB, tl *harness.TSLB) harness.Samples {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -57,7 +57,7 @@ func (s loadSummary) String() string {
 // openLoop opens n connections at a fixed rate (one HTTP GET each, the
 // server closes), round-robin over the clients, whatever the answers
 // take: an open-loop load, bounded by n and by timeout per request.
-func openLoop(t *testing.T, clients []*lab.NS, url string, n int, rate float64, timeout time.Duration) loadSummary {
+func openLoop(t testing.TB, clients []*lab.NS, url string, n int, rate float64, timeout time.Duration) loadSummary {
 	t.Helper()
 	hcs := make([]*http.Client, len(clients))
 	for i, c := range clients {
@@ -117,7 +117,7 @@ func openLoop(t *testing.T, clients []*lab.NS, url string, n int, rate float64, 
 
 // twDeploy builds a lab with 2 clients and 1 backend (server closes
 // first), and tslb with 64 SNAT ports.
-func twDeploy(t *testing.T, o harness.Options, clientTS string) (*lab.Lab, *harness.TSLB) {
+func twDeploy(t testing.TB, o harness.Options, clientTS string) (*lab.Lab, *harness.TSLB) {
 	t.Helper()
 	l := lab.NewT(t, lab.Config{Clients: 2, Backends: 1})
 	for _, c := range l.Clients {
