@@ -86,6 +86,10 @@ type Config struct {
 	Progress io.Writer
 	// LogLevel is tslb's log level ("" means warn).
 	LogLevel string
+	// NewLab builds each cell's lab (nil means lab.New). Tests pass a
+	// function around lab.NewT. The cell closes the lab when it ends;
+	// Lab.Close is idempotent.
+	NewLab func(lab.Config) (*lab.Lab, error)
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -240,7 +244,11 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 			return fail(StatusUnavailable, fmt.Errorf("haproxy not installed (test/setup-debian.sh installs it): %w", err))
 		}
 	}
-	l, err := lab.New(lc)
+	newLab := cfg.NewLab
+	if newLab == nil {
+		newLab = lab.New
+	}
+	l, err := newLab(lc)
 	if err != nil {
 		return fail(StatusFailed, err)
 	}
