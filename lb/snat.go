@@ -67,6 +67,13 @@ func (p *snatPool) release(port uint16, now int64, rec nat.TWRecord) {
 	p.mu.Unlock()
 }
 
+// unalloc puts back an unused TIME_WAIT candidate (see nat.TWPool.Unalloc).
+func (p *snatPool) unalloc(port uint16, now int64, rec nat.TWRecord) {
+	p.mu.Lock()
+	p.tw.Unalloc(port, now, rec)
+	p.mu.Unlock()
+}
+
 type poolUsage struct {
 	inUse, timeWait, free int
 	rate                  float64 // tuples entering TIME_WAIT per second

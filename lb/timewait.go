@@ -15,6 +15,10 @@ import (
 // it (TSval >= ts_recent when both sides used timestamps) and its seq is
 // after the old rcv_nxt or its TSval is newer than ts_recent.
 
+// reuseCandidates bounds the TIME_WAIT tuples pickTuple examines per pool
+// for one SYN.
+const reuseCandidates = 4
+
 // tuple is the outcome of pickTuple.
 type tuple struct {
 	pool  *snatPool
@@ -37,27 +41,45 @@ func (w *worker) pickTuple(svc *service, be *backend, h uint64, now int64) (tupl
 			return tuple{pool: pl, port: port, kind: allocFresh, isn: p.Seq, tsval: pl.clock.At(now)}, verdictOK
 		}
 	}
+	// Every tuple is live or in TIME_WAIT: look at up to reuseCandidates
+	// tuples per pool, oldest TIME_WAIT first, for one whose reuse is
+	// provably safe. Unsafe candidates go back to the end of the ring, so
+	// a held SYN retried later (wait policy) meets other tuples.
 	var forced tuple
 	haveForced := false
+	var unsafe [reuseCandidates]tuple
 	for _, pl := range pools {
-		port, kind, rec, ok := pl.alloc(now)
-		if !ok {
-			continue // every tuple is held by a live flow
-		}
-		if kind == nat.AllocFresh { // freed since the first pass
-			return tuple{pool: pl, port: port, kind: allocFresh, isn: p.Seq, tsval: pl.clock.At(now)}, verdictOK
-		}
-		t := tuple{pool: pl, port: port, rec: rec, isn: p.Seq, tsval: pl.clock.At(now)}
-		if svc.reuseSafely(&t, &w.opts) {
-			if haveForced {
-				forced.pool.release(forced.port, now, forced.rec)
+		nu := 0
+		var found *tuple
+		for c := 0; c < reuseCandidates; c++ {
+			port, kind, rec, ok := pl.alloc(now)
+			if !ok {
+				break // every tuple is held by a live flow
 			}
-			return t, verdictOK
+			if kind == nat.AllocFresh { // freed since the first pass
+				found = &tuple{pool: pl, port: port, kind: allocFresh, isn: p.Seq, tsval: pl.clock.At(now)}
+				break
+			}
+			t := tuple{pool: pl, port: port, rec: rec, isn: p.Seq, tsval: pl.clock.At(now)}
+			if svc.reuseSafely(&t, &w.opts) {
+				found = &t
+				break
+			}
+			unsafe[nu] = t
+			nu++
 		}
-		if !haveForced {
-			forced, haveForced = t, true
-		} else {
-			pl.release(port, now, rec)
+		for i := 0; i < nu; i++ {
+			if !haveForced && found == nil {
+				forced, haveForced = unsafe[i], true
+				continue
+			}
+			pl.unalloc(unsafe[i].port, now, unsafe[i].rec)
+		}
+		if found != nil {
+			if haveForced {
+				forced.pool.unalloc(forced.port, now, forced.rec)
+			}
+			return *found, verdictOK
 		}
 	}
 	// No tuple can be used safely (or none is free at all).
@@ -67,7 +89,7 @@ func (w *worker) pickTuple(svc *service, be *backend, h uint64, now int64) (tupl
 		forced.kind = allocForced
 		return forced, verdictOK
 	case haveForced:
-		forced.pool.release(forced.port, now, forced.rec)
+		forced.pool.unalloc(forced.port, now, forced.rec)
 	}
 	if !w.retrying {
 		b.m.drop(dropSNATExhausted)

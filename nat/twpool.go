@@ -322,3 +322,13 @@ func (p *TWPool) TimeWaitRecords(now int64, fn func(port uint16, rec TWRecord)) 
 		}
 	}
 }
+
+// Unalloc puts back a tuple that Alloc returned as AllocTimeWait but the
+// caller did not use (its reuse could not be proven safe): it re-enters
+// TIME_WAIT with the same record, at the end of the ring, so the next Alloc
+// offers another tuple first. It does not count in Entered.
+func (p *TWPool) Unalloc(port uint16, now int64, rec TWRecord) {
+	before := p.entered
+	p.Release(port, now, rec)
+	p.entered = before
+}

@@ -51,3 +51,35 @@ func TestTWPoolRestoreAndRecords(t *testing.T) {
 		t.Errorf("after expiry TimeWaitRecords visited %v, want [1007]", got)
 	}
 }
+
+func TestTWPoolUnallocRotates(t *testing.T) {
+	const now = int64(1_000_000_000)
+	p := NewTWPool(2000, 2002, 1)
+	var ports []uint16
+	for range 3 {
+		port, ok := p.AllocFresh(now)
+		if !ok {
+			t.Fatal("AllocFresh failed")
+		}
+		ports = append(ports, port)
+	}
+	for i, port := range ports {
+		p.Release(port, now, TWRecord{Until: now + 100, LastTS: uint32(i)})
+	}
+	entered := p.Entered()
+	// Each rejected candidate goes to the back: three Allocs see three
+	// different tuples, in release order, then the first again.
+	for i := range 4 {
+		port, kind, rec, ok := p.Alloc(now)
+		if !ok || kind != AllocTimeWait || port != ports[i%3] || rec.LastTS != uint32(i%3) {
+			t.Fatalf("Alloc %d = %d %v %+v %v, want port %d from TIME_WAIT", i, port, kind, rec, ok, ports[i%3])
+		}
+		p.Unalloc(port, now, rec)
+	}
+	if p.Entered() != entered {
+		t.Errorf("Entered moved from %d to %d on Unalloc", entered, p.Entered())
+	}
+	if u, tw, f := p.Counts(now); u != 0 || tw != 3 || f != 0 {
+		t.Errorf("Counts = %d %d %d, want 0 3 0", u, tw, f)
+	}
+}
