@@ -307,3 +307,25 @@ func TestProcTicks(t *testing.T) {
 		t.Error("negative softirq time")
 	}
 }
+
+// TestTestdataResults: the committed results.json of a real default run
+// (the README's table) parses with the current schema and holds every
+// default cell, each with the figures the table shows.
+func TestTestdataResults(t *testing.T) {
+	r, err := ReadReport(filepath.Join("testdata", "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Cells) != len(DefaultCells) {
+		t.Fatalf("%d cells, want %d", len(r.Cells), len(DefaultCells))
+	}
+	for i, c := range r.Cells {
+		if c.Name != DefaultCells[i] || c.Status != StatusOK || c.Open == nil || c.Open.Attempted == 0 ||
+			c.Capture == nil || c.ClientCapture == nil || c.Closed == nil || c.Bulk == nil || c.CPU == nil {
+			t.Errorf("cell %d: %+v", i, c)
+		}
+		if strings.HasPrefix(c.Name, "tslb-") != (c.TSLB != nil) {
+			t.Errorf("cell %s: tslb counters %v", c.Name, c.TSLB)
+		}
+	}
+}
