@@ -10,7 +10,7 @@ import (
 // fraction of attempted connections not yet established, from 1 to 1e-4,
 // both logarithmic.
 const (
-	svgW, svgH                 = 900, 520
+	svgW, svgH                 = 1000, 520
 	plotL, plotR, plotT, plotB = 80, 690, 50, 460
 	xMinLog, xMaxLog           = -2.0, 4.0 // log10 ms
 	yMinLog                    = -4.0      // log10 fraction
