@@ -26,7 +26,7 @@ func cmdDemo(args []string) int {
 	clients := fs.Int("clients", 2, "client namespaces")
 	backends := fs.Int("backends", 3, "backend namespaces")
 	conc := fs.Int("concurrency", 8, "requests in flight")
-	ts := fs.String("timestamps", "passthrough", "timestamp mode of the service: strip or passthrough")
+	ts := fs.String("timestamps", "rewrite", "timestamp mode of the service: strip, passthrough or rewrite")
 	keep := fs.Bool("keep", false, "keep the lab and tslb running after the requests, until Ctrl-C")
 	if err := fs.Parse(args); err != nil {
 		return 2
