@@ -290,19 +290,7 @@ func (p *Packet) SetMSS(v uint16) bool {
 // is not written. TSOff, SACKOff and Unknown are ignored.
 func WriteTCPOptions(dst []byte, o *TCPOptions) int {
 	limit := min(len(dst), MaxOptionsLen)
-	n := 0
-	if o.HasMSS {
-		n += 4
-	}
-	if o.HasTS || o.SACKPermitted {
-		n += 4
-	}
-	if o.HasTS {
-		n += 8
-	}
-	if o.HasWScale {
-		n += 4
-	}
+	n := fixedLen(o)
 	if n > limit {
 		return -1
 	}

@@ -263,7 +263,8 @@ func (p *Packet) insertTS(o *TCPOptions, tsval, tsecr uint32) (grow, trimmed int
 	return g, trimmed, dropped, nil
 }
 
-// fixedLen is the length WriteTCPOptions gives o without SACK blocks.
+// fixedLen is the length WriteTCPOptions gives o without SACK blocks
+// (WriteTCPOptions uses it too).
 func fixedLen(o *TCPOptions) int {
 	n := 0
 	if o.HasMSS {
