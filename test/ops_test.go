@@ -7,13 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,47 +49,6 @@ func opsDeploy(t *testing.T, clients, backends int, sc lab.ServerConfig, o harne
 	return l, bs, tl
 }
 
-// timedResult is one request of a steady-rate run.
-type timedResult struct {
-	start   time.Time
-	backend string
-	err     error
-}
-
-// steady sends n GETs at rate per second (new connection each), returning
-// every result with its start time.
-func steady(clients []*lab.NS, url string, n int, rate float64) []timedResult {
-	hcs := make([]*http.Client, len(clients))
-	for i, c := range clients {
-		hcs[i] = c.HTTPClient(false, 3*time.Second)
-	}
-	out := make([]timedResult, n)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		time.Sleep(time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))))
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			r := &out[i]
-			r.start = time.Now()
-			resp, err := hcs[i%len(hcs)].Get(url)
-			if err != nil {
-				r.err = err
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			r.backend = resp.Header.Get("X-Backend")
-			if resp.StatusCode != 200 {
-				r.err = fmt.Errorf("status %s", resp.Status)
-			}
-		}(i)
-	}
-	wg.Wait()
-	return out
-}
-
 // TestHealthCheckFailover kills one backend's server during a steady load:
 // new flows stop going to it within interval × fall + 1 s, no client error
 // after that, and it gets flows again after rise × interval once its
@@ -100,9 +57,9 @@ func TestHealthCheckFailover(t *testing.T) {
 	hc := &config.HealthCheck{Type: "http", Interval: 300 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2, Path: "/", ExpectStatus: 200}
 	l, bs, tl := opsDeploy(t, 2, 3, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{HealthCheck: hc, LogLevel: "info"})
 	url := fmt.Sprintf("http://%s/", l.VIP)
-	var res []timedResult
+	var res []connResult
 	done := make(chan struct{})
-	go func() { res = steady(l.Clients, url, 200, 40); close(done) }() // 5 s
+	go func() { res = openLoopRun(l.Clients, url, 200, 40, 3*time.Second); close(done) }() // 5 s
 	time.Sleep(1 * time.Second)
 	killed := time.Now()
 	bs[1].Close()
@@ -244,9 +201,12 @@ func TestReloadBackendList(t *testing.T) {
 	reloadSIGHUP(t, tl, 1)
 	const n = 8 << 20
 	result, _ := slowDownload(t, l.Clients[0], fmt.Sprintf("http://%s/bytes?n=%d&seed=9", l.VIP, n), n, 2<<20)
-	var res []timedResult
+	var res []connResult
 	done := make(chan struct{})
-	go func() { res = steady(l.Clients, fmt.Sprintf("http://%s/", l.VIP), 1000, 200); close(done) }() // 5 s
+	go func() {
+		res = openLoopRun(l.Clients, fmt.Sprintf("http://%s/", l.VIP), 1000, 200, 3*time.Second)
+		close(done)
+	}() // 5 s
 	time.Sleep(2 * time.Second)
 	// Replace b1 with b3.
 	cfg2, err := config.Load(tl.ConfigPath)

@@ -37,9 +37,12 @@ const (
 	twRate  = 20.0
 )
 
+// connResult is one request of an open-loop run.
 type connResult struct {
+	start   time.Time     // when the request was sent
 	connect time.Duration // TCP connect time (SYN to established)
 	total   time.Duration
+	backend string // X-Backend of the answer
 	err     error
 }
 
@@ -54,11 +57,11 @@ func (s loadSummary) String() string {
 		s.ok, s.errors, s.slow, s.p50, s.p99, s.max)
 }
 
-// openLoop opens n connections at a fixed rate (one HTTP GET each, the
+// openLoopRun opens n connections at a fixed rate (one HTTP GET each, the
 // server closes), round-robin over the clients, whatever the answers
-// take: an open-loop load, bounded by n and by timeout per request.
-func openLoop(t testing.TB, clients []*lab.NS, url string, n int, rate float64, timeout time.Duration) loadSummary {
-	t.Helper()
+// take: an open-loop load, bounded by n and by timeout per request. It
+// returns every request's result in order.
+func openLoopRun(clients []*lab.NS, url string, n int, rate float64, timeout time.Duration) []connResult {
 	hcs := make([]*http.Client, len(clients))
 	for i, c := range clients {
 		hcs[i] = c.HTTPClient(false, timeout)
@@ -79,22 +82,29 @@ func openLoop(t testing.TB, clients []*lab.NS, url string, n int, rate float64, 
 			}
 			ctx := httptrace.WithClientTrace(context.Background(), trace)
 			req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-			t0 := time.Now()
+			r.start = time.Now()
 			resp, err := hcs[i%len(hcs)].Do(req)
 			if err == nil {
 				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+				r.backend = resp.Header.Get("X-Backend")
 				if err == nil && resp.StatusCode != 200 {
 					err = fmt.Errorf("status %s", resp.Status)
 				}
 			}
-			r.total, r.err = time.Since(t0), err
+			r.total, r.err = time.Since(r.start), err
 		}(i)
 	}
 	wg.Wait()
+	return res
+}
+
+// openLoop is openLoopRun summarised: errors, slow connects, percentiles.
+func openLoop(t testing.TB, clients []*lab.NS, url string, n int, rate float64, timeout time.Duration) loadSummary {
+	t.Helper()
 	var s loadSummary
 	var lat []time.Duration
-	for _, r := range res {
+	for _, r := range openLoopRun(clients, url, n, rate, timeout) {
 		if r.err != nil {
 			s.errors++
 			if len(s.firstErrors) < 5 {
