@@ -22,6 +22,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"tslb/config"
+	"tslb/test/bench"
 	"tslb/test/harness"
 	"tslb/test/lab"
 )
@@ -158,37 +159,12 @@ func twDeploy(t testing.TB, o harness.Options, clientTS string) (*lab.Lab, *harn
 }
 
 // oldACKs counts, in a capture on the backend's link, SYNs from the SNAT
-// address answered by an ACK (no SYN) that does not acknowledge them: the
-// TIME_WAIT answer, seen independently of tslb's detector.
+// address, those answered by an ACK (no SYN) that does not acknowledge
+// them (the TIME_WAIT answer, seen independently of tslb's detector), and
+// RSTs toward the backend (clients answering such ACKs): bench.Analyze.
 func oldACKs(frames []lab.Frame) (syns, old, clientRSTs int) {
-	type key struct{ port uint16 }
-	lastSYN := map[key]uint32{}
-	for _, f := range frames {
-		ip, tcp, ok := lab.DecodeTCP(f)
-		if !ok {
-			continue
-		}
-		if tcp.DstPort == 8080 {
-			k := key{uint16(tcp.SrcPort)}
-			switch {
-			case tcp.SYN && !tcp.ACK:
-				syns++
-				lastSYN[k] = tcp.Seq
-			case tcp.RST:
-				clientRSTs++
-			}
-			continue
-		}
-		_ = ip
-		k := key{uint16(tcp.DstPort)}
-		if seq, ok := lastSYN[k]; ok {
-			if tcp.ACK && !tcp.SYN && !tcp.RST && tcp.Ack != seq+1 {
-				old++
-			}
-			delete(lastSYN, k)
-		}
-	}
-	return
+	s := bench.Analyze(frames, 8080, nil)
+	return s.SYNs, s.OldACKs, s.RSTsToBackend
 }
 
 // TestTimeWaitRewrite: timestamps: rewrite under 19x TIME_WAIT pressure:
