@@ -104,7 +104,6 @@ type svcKey struct {
 
 // Balancer is a running tslb datapath built from one configuration.
 type Balancer struct {
-	cfg  *config.Config
 	log  *slog.Logger
 	seed uint64
 
@@ -141,7 +140,6 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		opts.Seed = rand.Uint64()
 	}
 	b := &Balancer{
-		cfg:     cfg,
 		log:     opts.Logger,
 		seed:    opts.Seed,
 		pcapDir: cfg.Detector.PcapDir,

@@ -185,7 +185,7 @@ func (h *healthSet) apply(b *Balancer, snap *snapshot) {
 			continue
 		}
 		lv := []string{k.svc, k.be.String()}
-		c := &healthChecker{be: be, svc: k.svc, hc: k.hc, source: b.cfg.Health.Source, log: b.log,
+		c := &healthChecker{be: be, svc: k.svc, hc: k.hc, source: snap.cfg.Health.Source, log: b.log,
 			upGauge:  b.m.backendUp.WithLabelValues(lv...),
 			toUp:     b.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "up"),
 			toDown:   b.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "down"),
