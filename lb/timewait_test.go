@@ -1014,3 +1014,42 @@ func TestGSOSynthesisedTS(t *testing.T) {
 	checkCsums(t, decode(t, append(make([]byte, nat.VirtioNetHdrLen), done...)))
 	h.quiet(t, h.c0)
 }
+
+// TestTimeWaitLooksPastUnsafeHead: when the TIME_WAIT tuple that ends
+// soonest cannot take the SYN (its last TSval is newer than the client's:
+// PAWS), tslb looks at the next ones and reuses a tuple whose last TSval is
+// older, instead of applying the exhaustion policy.
+func TestTimeWaitLooksPastUnsafeHead(t *testing.T) {
+	t.Parallel()
+	h := start(t, twConfig(func(c *config.Config) {
+		s := &c.Services[0]
+		s.NoISNTranslation = true
+		s.Exhaustion = config.ExhaustReject
+	}))
+	h.prime(t)
+	// Closed in this order, so the first (newer timestamps) heads the ring.
+	newer := h.twOpen(t, 50000, 1_000_000, 70_000_000, 9_000_000, 600)
+	h.closeBackendFirst(t, newer)
+	older := h.twOpen(t, 50001, 2_000_000, 80_000_000, 5_000_000, 600)
+	h.closeBackendFirst(t, older)
+	h.waitPorts(t, 0, 0, 2, 0)
+
+	s := clientSeg(54000, nat.TCPFlagSYN, 42, 0)
+	s.opts = synOptions(6_000_000, 0) // newer than older's, older than newer's
+	h.c0.inject(t, tcpFrame(t, s))
+	o := decode(t, h.b0.next(t))
+	g := tcpOf(t, o)
+	if g.src != netip.AddrPortFrom(snatAddr, older.sport) {
+		t.Errorf("SYN went out from %v, want the tuple with the older TSval (port %d), not %d", g.src, older.sport, newer.sport)
+	}
+	if got := allocs(t, h.b, "early_reuse_ts"); got != 1 {
+		t.Errorf("early_reuse_ts allocations = %v, want 1", got)
+	}
+	if got := exhaustion(t, h.b, "rejected"); got != 0 {
+		t.Errorf("exhaustion{rejected} = %v, want 0", got)
+	}
+	// The unsafe tuple is still in the ledger, not lost.
+	if _, ok := h.ledger(t, newer.sport); !ok {
+		t.Errorf("the skipped tuple left the ledger")
+	}
+}
