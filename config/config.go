@@ -231,13 +231,12 @@ type Timeouts struct {
 	// Fin applies after one or both FINs, before the close completes.
 	Fin time.Duration
 	// TimeWait is how long a flow whose FINs are both acknowledged stays
-	// in the flow table, to catch late retransmissions (the final ACK, a
-	// retransmitted FIN) and translate them. It is not the backend's
-	// TIME_WAIT: that is Service.TimeWait, which tslb's TIME_WAIT ledger
-	// tracks per backend tuple after the flow is gone.
+	// in the flow table (under its client key) to absorb late segments,
+	// which are dropped; its backend tuple returns to the pool at once. It
+	// is not the backend's TIME_WAIT: that is Service.TimeWait, which
+	// tslb's TIME_WAIT ledger tracks per backend tuple.
 	TimeWait time.Duration
-	// Closed is how long a flow stays in the flow table after a RST, to
-	// catch late retransmissions in flight.
+	// Closed is the same after an RST.
 	Closed time.Duration
 }
 
