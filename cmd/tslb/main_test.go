@@ -66,3 +66,18 @@ func TestCheckConfig(t *testing.T) {
 		t.Errorf("example config: %v\n%s", err, out)
 	}
 }
+
+// TestBinaryDoesNotLinkTesting checks that the shipped binary does not
+// depend on package testing (the lab it links for demo, lab and bench
+// must not pull the test framework in).
+func TestBinaryDoesNotLinkTesting(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if p == "testing" || strings.HasPrefix(p, "testing/") {
+			t.Errorf("tslb links %s", p)
+		}
+	}
+}

@@ -10,11 +10,22 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 )
+
+// TB is the part of testing.TB that Require and NewT use. It is an
+// interface of this package so that the lab does not import testing: the
+// tslb binary links the lab (tslb demo, lab, bench) and must not link the
+// test framework.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
 
 // requireOnce caches the environment probe: it does not change during a
 // test binary's run.
@@ -28,7 +39,7 @@ var (
 // created, reached over netlink and deleted. If not, it calls t.Skip
 // locally and t.Fatal when the environment variable CI is "true", so the
 // lab is never silently skipped in CI.
-func Require(t testing.TB) {
+func Require(t TB) {
 	t.Helper()
 	requireOnce.Do(func() { requireErr = probe() })
 	if requireErr == nil {
@@ -82,7 +93,7 @@ func probe() error {
 
 // NewT is Require, then New, then t.Cleanup(Close) for tests. It fails the
 // test if the lab cannot be built or closed.
-func NewT(t testing.TB, cfg Config) *Lab {
+func NewT(t TB, cfg Config) *Lab {
 	t.Helper()
 	Require(t)
 	l, err := New(cfg)
