@@ -3,37 +3,44 @@ package config
 import (
 	"net/netip"
 	"time"
+
+	"tslb/nat"
 )
 
 // TSMode says what the balancer does with TCP timestamp options (RFC 7323)
-// on a service's flows.
-type TSMode string
+// on a service's flows. It is nat.TSMode, the one vocabulary of the idea
+// (the datapath acts on the same values config parses).
+type TSMode = nat.TSMode
 
 // Timestamp modes accepted in services[].timestamps.
 const (
 	// TSStrip removes the timestamp option from SYNs so it is never
 	// negotiated.
-	TSStrip TSMode = "strip"
+	TSStrip = nat.TSStrip
 	// TSPassthrough leaves timestamp values untouched.
-	TSPassthrough TSMode = "passthrough"
-	// TSRewrite rewrites TSval/TSecr with a per-flow offset.
-	TSRewrite TSMode = "rewrite"
+	TSPassthrough = nat.TSPassthrough
+	// TSRewrite makes tslb own the timestamp clock toward the backends
+	// (TSval shifted per flow, or synthesised for clients without TS).
+	TSRewrite = nat.TSRewrite
 )
 
-// Exhaustion policies accepted in services[].exhaustion: what tslb does when
-// no SNAT tuple toward the chosen backend can be used safely (every port is
-// in use, or its tuple is still in the backend's TIME_WAIT and cannot be
-// reused safely).
+// Exhaustion is what tslb does when no SNAT tuple toward the chosen
+// backend can be used safely (every port is in use, or its tuple is still
+// in the backend's TIME_WAIT and cannot be reused safely):
+// services[].exhaustion.
+type Exhaustion string
+
+// Exhaustion policies.
 const (
 	// ExhaustWait holds the client's SYN for up to Service.ExhaustionWait
 	// for a tuple to become usable, then resets the client.
-	ExhaustWait = "wait"
+	ExhaustWait Exhaustion = "wait"
 	// ExhaustReject resets the client at once.
-	ExhaustReject = "reject"
+	ExhaustReject Exhaustion = "reject"
 	// ExhaustReuse reuses the oldest TIME_WAIT tuple anyway; the collision
 	// detector repairs the flow if the backend still holds the old
 	// connection.
-	ExhaustReuse = "reuse"
+	ExhaustReuse Exhaustion = "reuse"
 )
 
 // Defaults applied by Parse (and by ApplyDefaults) to keys that are absent.
@@ -108,6 +115,8 @@ type Config struct {
 	// reloads it from on start; "" (the default) means none. If set, it
 	// is an absolute path.
 	StateFile string
+	// Datapath configures the packet I/O and the datapath workers.
+	Datapath Datapath
 	// Source is the file path the configuration was loaded from; it
 	// prefixes every error.
 	Source string
@@ -160,7 +169,7 @@ type Service struct {
 	// Exhaustion is what tslb does when no SNAT tuple toward the chosen
 	// backend can be used safely: ExhaustWait, ExhaustReject or
 	// ExhaustReuse.
-	Exhaustion string
+	Exhaustion Exhaustion
 	// ExhaustionWait is how long a SYN is held under ExhaustWait before
 	// the client is reset (10ms to 30s). It is only valid with
 	// ExhaustWait and is 0 for the other policies.
@@ -239,6 +248,31 @@ type Timeouts struct {
 	// Closed is the same after an RST.
 	Closed time.Duration
 }
+
+// Datapath configures how tslb moves frames: how many workers share the
+// links and how each reads and writes them. Every key needs a restart.
+type Datapath struct {
+	// Workers is the number of datapath workers (1 to MaxWorkers); 0 means
+	// one per CPU (runtime.NumCPU). Each worker has its own socket on
+	// every link (one PACKET_FANOUT group per link), its own flows and its
+	// own share of the SNAT ports (the ports p with p % Workers == the
+	// worker's index), so the snat.port_range must hold at least Workers
+	// ports.
+	Workers int
+	// IO is "ring" (memory-mapped receive ring, batched transmit; the
+	// default) or "socket" (one read(2)/write(2) per frame: the fallback).
+	IO string
+	// RingFrames is the number of slots of each (link, worker) receive
+	// ring, a power of two from 64 to 65536 (0 means DefaultRingFrames).
+	RingFrames int
+}
+
+// Datapath limits and defaults.
+const (
+	MaxWorkers        = 256
+	DefaultDatapathIO = "ring"
+	DefaultRingFrames = 1024
+)
 
 // Metrics configures the Prometheus HTTP listener.
 type Metrics struct {
@@ -345,6 +379,8 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&t.Closed, DefaultClosedTimeout)
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Detector.PcapMaxFiles, DefaultPcapMaxFiles)
+	setDefault(&c.Datapath.IO, DefaultDatapathIO)
+	setDefault(&c.Datapath.RingFrames, DefaultRingFrames)
 }
 
 // setDefault stores def in *p if *p is the zero value.

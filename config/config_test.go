@@ -704,6 +704,12 @@ func TestWrongTypes(t *testing.T) {
 		{"pcap_max_files big", "", "detector:\n  pcap_max_files: 100001\n", "detector.pcap_max_files", 15, "out of range 1..100000"},
 		{"pcap_max_files string", "", "detector:\n  pcap_max_files: many\n", "detector.pcap_max_files", 15, "expected an integer"},
 		{"detector unknown key", "", "detector:\n  max_files: 3\n", "detector.max_files", 15, "unknown key"},
+		{"workers negative", "", "datapath:\n  workers: -1\n", "datapath.workers", 15, "out of range 0..256"},
+		{"workers string", "", "datapath:\n  workers: all\n", "datapath.workers", 15, "expected an integer"},
+		{"io unknown", "", "datapath:\n  io: xdp\n", "datapath.io", 15, "unknown I/O mode"},
+		{"ring_frames not power of two", "", "datapath:\n  ring_frames: 1000\n", "datapath.ring_frames", 15, "power of two"},
+		{"ring_frames small", "", "datapath:\n  ring_frames: 8\n", "datapath.ring_frames", 15, "out of range 64..65536"},
+		{"datapath unknown key", "", "datapath:\n  threads: 2\n", "datapath.threads", 15, "unknown key"},
 		{"health source int", "", "health:\n  source: 7\n", "health.source", 15, "expected a string"},
 		{"health source bad", "", "health:\n  source: 198.18.1.256\n", "health.source", 15, "not a valid IP address"},
 		{"health source ipv6", "", "health:\n  source: \"::1\"\n", "health.source", 15, "not an IPv4 address"},
@@ -887,6 +893,8 @@ func TestValidateGoConfig(t *testing.T) {
 		{"exhaustion_wait with reject", func(c *config.Config) { c.Services[0].Exhaustion = config.ExhaustReject }, "services[0].exhaustion_wait", "only valid with exhaustion: wait"},
 		{"pcap_max_files zero", func(c *config.Config) { c.Detector.PcapMaxFiles = 0 }, "detector.pcap_max_files", "out of range 1..100000"},
 		{"pcap_max_files big", func(c *config.Config) { c.Detector.PcapMaxFiles = 100_001 }, "detector.pcap_max_files", "out of range 1..100000"},
+		{"workers above ports", func(c *config.Config) { c.Datapath.Workers, c.SNAT.PortMin, c.SNAT.PortMax = 4, 20000, 20002 }, "snat.port_range", "fewer ports than datapath.workers (4)"},
+		{"io empty", func(c *config.Config) { c.Datapath.IO = "" }, "datapath.io", "unknown I/O mode"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := base()
@@ -958,7 +966,7 @@ var (
 	_ error                                         = config.Errors{}
 	_                                               = config.Config{Links: []config.Link{}, Services: []config.Service{}, SNAT: config.SNAT{}, Flows: config.Flows{Timeouts: config.Timeouts{}}, Metrics: config.Metrics{}, Log: config.Log{}, Detector: config.Detector{}, Source: ""}
 	_                                               = []config.TSMode{config.TSStrip, config.TSPassthrough, config.TSRewrite}
-	_                                               = []string{config.ExhaustWait, config.ExhaustReject, config.ExhaustReuse}
+	_                                               = []config.Exhaustion{config.ExhaustWait, config.ExhaustReject, config.ExhaustReuse}
 	_                                               = config.Service{NoISNTranslation: true, Exhaustion: config.ExhaustWait, ExhaustionWait: time.Second}
 	_                                               = config.Detector{PcapDir: "", PcapMaxFiles: 1, NoRepair: true}
 	_                                               = config.Config{Health: config.Health{Source: netip.Addr{}}, Control: config.Control{Socket: ""}, Shutdown: config.Shutdown{Timeout: 0}, StateFile: ""}
@@ -1027,6 +1035,8 @@ func TestRestartKeysDiffer(t *testing.T) {
 		{"metrics listen", func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:9200" }, []string{"metrics.listen"}},
 		{"control socket", func(c *config.Config) { c.Control.Socket = "/run/other.sock" }, []string{"control.socket"}},
 		{"state file", func(c *config.Config) { c.StateFile = "/var/lib/tslb/ledger" }, []string{"state_file"}},
+		{"workers", func(c *config.Config) { c.Datapath.Workers = 3 }, []string{"datapath.workers"}},
+		{"io", func(c *config.Config) { c.Datapath.IO = "socket" }, []string{"datapath.io"}},
 		{"several", func(c *config.Config) {
 			c.StateFile = "/x"
 			c.Links[1].Subnets = []netip.Prefix{netip.MustParsePrefix("198.18.1.0/25")}

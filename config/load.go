@@ -485,6 +485,7 @@ func (d *decoder) root(n *yaml.Node) *Config {
 		Control:   Control{Socket: DefaultControlSocket},
 		Shutdown:  Shutdown{Timeout: DefaultShutdownTimeout},
 		StateFile: DefaultStateFile,
+		Datapath:  Datapath{IO: DefaultDatapathIO, RingFrames: DefaultRingFrames},
 		meta:      d.m,
 	}
 	c.Flows.Timeouts = Timeouts{
@@ -496,7 +497,7 @@ func (d *decoder) root(n *yaml.Node) *Config {
 	}
 	known := []string{
 		"links", "services", "snat", "flows", "metrics", "log", "detector",
-		"health", "control", "shutdown", "state_file",
+		"health", "control", "shutdown", "state_file", "datapath",
 	}
 	if !d.mapping(n, "", known, func(key string, v *yaml.Node, p string) {
 		switch key {
@@ -534,6 +535,8 @@ func (d *decoder) root(n *yaml.Node) *Config {
 			})
 		case "state_file":
 			c.StateFile, _ = d.str(v, p)
+		case "datapath":
+			d.datapath(v, p, &c.Datapath)
 		}
 	}) {
 		d.m.bad[""] = true
@@ -605,7 +608,8 @@ func (d *decoder) service(n *yaml.Node, path string, s *Service) {
 				s.NoISNTranslation = !x
 			}
 		case "exhaustion":
-			s.Exhaustion, _ = d.str(v, p)
+			x, _ := d.str(v, p)
+			s.Exhaustion = Exhaustion(x)
 		case "exhaustion_wait":
 			s.ExhaustionWait, haveWait = d.duration(v, p)
 		case "backends":
@@ -733,6 +737,24 @@ func (d *decoder) flows(n *yaml.Node, path string, f *Flows) {
 					*fields[key] = x
 				}
 			})
+		}
+	})
+}
+
+// datapath decodes the datapath section.
+func (d *decoder) datapath(n *yaml.Node, path string, dp *Datapath) {
+	d.mapping(n, path, []string{"workers", "io", "ring_frames"}, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "workers":
+			if x, ok := d.integer(v, p, 0, MaxWorkers); ok {
+				dp.Workers = int(x)
+			}
+		case "io":
+			dp.IO, _ = d.str(v, p)
+		case "ring_frames":
+			if x, ok := d.integer(v, p, 64, 65536); ok {
+				dp.RingFrames = int(x)
+			}
 		}
 	})
 }

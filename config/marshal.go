@@ -27,6 +27,12 @@ type (
 		Control   yamlControl   `yaml:"control"`
 		Shutdown  yamlShutdown  `yaml:"shutdown"`
 		StateFile string        `yaml:"state_file,omitempty"`
+		Datapath  *yamlDatapath `yaml:"datapath,omitempty"`
+	}
+	yamlDatapath struct {
+		Workers    int    `yaml:"workers,omitempty"`
+		IO         string `yaml:"io,omitempty"`
+		RingFrames int    `yaml:"ring_frames,omitempty"`
 	}
 	yamlLink struct {
 		Name      string   `yaml:"name,omitempty"`
@@ -154,7 +160,7 @@ func (c *Config) Marshal() ([]byte, error) {
 			Scheduler:  s.Scheduler,
 			Timestamps: string(s.Timestamps),
 			TimeWait:   formatDuration(s.TimeWait),
-			Exhaustion: s.Exhaustion,
+			Exhaustion: string(s.Exhaustion),
 		}
 		ys.ExhaustionWait = formatDuration(s.ExhaustionWait)
 		if s.NoISNTranslation {
@@ -181,6 +187,9 @@ func (c *Config) Marshal() ([]byte, error) {
 	}
 	if c.SNAT.PortMin != 0 || c.SNAT.PortMax != 0 {
 		y.SNAT.PortRange = fmt.Sprintf("%d-%d", c.SNAT.PortMin, c.SNAT.PortMax)
+	}
+	if dp := c.Datapath; dp != (Datapath{}) {
+		y.Datapath = &yamlDatapath{Workers: dp.Workers, IO: dp.IO, RingFrames: dp.RingFrames}
 	}
 	if det := c.Detector; det != (Detector{}) {
 		y.Detector = &yamlDetector{PcapDir: det.PcapDir, PcapMaxFiles: det.PcapMaxFiles}

@@ -8,7 +8,7 @@ import "slices"
 // returns nil when a hot reload can apply o.
 //
 // Those keys are every links key, every snat key, flows.max, metrics.listen,
-// control.socket and state_file. Each differing key is listed once, in file
+// control.socket, state_file and every datapath key. Each differing key is listed once, in file
 // order, by the most precise path that tells it: "links[1].subnets",
 // "snat.port_range", "flows.max". A change in the number of links is reported
 // as "links". Order matters in lists (links, subnets, SNAT addresses). Both
@@ -38,5 +38,8 @@ func (c *Config) RestartKeysDiffer(o *Config) []string {
 	diff(c.Metrics.Listen != o.Metrics.Listen, "metrics.listen")
 	diff(c.Control.Socket != o.Control.Socket, "control.socket")
 	diff(c.StateFile != o.StateFile, "state_file")
+	diff(c.Datapath.Workers != o.Datapath.Workers, "datapath.workers")
+	diff(c.Datapath.IO != o.Datapath.IO, "datapath.io")
+	diff(c.Datapath.RingFrames != o.Datapath.RingFrames, "datapath.ring_frames")
 	return keys
 }

@@ -19,6 +19,7 @@ func (c *Config) Validate() Errors {
 	v.links()
 	v.services()
 	v.snat()
+	v.datapath()
 	v.flows()
 	v.misc()
 	v.health()
@@ -430,6 +431,23 @@ func (v *validator) snat() {
 	}
 	if s.PortMin > s.PortMax {
 		v.add(pr, "range %d-%d is reversed", s.PortMin, s.PortMax)
+	} else if w := v.c.Datapath.Workers; w > 0 && int(s.PortMax)-int(s.PortMin)+1 < w {
+		v.add(pr, "range %d-%d holds fewer ports than datapath.workers (%d): every worker needs its own share", s.PortMin, s.PortMax, w)
+	}
+}
+
+func (v *validator) datapath() {
+	dp := v.c.Datapath
+	if dp.Workers < 0 || dp.Workers > MaxWorkers {
+		v.add("datapath.workers", "%d is out of range 0..%d (0: one per CPU)", dp.Workers, MaxWorkers)
+	}
+	switch dp.IO {
+	case "ring", "socket":
+	default:
+		v.add("datapath.io", "unknown I/O mode %q (supported: ring, socket)", dp.IO)
+	}
+	if r := dp.RingFrames; r < 64 || r > 65536 || r&(r-1) != 0 {
+		v.add("datapath.ring_frames", "%d must be a power of two in 64..65536", r)
 	}
 }
 

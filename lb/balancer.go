@@ -2,10 +2,11 @@ package lb
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,115 +15,59 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tslb/config"
+	"tslb/lb/link"
 	"tslb/nat"
 )
 
 // Options are the parts of a Balancer that are not configuration.
-// The zero value means: AF_PACKET links, slog's default logger, wall clock.
+// The zero value means: AF_PACKET links (link.Open), slog's default
+// logger, the wall clock, a random seed.
 type Options struct {
 	Logger *slog.Logger
-	// Open opens a link by interface name; nil means OpenAFPacket.
-	Open func(name string) (LinkIO, LinkInfo, error)
+	// Open opens the queues of a link by interface name (one per worker,
+	// cfg.Queues of them); nil means link.Open.
+	Open func(name string, cfg link.Config) ([]link.Queue, link.Info, error)
 	// Seed seeds the flow hash and port choice; 0 means random.
 	Seed uint64
+	// Clock returns the time as unix ns; nil means time.Now. Workers read
+	// it once per batch of frames.
+	Clock func() int64
 }
 
-type service struct {
-	name     string
-	vip      nat.Addr4
-	port     uint16
-	ts       config.TSMode
-	tsAction nat.TSAction
-	sched    Scheduler
-	backends []*backend
+// shared is what every worker reads and none owns: the running snapshot,
+// the links (addresses, neighbour tables), timeouts, the flow-table bound,
+// the clock and the logger. It is read-mostly: written by reloads, ARP
+// learning and the control plane, never per packet.
+type shared struct {
+	log     *slog.Logger
+	clock   func() int64
+	seed    uint64
+	workers int
+	nics    []*nic
+	snap    atomic.Pointer[snapshot]
+	m       *metrics
 
-	hc            *config.HealthCheck
-	timeWaitNs    int64 // the backends' TIME_WAIT (services[].time_wait)
-	noISN         bool  // isn_translation: false
-	exhaustion    string
-	exhaustWaitNs int64
+	timeouts [8]atomic.Int64 // flow idle timeouts by nat.ConnState, ns
+	noRepair atomic.Bool
+	stopping atomic.Bool // SIGTERM: no new flows
 
-	created   prometheus.Counter
-	active    prometheus.Gauge
-	refused   [3]prometheus.Counter // table_full, no_backend, snat_exhausted
-	exhausted [numExhaust]prometheus.Counter
-}
+	flowsMax   int64
+	flowsCount atomic.Int64 // flows in every worker's table (the flows.max bound)
 
-const (
-	refusedTableFull = iota
-	refusedNoBackend
-	refusedSNAT
-)
+	neighDropped atomic.Uint64 // frames dropped from neighbour queues by expiry
 
-type backend struct {
-	ap     netip.AddrPort
-	addr   nat.Addr4
-	port   uint16
-	weight int // 0: drained (weight 0 or drain: true)
-	link   *link
-	hop    nat.Addr4
-	*backendState
-}
-
-// backendState is the part of a backend that outlives reloads.
-type backendState struct {
-	up         atomic.Bool  // health: false after fall failed checks
-	flows      atomic.Int64 // live flows, for least_conn
-	created    prometheus.Counter
-	active     prometheus.Gauge
-	collisions [numSignatures]prometheus.Counter
-	repairs    prometheus.Counter
-}
-
-type link struct {
-	name    string
-	io      LinkIO
-	mac     nat.MAC
-	mtu     int
-	subnets []netip.Prefix
-	gw      nat.Addr4
-	hasGW   bool
-	idx     int // position in Balancer.links
-	neigh   *neighTable
-
-	rxPackets, rxBytes, txPackets, txBytes prometheus.Counter
-	arpReq, arpReply, arpGratuitous        prometheus.Counter
-}
-
-type ownedKind uint8
-
-const (
-	ownedVIP ownedKind = iota + 1
-	ownedSNAT
-	ownedKernel // health.source: the kernel's, frames to it are ignored
-)
-
-type svcKey struct {
-	vip  nat.Addr4
-	port uint16
+	pcapDir string
+	pcapMax int
 }
 
 // Balancer is a running tslb datapath built from one configuration.
 type Balancer struct {
-	log  *slog.Logger
-	seed uint64
-
-	links []*link
-	snap  atomic.Pointer[snapshot]
-	flows *flowTable
-	m     *metrics
-
-	timeouts [8]atomic.Int64 // by nat.ConnState, ns
-	now      atomic.Int64
-
-	waitq    waitQueue
-	noRepair atomic.Bool
-	pcapDir  string
-	pcapMax  int
+	sh      *shared
+	workers []*worker
+	shards  []*poolShard // by worker
 
 	reloadMu sync.Mutex
 	health   healthSet
-	stopping atomic.Bool // SIGTERM: no new flows
 
 	closeOnce sync.Once
 }
@@ -134,52 +79,67 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.Open == nil {
-		opts.Open = OpenAFPacket
+		opts.Open = openLink
 	}
 	if opts.Seed == 0 {
 		opts.Seed = rand.Uint64()
 	}
-	b := &Balancer{
-		log:     opts.Logger,
-		seed:    opts.Seed,
-		pcapDir: cfg.Detector.PcapDir,
-		pcapMax: cfg.Detector.PcapMaxFiles,
+	if opts.Clock == nil {
+		opts.Clock = func() int64 { return time.Now().UnixNano() }
 	}
-	b.waitq.keys = make(map[flowKey]bool)
-	if b.pcapMax <= 0 {
-		b.pcapMax = config.DefaultPcapMaxFiles
+	nw := cfg.Datapath.Workers
+	if nw <= 0 {
+		nw = runtime.NumCPU()
 	}
-	b.now.Store(time.Now().UnixNano())
-	b.flows = newFlowTable(cfg.Flows.Max, b.seed)
+	sh := &shared{
+		log: opts.Logger, clock: opts.Clock, seed: opts.Seed, workers: nw,
+		flowsMax: int64(cfg.Flows.Max), pcapDir: cfg.Detector.PcapDir, pcapMax: cfg.Detector.PcapMaxFiles,
+	}
+	if sh.pcapMax <= 0 {
+		sh.pcapMax = config.DefaultPcapMaxFiles
+	}
+	b := &Balancer{sh: sh}
 	b.applyTimeouts(cfg)
 
 	// Links first: services need them to route to backends.
-	for _, lc := range cfg.Links {
-		io, info, err := opts.Open(lc.Interface)
+	mode := link.Mode(cfg.Datapath.IO)
+	for i, lc := range cfg.Links {
+		steer := link.SteerFlowHash
+		if linkHoldsSNAT(lc, cfg) {
+			steer = link.SteerDstPort
+		}
+		qs, info, err := opts.Open(lc.Interface, link.Config{Mode: mode, Queues: nw, Steering: steer, RingFrames: cfg.Datapath.RingFrames})
 		if err != nil {
 			b.closeLinks()
-			return nil, err
+			return nil, fmt.Errorf("lb: link %q: %w", lc.Interface, err)
+		}
+		if len(qs) != nw {
+			for _, q := range qs {
+				q.Close()
+			}
+			b.closeLinks()
+			return nil, fmt.Errorf("lb: link %q: %d queues opened, want %d", lc.Interface, len(qs), nw)
 		}
 		name := lc.Name
 		if name == "" {
 			name = lc.Interface
 		}
-		l := &link{name: name, io: io, mac: info.MAC, mtu: info.MTU, subnets: lc.Subnets,
-			idx: len(b.links), neigh: newNeighTable()}
+		l := &nic{name: name, idx: i, mac: nat.MAC(info.MAC), mtu: info.MTU, subnets: lc.Subnets,
+			neigh: newNeighTable(), steer: steer, queues: qs}
 		if lc.Gateway.IsValid() {
 			l.gw, l.hasGW = nat.Addr4From(lc.Gateway), true
 		}
-		b.links = append(b.links, l)
+		sh.nics = append(sh.nics, l)
 	}
-	b.m = newMetrics(b)
-	for _, l := range b.links {
-		l.rxPackets = b.m.packets.WithLabelValues(l.name, "rx")
-		l.txPackets = b.m.packets.WithLabelValues(l.name, "tx")
-		l.rxBytes = b.m.bytes.WithLabelValues(l.name, "rx")
-		l.txBytes = b.m.bytes.WithLabelValues(l.name, "tx")
-		l.arpReq = b.m.arpSent.WithLabelValues(l.name, "request")
-		l.arpReply = b.m.arpSent.WithLabelValues(l.name, "reply")
-		l.arpGratuitous = b.m.arpSent.WithLabelValues(l.name, "gratuitous")
+	sh.m = newMetrics(b)
+	for _, l := range sh.nics {
+		l.arpReq = sh.m.arpSent.WithLabelValues(l.name, "request")
+		l.arpReply = sh.m.arpSent.WithLabelValues(l.name, "reply")
+		l.arpGratuitous = sh.m.arpSent.WithLabelValues(l.name, "gratuitous")
+	}
+	for w := range nw {
+		b.shards = append(b.shards, newPoolShard())
+		_ = w
 	}
 
 	s, err := b.buildSnapshot(cfg, nil)
@@ -187,23 +147,39 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		b.closeLinks()
 		return nil, err
 	}
-	b.snap.Store(s)
-	b.m.configVersion.Set(0)
+	sh.snap.Store(s)
+	sh.m.configVersion.Set(0)
+	for w := range nw {
+		wk, err := newWorker(w, sh, b.shards[w])
+		if err != nil {
+			b.closeLinks()
+			return nil, err
+		}
+		b.workers = append(b.workers, wk)
+	}
+	for _, w := range b.workers {
+		w.peers = b.workers
+	}
+	b.workers[0].announce.Store(true)
 	if cfg.StateFile != "" {
 		n, err := b.loadState(cfg.StateFile)
 		if err != nil {
-			b.log.Warn("state file not loaded: TIME_WAIT ledger starts empty", "file", cfg.StateFile, "err", err)
+			sh.log.Warn("state file not loaded: TIME_WAIT ledger starts empty", "file", cfg.StateFile, "err", err)
 		} else if n > 0 {
-			b.log.Info("TIME_WAIT ledger restored", "file", cfg.StateFile, "tuples", n)
+			sh.log.Info("TIME_WAIT ledger restored", "file", cfg.StateFile, "tuples", n)
 		}
 	}
 	return b, nil
 }
 
-func less(a, b nat.Addr4) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return a[i] < b[i]
+// linkHoldsSNAT reports whether an SNAT address is on one of lc's subnets:
+// that link carries backend traffic, steered by SNAT port.
+func linkHoldsSNAT(lc config.Link, cfg *config.Config) bool {
+	for _, a := range cfg.SNAT.Addresses {
+		for _, p := range lc.Subnets {
+			if p.Contains(a) {
+				return true
+			}
 		}
 	}
 	return false
@@ -211,16 +187,16 @@ func less(a, b nat.Addr4) bool {
 
 // route returns the link and next hop for dst: dst itself if a link's
 // subnet holds it, else the gateway.
-func (b *Balancer) route(dst nat.Addr4) (*link, nat.Addr4) {
+func (sh *shared) route(dst nat.Addr4) (*nic, nat.Addr4) {
 	a := dst.Netip()
-	for _, l := range b.links {
+	for _, l := range sh.nics {
 		for _, p := range l.subnets {
 			if p.Contains(a) {
 				return l, dst
 			}
 		}
 	}
-	for _, l := range b.links {
+	for _, l := range sh.nics {
 		if l.hasGW {
 			return l, l.gw
 		}
@@ -229,48 +205,56 @@ func (b *Balancer) route(dst nat.Addr4) (*link, nat.Addr4) {
 }
 
 // Registry is the Prometheus registry holding tslb's metrics.
-func (b *Balancer) Registry() *prometheus.Registry { return b.m.reg }
+func (b *Balancer) Registry() *prometheus.Registry { return b.sh.m.reg }
 
 // MetricsHandler serves the metrics in the Prometheus text format.
 func (b *Balancer) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(b.m.reg, promhttp.HandlerOpts{Registry: b.m.reg})
+	return promhttp.HandlerFor(b.sh.m.reg, promhttp.HandlerOpts{Registry: b.sh.m.reg})
 }
 
 // Config is the configuration running now.
-func (b *Balancer) Config() *config.Config { return b.snap.Load().cfg }
+func (b *Balancer) Config() *config.Config { return b.sh.snap.Load().cfg }
 
-// FlowCount is the number of flows in the table.
-func (b *Balancer) FlowCount() int { return int(b.flows.count.Load()) }
+// Workers is the number of datapath workers.
+func (b *Balancer) Workers() int { return b.sh.workers }
 
-// Run runs the datapath until ctx is done: one worker per link, a clock, a
-// reaper, the health checkers. When ctx ends it stops gracefully: new SYNs
+// FlowCount is the number of flows in the tables of every worker.
+func (b *Balancer) FlowCount() int {
+	n := int64(0)
+	for _, w := range b.workers {
+		n += w.c.flows.Load()
+	}
+	return int(n)
+}
+
+// Run runs the datapath until ctx is done: the workers, a housekeeping
+// loop, the health checkers. When ctx ends it stops gracefully: new SYNs
 // are refused (counted as shutting_down) while established flows go on,
-// until none is left or shutdown.timeout passes; then it closes the links
-// and saves the TIME_WAIT ledger to state_file. Run returns nil after a
-// clean stop, or the first link error that stopped a worker.
+// until none is left or shutdown.timeout passes; then it stops the
+// workers, closes the links and saves the TIME_WAIT ledger to state_file.
+// Run returns nil after a clean stop, or the first link error that stopped
+// a worker.
 func (b *Balancer) Run(ctx context.Context) error {
 	inner, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(b.links))
-	for _, l := range b.links {
-		w := b.newWorker(l)
+	errc := make(chan error, len(b.workers))
+	for _, w := range b.workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := w.run(inner); err != nil {
+			if err := w.run(); err != nil {
 				errc <- err
 				cancel()
 			}
 		}()
 	}
-	b.announce()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		b.housekeeping(inner)
 	}()
-	b.health.apply(b, b.snap.Load())
+	b.health.apply(b, b.sh.snap.Load())
 	select {
 	case <-ctx.Done():
 		b.drain()
@@ -278,13 +262,16 @@ func (b *Balancer) Run(ctx context.Context) error {
 	}
 	b.health.stopAll()
 	cancel()
-	b.closeLinks() // unblocks the readers
+	for _, w := range b.workers {
+		w.stopWorker()
+	}
 	wg.Wait()
-	if path := b.snap.Load().cfg.StateFile; path != "" {
+	b.closeLinks()
+	if path := b.sh.snap.Load().cfg.StateFile; path != "" {
 		if n, err := b.saveState(path); err != nil {
-			b.log.Error("state file not saved", "file", path, "err", err)
+			b.sh.log.Error("state file not saved", "file", path, "err", err)
 		} else {
-			b.log.Info("TIME_WAIT ledger saved", "file", path, "tuples", n)
+			b.sh.log.Info("TIME_WAIT ledger saved", "file", path, "tuples", n)
 		}
 	}
 	select {
@@ -298,182 +285,73 @@ func (b *Balancer) Run(ctx context.Context) error {
 // drain refuses new flows and waits, up to shutdown.timeout, until no flow
 // is open (every one finished, reset or timed out).
 func (b *Balancer) drain() {
-	b.stopping.Store(true)
-	timeout := b.snap.Load().cfg.Shutdown.Timeout
+	b.sh.stopping.Store(true)
+	timeout := b.sh.snap.Load().cfg.Shutdown.Timeout
 	if timeout <= 0 {
 		return
 	}
 	deadline := time.Now().Add(timeout)
 	open := b.openFlows()
-	b.log.Info("stopping: no new flows; waiting for open flows", "open", open, "timeout", timeout)
+	b.sh.log.Info("stopping: no new flows; waiting for open flows", "open", open, "timeout", timeout)
 	for open > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		open = b.openFlows()
 	}
 	if open > 0 {
-		b.log.Warn("stopping with flows still open", "open", open)
+		b.sh.log.Warn("stopping with flows still open", "open", open)
 	}
 }
 
-// openFlows counts flows not yet finished (neither in TIME_WAIT nor closed).
+// openFlows counts flows not yet finished (neither in TIME_WAIT nor
+// closed), over every worker.
 func (b *Balancer) openFlows() int {
-	n := 0
-	for i := range b.flows.shards {
-		sh := &b.flows.shards[i]
-		sh.mu.Lock()
-		for k, f := range sh.m {
-			if k != f.clientKey() {
-				continue
-			}
-			if st := nat.ConnState(f.state.Load()); st != nat.StateTimeWait && st != nat.StateClosed {
-				n++
-			}
-		}
-		sh.mu.Unlock()
+	n := int64(0)
+	for _, w := range b.workers {
+		n += w.c.open.Load()
 	}
-	return n
+	return int(n)
 }
 
 // Stopping reports whether Run is refusing new flows because it is
 // stopping.
-func (b *Balancer) Stopping() bool { return b.stopping.Load() }
+func (b *Balancer) Stopping() bool { return b.sh.stopping.Load() }
 
 func (b *Balancer) closeLinks() {
 	b.closeOnce.Do(func() {
-		for _, l := range b.links {
-			l.io.Close()
+		for _, l := range b.sh.nics {
+			for _, q := range l.queues {
+				q.Close()
+			}
+		}
+		for _, w := range b.workers {
+			w.poll.Close()
 		}
 	})
 }
 
-// announce sends a gratuitous ARP for every owned address on each link so
-// that switches and neighbours learn tslb's MAC at once.
-func (b *Balancer) announce() {
-	buf := make([]byte, nat.VirtioNetHdrLen+64)
-	s := b.snap.Load()
-	for _, l := range b.links {
-		for a := range s.linkOwned[l.idx] {
-			n := nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, a, nat.MAC{}, a)
-			clear(buf[:nat.VirtioNetHdrLen])
-			if err := l.io.WriteFrame(buf[:nat.VirtioNetHdrLen+n]); err == nil {
-				l.arpGratuitous.Inc()
-			}
-		}
-	}
-}
-
-var broadcast = nat.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
-// housekeeping advances the coarse clock every millisecond, retries SYNs
-// held by the wait policy every 10 ms, reaps expired flows and neighbour
-// entries every 250 ms (one quarter of the shards each time) and updates
-// the TIME_WAIT rates every second. Its own worker (no link of its own)
-// re-runs held SYNs through the datapath.
+// housekeeping runs what no worker owns, once a second: the pools'
+// TIME_WAIT entry rates (seconds to exhaustion) and the neighbour tables'
+// expiry.
 func (b *Balancer) housekeeping(ctx context.Context) {
-	tick := time.NewTicker(time.Millisecond)
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	hk := b.newWorker(nil)
-	var expired []*flow
-	next := 0
-	start := time.Now()
-	lastReap, lastWait, lastRate := start, start, start
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case t := <-tick.C:
-			now := t.UnixNano()
-			b.now.Store(now)
-			if t.Sub(lastWait) >= 10*time.Millisecond {
-				lastWait = t
-				b.retryWaiting(hk, now)
+			dt := t.Sub(last).Seconds()
+			last = t
+			for _, ps := range b.shards {
+				ps.tick(dt)
 			}
-			if d := t.Sub(lastRate); d >= time.Second {
-				lastRate = t
-				for _, p := range b.snap.Load().snat.pools() {
-					p.tick(d.Seconds())
-				}
-			}
-			if t.Sub(lastReap) < 250*time.Millisecond {
-				continue
-			}
-			lastReap = t
-			for i := 0; i < numShards/4; i++ {
-				expired = b.flows.collect(next, expired[:0], func(f *flow) bool { return b.expired(f, now) })
-				for _, f := range expired {
-					b.flowExpired(f)
-				}
-				next = (next + 1) % numShards
-			}
-			if next == 0 {
-				for _, l := range b.links {
-					if n := l.neigh.expire(now); n > 0 {
-						b.m.dropByReason[dropNeighbour].Add(float64(n))
-					}
+			now := b.sh.clock()
+			for _, l := range b.sh.nics {
+				if n := l.neigh.expire(now); n > 0 {
+					b.sh.neighDropped.Add(uint64(n))
 				}
 			}
 		}
-	}
-}
-
-func (b *Balancer) expired(f *flow, now int64) bool {
-	return now-f.last.Load() > b.timeouts[f.state.Load()].Load()
-}
-
-func (b *Balancer) flowExpired(f *flow) {
-	b.m.flowsExpired.WithLabelValues(nat.ConnState(f.state.Load()).String()).Inc()
-	b.removeFlow(f)
-}
-
-// releaseTuple returns the backend tuple of a finished flow (TIME_WAIT or
-// RST) to its pool at once, into the TIME_WAIT ledger if the backend keeps
-// it, instead of holding it for the flow's timeout: the ledger, not the
-// flow table, decides when the tuple may carry a new SYN. The flow leaves
-// the backend side of the table; its client key stays until it times out.
-func (b *Balancer) releaseTuple(f *flow) {
-	f.mu.Lock()
-	if f.dead || f.released.Load() {
-		f.mu.Unlock()
-		return
-	}
-	rec := b.ledgerRecord(f)
-	f.released.Store(true)
-	f.mu.Unlock()
-	b.flows.removeKey(f.backendKey(), f)
-	f.pool.release(f.sport, b.now.Load(), rec)
-}
-
-// removeFlow takes f out of the table and returns its SNAT tuple to the
-// pool, into the TIME_WAIT ledger if the backend may still hold it.
-func (b *Balancer) removeFlow(f *flow) {
-	f.mu.Lock()
-	if f.dead {
-		f.mu.Unlock()
-		return
-	}
-	f.dead = true
-	first, reset := f.tr.ClosedFirst, f.tr.ResetBy
-	rec := b.ledgerRecord(f)
-	x := f.x
-	released := f.released.Swap(true)
-	f.mu.Unlock()
-	b.flows.remove(f)
-	if !released {
-		f.pool.release(f.sport, b.now.Load(), rec)
-	}
-	f.svc.active.Dec()
-	f.be.active.Dec()
-	f.be.flows.Add(-1)
-	b.m.translationEvents(&x)
-	if c := f.capt.Load(); c != nil {
-		b.writeCapture(c)
-	}
-	switch {
-	case first == nat.SideClient:
-		b.m.flowsClosed.WithLabelValues("client").Inc()
-	case first == nat.SideBackend:
-		b.m.flowsClosed.WithLabelValues("backend").Inc()
-	case reset != nat.SideNone:
-		b.m.flowsClosed.WithLabelValues("reset").Inc()
 	}
 }

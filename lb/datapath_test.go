@@ -17,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"tslb/config"
+	"tslb/lb/link"
 	"tslb/nat"
 )
 
@@ -79,7 +80,8 @@ func testConfig(mods ...func(*config.Config)) *config.Config {
 			Syn: 30 * time.Second, Established: time.Hour, Fin: 2 * time.Minute,
 			TimeWait: 60 * time.Second, Closed: 10 * time.Second,
 		}},
-		Log: config.Log{Level: "info"},
+		Log:      config.Log{Level: "info"},
+		Datapath: config.Datapath{Workers: 1},
 	}
 	for _, m := range mods {
 		m(cfg)
@@ -91,7 +93,8 @@ func testConfig(mods ...func(*config.Config)) *config.Config {
 type harness struct {
 	b      *Balancer
 	c0, b0 *fakeLink
-	seq    int // barrier counter
+	seq    int    // barrier counter
+	stop   func() // stops Run (and checks it returned nil); idempotent
 }
 
 // start validates cfg, builds a Balancer on fake links and runs it until
@@ -103,22 +106,25 @@ func start(t testing.TB, cfg *config.Config) *harness {
 		t.Fatalf("test config does not validate: %v", errs)
 	}
 	h := &harness{}
-	infos := map[string]LinkInfo{
+	infos := map[string]link.Info{
 		"c0": {Name: "c0", MAC: c0MAC, MTU: 1500, Index: 2},
 		"b0": {Name: "b0", MAC: b0MAC, MTU: 1500, Index: 3},
 	}
-	open := func(name string) (LinkIO, LinkInfo, error) {
+	open := func(name string, lc link.Config) ([]link.Queue, link.Info, error) {
 		info, ok := infos[name]
 		if !ok {
-			return nil, LinkInfo{}, fmt.Errorf("fake: no link %q", name)
+			return nil, link.Info{}, fmt.Errorf("fake: no link %q", name)
 		}
-		l := newFakeLink(name)
+		l, err := newFakeLink(name, lc.Queues, lc.Steering == link.SteerDstPort)
+		if err != nil {
+			return nil, link.Info{}, err
+		}
 		if name == "c0" {
 			h.c0 = l
 		} else {
 			h.b0 = l
 		}
-		return l, info, nil
+		return l.queues(), info, nil
 	}
 	b, err := New(cfg, Options{Open: open, Seed: 1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -128,22 +134,27 @@ func start(t testing.TB, cfg *config.Config) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v, want nil", err)
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("Run did not return within 5s of cancel")
 			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("Run did not return within 5s of cancel")
-		}
-		for _, l := range []*fakeLink{h.c0, h.b0} {
-			if !l.closed() {
-				t.Errorf("link %s not closed after Run", l.name)
+			for _, l := range []*fakeLink{h.c0, h.b0} {
+				if !l.closed() {
+					t.Errorf("link %s not closed after Run", l.name)
+				}
+				l.Close()
 			}
-		}
-	})
+		})
+	}
+	t.Cleanup(h.stop)
 	// Run announces every owned address with a gratuitous ARP.
 	h.expectGratuitous(t, h.c0, c0MAC, vipAddr)
 	h.expectGratuitous(t, h.b0, b0MAC, snatAddr)
@@ -165,19 +176,35 @@ func (h *harness) other(l *fakeLink) *fakeLink {
 // returned as well (read without waiting).
 func (h *harness) sync(t testing.TB, l *fakeLink) (same, other [][]byte) {
 	t.Helper()
-	h.seq++
-	mac := nat.MAC{0x02, 0xee, 0, 0, byte(h.seq >> 8), byte(h.seq)}
 	from, target := syncC0Addr, vipAddr
 	if l == h.b0 {
 		from, target = syncB0Addr, snatAddr
 	}
-	l.inject(t, arpFrame(t, nat.ARPRequest, mac, bcastMAC, mac, from, nat.MAC{}, target))
-	for {
-		f := l.next(t)
-		if isARPReplyTo(f, mac) {
-			break
+	// One ARP request per queue (worker): each worker answers after the
+	// frames queued before it.
+	want := map[nat.MAC]bool{}
+	for i := range l.qs {
+		if h.b.workers[i].dead.Load() {
+			continue // a stopped worker answers nothing
 		}
-		same = append(same, f)
+		h.seq++
+		mac := nat.MAC{0x02, 0xee, 0, 0, byte(h.seq >> 8), byte(h.seq)}
+		want[mac] = true
+		l.injectTo(t, i, arpFrame(t, nat.ARPRequest, mac, bcastMAC, mac, from, nat.MAC{}, target))
+	}
+	for len(want) > 0 {
+		f := l.next(t)
+		replied := false
+		for mac := range want {
+			if isARPReplyTo(f, mac) {
+				delete(want, mac)
+				replied = true
+				break
+			}
+		}
+		if !replied {
+			same = append(same, f)
+		}
 	}
 	for {
 		select {
@@ -1569,9 +1596,7 @@ func TestConcurrentFlows(t *testing.T) {
 		defer wg.Done()
 		for r := range rounds {
 			for _, c := range conns {
-				select {
-				case l.in <- mk(c, r):
-				case <-l.done:
+				if l.injectErr(mk(c, r)) != nil {
 					return
 				}
 			}

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -47,56 +46,53 @@ var signatureNames = [numSignatures]string{"old_ack", "rst_on_syn", "syn_retrans
 // an old ACK (rfc1337=1, FreeBSD) is left to the client's own recovery.
 const maxRepairs = 3
 
-// oldACK handles the old-ACK signature for f; the ACK is in w.buf[:n].
-func (w *worker) oldACK(f *flow, n int) {
-	b, p := w.b, &w.pkt
+// oldACK handles the old-ACK signature for f; the ACK is in frame.
+func (w *worker) oldACK(f *flow, frame []byte) {
+	p := &w.pkt
 	f.be.collisions[sigOldACK].Inc()
 	ack := p.Ack
-	f.mu.Lock()
-	repair := !b.noRepair.Load() && f.repairs < maxRepairs && f.syn != nil
-	var syn []byte
+	repair := !w.sh.noRepair.Load() && f.repairs < maxRepairs && f.syn != nil
 	if repair {
 		f.repairs++
-		w.scratch2 = append(w.scratch2[:0], f.syn...)
-		syn = w.scratch2
 	}
-	f.mu.Unlock()
-	b.log.Warn("collision: SYN answered by an ACK that does not acknowledge it",
+	w.sh.log.Warn("collision: SYN answered by an ACK that does not acknowledge it",
 		"backend", f.be.ap.String(), "tuple", fmt.Sprintf("%s:%d->%s", f.snat, f.sport, f.be.ap),
 		"client", fmt.Sprintf("%s:%d", f.client, f.cport), "syn_seq", f.isn, "ack", ack, "repair", repair)
-	if b.pcapDir != "" {
-		c := f.capt.Load()
-		if c == nil {
-			c = &flowCapture{name: fmt.Sprintf("collision-%s-%s_%d-%s_%d", time.Now().UTC().Format("20060102T150405.000000000"),
+	if w.sh.pcapDir != "" {
+		if f.capt == nil {
+			f.capt = &flowCapture{name: fmt.Sprintf("collision-%s-%s_%d-%s_%d", time.Now().UTC().Format("20060102T150405.000000000"),
 				f.snat, f.sport, f.baddr, f.bport), remaining: 8}
-			f.mu.Lock()
 			if f.syn != nil {
-				c.add(f.syn)
+				f.capt.add(f.syn)
 			}
-			f.mu.Unlock()
-			f.capt.Store(c)
 		}
-		b.captureFrame(f, w.buf[:n])
+		w.captureFrame(f, frame)
 	}
 	if !repair {
 		// Forward it as any balancer would: the client will reset.
-		f.mu.Lock()
-		err := f.x.BackendToClient(p)
-		f.mu.Unlock()
-		if err != nil || !p.DecTTL() {
+		if err := f.x.BackendToClient(p); err != nil || !p.DecTTL() {
 			return
 		}
 		p.SetTuple(f.vip, f.vport, f.client, f.cport)
-		w.transmit(f.clientLink, f.clientHop, n)
+		w.transmit(f.clientNIC, f.clientHop, outFrame(frame, p))
 		return
 	}
-	w.sendTCP(f.be.link, f.be.hop, f.snat, f.baddr, f.sport, f.bport, ack, 0, nat.TCPFlagRST)
-	if f.capt.Load() != nil {
-		b.captureFrame(f, w.scratch[:nat.VirtioNetHdrLen+nat.EthernetHeaderLen+40])
+	rst := w.sendTCP(f.be.nic, f.be.hop, f.snat, f.baddr, f.sport, f.bport, ack, 0, nat.TCPFlagRST)
+	if f.capt != nil {
+		w.captureFrame(f, rst)
 	}
-	w.transmitFrame(f.be.link, f.be.hop, syn)
-	if f.capt.Load() != nil {
-		b.captureFrame(f, syn)
+	// The SYN is re-sent from a copy: f.syn may change (a client
+	// retransmit) before the batch is flushed.
+	var syn []byte
+	if len(f.syn) <= arenaSlotLen {
+		syn = append(w.scratch()[:0], f.syn...)
+	} else {
+		syn = append([]byte(nil), f.syn...)
+		w.keep(syn)
+	}
+	w.transmit(f.be.nic, f.be.hop, syn)
+	if f.capt != nil {
+		w.captureFrame(f, syn)
 	}
 	f.be.repairs.Inc()
 }
@@ -106,8 +102,8 @@ type flowCapture struct {
 	name      string
 	frames    [][]byte
 	times     []time.Time
-	remaining int // frames still to record after the collision
-	written   atomic.Bool
+	remaining int  // frames still to record after the collision
+	written   bool // handed to the writer: no more frames
 }
 
 func (c *flowCapture) add(frame []byte) {
@@ -124,33 +120,32 @@ func (c *flowCapture) add(frame []byte) {
 
 // captureFrame records frame (virtio header + Ethernet) for f's
 // collision capture and writes the file once enough was recorded.
-func (b *Balancer) captureFrame(f *flow, frame []byte) {
-	f.mu.Lock()
-	c := f.capt.Load()
-	if c == nil || c.remaining <= 0 {
-		f.mu.Unlock()
+func (w *worker) captureFrame(f *flow, frame []byte) {
+	c := f.capt
+	if c == nil || c.remaining <= 0 || c.written {
 		return
 	}
 	c.add(frame)
 	c.remaining--
-	done := c.remaining == 0
-	f.mu.Unlock()
-	if done {
-		b.writeCapture(c)
+	if c.remaining == 0 {
+		w.writeCapture(c)
 	}
 }
 
-// writeCapture writes c to pcap_dir in the background, once.
-func (b *Balancer) writeCapture(c *flowCapture) {
-	if c.written.Swap(true) {
+// writeCapture writes c to pcap_dir in the background, once; the worker
+// adds nothing to c afterwards.
+func (w *worker) writeCapture(c *flowCapture) {
+	if c.written {
 		return
 	}
+	c.written = true
+	dir, max, log := w.sh.pcapDir, w.sh.pcapMax, w.sh.log
 	go func() {
-		if err := writePcap(b.pcapDir, c, b.pcapMax); err != nil {
-			b.log.Error("collision pcap", "err", err)
+		if err := writePcap(dir, c, max); err != nil {
+			log.Error("collision pcap", "err", err)
 			return
 		}
-		b.log.Info("collision pcap written", "file", filepath.Join(b.pcapDir, c.name+".pcap"))
+		log.Info("collision pcap written", "file", filepath.Join(dir, c.name+".pcap"))
 	}()
 }
 

@@ -1,93 +1,130 @@
 package lb
 
 import (
-	"net"
+	"errors"
 	"sync"
 	"testing"
 	"time"
+
+	"tslb/lb/link"
+	"tslb/lb/snat"
+	"tslb/nat"
 )
 
-// fakeLink is an in-memory LinkIO. ReadFrame blocks until the test injects
-// a frame (or the link is closed); WriteFrame records a copy of every frame
-// the datapath writes on a channel the test reads. Frames in both
-// directions start with the virtio_net_hdr, as on a real link.
+// fakeLink is one link of the test harness: an in-memory link.Mem queue
+// per worker. inject hands a frame to the worker the real fanout program
+// would pick (the flow's owner); next returns the frames the datapath
+// flushed on any of the link's queues. Frames in both directions start
+// with the virtio_net_hdr, as on a real link.
 type fakeLink struct {
-	name string
-	in   chan []byte // frames injected by the test, read by the datapath
-	out  chan []byte // frames written by the datapath, read by the test
+	name    string
+	qs      []*link.Mem
+	backend bool // steered by SNAT port (the backend link)
+	out     chan []byte
 
 	closeOnce sync.Once
 	done      chan struct{}
 }
 
-func newFakeLink(name string) *fakeLink {
-	return &fakeLink{
-		name: name,
-		in:   make(chan []byte),
-		out:  make(chan []byte, 4096),
-		done: make(chan struct{}),
+func newFakeLink(name string, queues int, backend bool) (*fakeLink, error) {
+	l := &fakeLink{name: name, backend: backend, out: make(chan []byte, 4096), done: make(chan struct{})}
+	for range queues {
+		q, err := link.NewMem(name, 4096)
+		if err != nil {
+			return nil, err
+		}
+		l.qs = append(l.qs, q)
+		go func() {
+			for {
+				select {
+				case f := <-q.Out():
+					select {
+					case l.out <- f:
+					case <-l.done:
+						return
+					}
+				case <-l.done:
+					return
+				}
+			}
+		}()
 	}
+	return l, nil
 }
 
-// ReadFrame implements LinkIO. A frame longer than b is truncated, as a
-// socket read into a short buffer would be.
-func (l *fakeLink) ReadFrame(b []byte) (int, error) {
+// queues returns the link's queues as the datapath opens them.
+func (l *fakeLink) queues() []link.Queue {
+	out := make([]link.Queue, len(l.qs))
+	for i, q := range l.qs {
+		out[i] = q
+	}
+	return out
+}
+
+// owner is the queue the fanout program would deliver frame to: the
+// worker owning its flow (client link: by client tuple; backend link: by
+// SNAT port), queue 0 for anything but TCP.
+func (l *fakeLink) owner(frame []byte) int {
+	n := len(l.qs)
+	if n == 1 || len(frame) < nat.VirtioNetHdrLen {
+		return 0
+	}
+	var p nat.Packet
+	if p.Decode(frame[nat.VirtioNetHdrLen:]) != nil || p.EtherType != nat.EtherTypeIPv4 || p.Proto != nat.ProtoTCP {
+		return 0
+	}
+	if l.backend {
+		return snat.PortOwner(p.DstPort, n)
+	}
+	return flowOwner(p.Src, p.SrcPort, p.DstPort, n)
+}
+
+// injectErr hands frame to its owner's queue; usable from any goroutine.
+func (l *fakeLink) injectErr(frame []byte) error {
 	select {
 	case <-l.done:
-		return 0, net.ErrClosed
+		return errors.New(l.name + ": inject on a closed link")
 	default:
 	}
-	select {
-	case f := <-l.in:
-		return copy(b, f), nil
-	case <-l.done:
-		return 0, net.ErrClosed
+	return l.qs[l.owner(frame)].Inject(frame)
+}
+
+// inject hands frame to the datapath and fails the test if the link is
+// closed.
+func (l *fakeLink) inject(t testing.TB, frame []byte) {
+	t.Helper()
+	if err := l.injectErr(frame); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// WriteFrame implements LinkIO. It keeps a copy: the datapath reuses its
-// buffers.
-func (l *fakeLink) WriteFrame(b []byte) error {
-	c := append([]byte(nil), b...)
-	select {
-	case <-l.done:
-		return net.ErrClosed
-	default:
-	}
-	select {
-	case l.out <- c:
-		return nil
-	case <-l.done:
-		return net.ErrClosed
+// injectTo hands frame to queue i whatever its owner (a frame the fanout
+// delivered to the wrong worker).
+func (l *fakeLink) injectTo(t testing.TB, i int, frame []byte) {
+	t.Helper()
+	if err := l.qs[i].Inject(frame); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// Close implements LinkIO; it unblocks ReadFrame and WriteFrame.
+// Close closes every queue.
 func (l *fakeLink) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
+	l.closeOnce.Do(func() {
+		close(l.done)
+		for _, q := range l.qs {
+			q.Close()
+		}
+	})
 	return nil
 }
 
 func (l *fakeLink) closed() bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
+	for _, q := range l.qs {
+		if !q.Closed() {
+			return false
+		}
 	}
-}
-
-// inject hands frame to the datapath. It fails the test if the link's
-// worker does not take it in time (it is stuck, or the link is closed).
-func (l *fakeLink) inject(t testing.TB, frame []byte) {
-	t.Helper()
-	select {
-	case l.in <- frame:
-	case <-l.done:
-		t.Fatalf("%s: inject on a closed link", l.name)
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s: datapath did not read the injected frame", l.name)
-	}
+	return true
 }
 
 // next returns the next frame the datapath wrote, failing the test if none

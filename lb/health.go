@@ -185,11 +185,11 @@ func (h *healthSet) apply(b *Balancer, snap *snapshot) {
 			continue
 		}
 		lv := []string{k.svc, k.be.String()}
-		c := &healthChecker{be: be, svc: k.svc, hc: k.hc, source: snap.cfg.Health.Source, log: b.log,
-			upGauge:  b.m.backendUp.WithLabelValues(lv...),
-			toUp:     b.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "up"),
-			toDown:   b.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "down"),
-			checksOK: b.m.healthChecks.WithLabelValues(k.svc, k.be.String(), "ok"), checksFail: b.m.healthChecks.WithLabelValues(k.svc, k.be.String(), "fail")}
+		c := &healthChecker{be: be, svc: k.svc, hc: k.hc, source: snap.cfg.Health.Source, log: b.sh.log,
+			upGauge:  b.sh.m.backendUp.WithLabelValues(lv...),
+			toUp:     b.sh.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "up"),
+			toDown:   b.sh.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "down"),
+			checksOK: b.sh.m.healthChecks.WithLabelValues(k.svc, k.be.String(), "ok"), checksFail: b.sh.m.healthChecks.WithLabelValues(k.svc, k.be.String(), "fail")}
 		h.checkers[k] = c
 		c.start()
 	}

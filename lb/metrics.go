@@ -1,9 +1,14 @@
 package lb
 
 import (
+	"strconv"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"tslb/lb/link"
+	"tslb/lb/snat"
 	"tslb/nat"
 )
 
@@ -30,6 +35,7 @@ const (
 	dropARPNotOurs                         // ARP request for an address tslb does not own
 	dropShuttingDown                       // SYN refused: tslb is stopping (SIGTERM)
 	dropAfterClose                         // client segment of a finished flow whose tuple was released
+	dropOwnerGone                          // frame for a flow of a worker that stopped
 	numDropReasons
 )
 
@@ -37,40 +43,68 @@ var dropReasonNames = [numDropReasons]string{
 	"not_ours", "no_service", "no_flow", "unsupported_proto", "icmp_unsupported",
 	"icmp_no_flow", "bad_checksum", "ttl_expired", "no_route", "neighbour_unresolved",
 	"tx_error", "table_full", "no_backend", "snat_exhausted", "rst_out_of_window",
-	"arp_not_ours", "shutting_down", "after_close",
+	"arp_not_ours", "shutting_down", "after_close", "owner_gone",
 }
 
-// metrics holds every collector. Children whose labels are known from the
-// configuration are resolved when it loads, never per packet.
+// decodeIndex maps nat.Reason labels to their index in nat.Reasons.
+var decodeIndex = func() map[string]int {
+	m := make(map[string]int, len(nat.Reasons))
+	for i, r := range nat.Reasons {
+		m[r] = i
+	}
+	return m
+}()
+
+// workerCounters are one worker's per-packet counters. Only the worker
+// adds to them (atomically: a scrape reads them meanwhile; an uncontended
+// atomic add on a line no other core writes); the collector sums every
+// worker's at scrape time, so no counter is shared by workers.
+type workerCounters struct {
+	drops           [numDropReasons]atomic.Uint64
+	decode          []atomic.Uint64 // by index in nat.Reasons
+	tsStripped      atomic.Uint64
+	icmpEchoReplies atomic.Uint64
+	icmpTranslated  atomic.Uint64
+	handoffs        atomic.Uint64 // frames this worker handed to the owning worker
+	flows           atomic.Int64  // flows in this worker's table
+	open            atomic.Int64  // of those, not finished (neither TIME_WAIT nor closed)
+	_               [64]byte
+}
+
+func newWorkerCounters(nics int) *workerCounters {
+	return &workerCounters{decode: make([]atomic.Uint64, len(nat.Reasons))}
+}
+
+func (c *workerCounters) drop(r dropReason) { c.drops[r].Add(1) }
+
+func (c *workerCounters) dropErr(err error) {
+	i, ok := decodeIndex[nat.Reason(err)]
+	if !ok {
+		i = decodeIndex["other"]
+	}
+	c.decode[i].Add(1)
+}
+
+// metrics holds the registry and the collectors of events that happen per
+// flow or per control-plane action (children resolved when a
+// configuration loads, never per packet). Per-packet counts are the
+// workers' own (workerCounters, link.Stats), summed by datapathCollector.
 type metrics struct {
 	reg *prometheus.Registry
 
-	packets *prometheus.CounterVec // link, direction
-	bytes   *prometheus.CounterVec
-	drops   *prometheus.CounterVec // reason
+	flowsActive                              *prometheus.GaugeVec   // service
+	flowsCreated                             *prometheus.CounterVec // service
+	synRefused                               *prometheus.CounterVec // service, reason
+	backendCreated                           *prometheus.CounterVec // service, backend
+	backendActive                            *prometheus.GaugeVec   // service, backend
+	flowsExpired                             [8]prometheus.Counter  // by nat.ConnState
+	closedClient, closedBackend, closedReset prometheus.Counter
+	arpSent                                  *prometheus.CounterVec // link, op
 
-	dropByReason [numDropReasons]prometheus.Counter
-	dropDecode   map[string]prometheus.Counter
-
-	flowsActive     *prometheus.GaugeVec   // service
-	flowsCreated    *prometheus.CounterVec // service
-	synRefused      *prometheus.CounterVec // service, reason
-	backendCreated  *prometheus.CounterVec // service, backend
-	backendActive   *prometheus.GaugeVec   // service, backend
-	flowsExpired    *prometheus.CounterVec // state
-	flowsClosed     *prometheus.CounterVec // closed_first
-	arpSent         *prometheus.CounterVec // link, op
-	icmpTranslated  prometheus.Counter
-	icmpEchoReplies prometheus.Counter
-	tsStripped      prometheus.Counter
-	flowsTotal      prometheus.GaugeFunc
-
-	allocations *prometheus.CounterVec // snat, backend, kind
-	exhaustion  *prometheus.CounterVec // service, outcome
-	collisions  *prometheus.CounterVec // backend, signature
-	repairs     *prometheus.CounterVec // backend
-	translation *prometheus.CounterVec // event
-	trEvents    [numTrEvents]prometheus.Counter
+	exhaustion *prometheus.CounterVec // service, outcome
+	collisions *prometheus.CounterVec // backend, signature
+	repairs    *prometheus.CounterVec // backend
+	trEvents   [numTrEvents]prometheus.Counter
 
 	reloads           *prometheus.CounterVec // result
 	lastReloadOK      prometheus.Gauge
@@ -107,15 +141,6 @@ func (m *metrics) translationEvents(x *nat.Translation) {
 func newMetrics(b *Balancer) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.packets = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tslb_link_packets_total", Help: "Frames by link and direction (rx, tx). A GSO superframe counts once.",
-	}, []string{"link", "direction"})
-	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tslb_link_bytes_total", Help: "Ethernet bytes by link and direction (rx, tx).",
-	}, []string{"link", "direction"})
-	m.drops = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tslb_drops_total", Help: "Frames dropped by the datapath, by reason.",
-	}, []string{"reason"})
 	m.flowsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tslb_flows_active", Help: "Flows in the flow table, by service.",
 	}, []string{"service"})
@@ -131,31 +156,19 @@ func newMetrics(b *Balancer) *metrics {
 	m.backendActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tslb_backend_flows_active", Help: "Flows in the table for each backend.",
 	}, []string{"service", "backend"})
-	m.flowsExpired = prometheus.NewCounterVec(prometheus.CounterOpts{
+	expired := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tslb_flows_expired_total", Help: "Flows removed from the table by timeout, by the TCP state they were in.",
 	}, []string{"state"})
-	m.flowsClosed = prometheus.NewCounterVec(prometheus.CounterOpts{
+	for _, s := range nat.States {
+		m.flowsExpired[s] = expired.WithLabelValues(s.String())
+	}
+	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tslb_flows_closed_total", Help: "Flows that ended with FINs or RST, by the side that closed first (client, backend) or reset.",
 	}, []string{"closed_first"})
+	m.closedClient, m.closedBackend, m.closedReset = closed.WithLabelValues("client"), closed.WithLabelValues("backend"), closed.WithLabelValues("reset")
 	m.arpSent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tslb_arp_sent_total", Help: "ARP frames sent, by link and op (request, reply, gratuitous).",
 	}, []string{"link", "op"})
-	m.icmpTranslated = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tslb_icmp_errors_translated_total", Help: "ICMP errors about a flow translated to the other side (outer and quoted headers).",
-	})
-	m.icmpEchoReplies = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tslb_icmp_echo_replies_total", Help: "ICMP echo requests to a VIP or SNAT address answered.",
-	})
-	m.tsStripped = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tslb_timestamps_stripped_total", Help: "TCP timestamp options removed (services with timestamps: strip).",
-	})
-	m.flowsTotal = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "tslb_flow_table_entries", Help: "Flows in the table, all services.",
-	}, func() float64 { return float64(b.flows.count.Load()) })
-	m.allocations = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tslb_snat_allocations_total",
-		Help: "Backend tuples handed to new flows, per SNAT address and backend, by kind: fresh, early_reuse_isn (in TIME_WAIT, made acceptable by ISN translation), early_reuse_ts (by a newer TSval), forced (exhaustion: reuse, no guarantee).",
-	}, []string{"snat", "backend", "kind"})
 	m.exhaustion = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tslb_snat_exhaustion_total",
 		Help: "Exhaustion policy decisions when no tuple could be used safely, by service and outcome: waited, wait_served, wait_timeout, rejected, reused.",
@@ -168,14 +181,13 @@ func newMetrics(b *Balancer) *metrics {
 		Name: "tslb_collision_repairs_total",
 		Help: "Old-ACK collisions repaired (RST to the backend with seq = its ack, SYN re-sent), by backend.",
 	}, []string{"backend"})
-	m.translation = prometheus.NewCounterVec(prometheus.CounterOpts{
+	translation := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tslb_translation_events_total",
 		Help: "Unusual input met by sequence/timestamp translation, by event (counted when the flow ends).",
 	}, []string{"event"})
 	for i := range m.trEvents {
-		m.trEvents[i] = m.translation.WithLabelValues(trEventNames[i])
+		m.trEvents[i] = translation.WithLabelValues(trEventNames[i])
 	}
-	m.reg.MustRegister(m.allocations, m.exhaustion, m.collisions, m.repairs, m.translation)
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tslb_config_reloads_total", Help: "Configuration reloads (SIGHUP, tslb reload), by result: success, failure.",
 	}, []string{"result"})
@@ -198,40 +210,118 @@ func newMetrics(b *Balancer) *metrics {
 		Name: "tslb_backend_health_checks_total", Help: "Health probes, by result (ok, fail).",
 	}, []string{"service", "backend", "result"})
 	m.lastReloadOK.Set(1)
-	m.reg.MustRegister(m.reloads, m.lastReloadOK, m.lastReloadTime, m.configVersion, m.backendUp, m.healthTransitions, m.healthChecks)
-	m.reg.MustRegister(m.packets, m.bytes, m.drops, m.flowsActive, m.flowsCreated, m.synRefused,
-		m.backendCreated, m.backendActive, m.flowsExpired, m.flowsClosed, m.arpSent,
-		m.icmpTranslated, m.icmpEchoReplies, m.tsStripped, m.flowsTotal)
+	m.reg.MustRegister(m.flowsActive, m.flowsCreated, m.synRefused, m.backendCreated, m.backendActive,
+		expired, closed, m.arpSent, m.exhaustion, m.collisions, m.repairs, translation,
+		m.reloads, m.lastReloadOK, m.lastReloadTime, m.configVersion, m.backendUp, m.healthTransitions, m.healthChecks)
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tslb_flow_table_capacity", Help: "Configured maximum number of flows (flows.max).",
-	}, func() float64 { return float64(b.flows.max) }))
-	m.reg.MustRegister(&snatCollector{b: b})
-	m.reg.MustRegister(&neighCollector{b: b})
-
-	for i := range m.dropByReason {
-		m.dropByReason[i] = m.drops.WithLabelValues(dropReasonNames[i])
-	}
-	m.dropDecode = make(map[string]prometheus.Counter, len(nat.Reasons))
-	for _, r := range nat.Reasons {
-		m.dropDecode[r] = m.drops.WithLabelValues(r)
-	}
-	for _, s := range nat.States {
-		m.flowsExpired.WithLabelValues(s.String())
-	}
-	for _, s := range []string{"client", "backend", "reset"} {
-		m.flowsClosed.WithLabelValues(s)
-	}
+	}, func() float64 { return float64(b.sh.flowsMax) }))
+	m.reg.MustRegister(&datapathCollector{b: b}, &snatCollector{b: b}, &neighCollector{b: b})
 	return m
 }
 
-func (m *metrics) drop(r dropReason) { m.dropByReason[r].Inc() }
+var (
+	packetsDesc = prometheus.NewDesc("tslb_link_packets_total",
+		"Frames by link and direction (rx, tx). A GSO superframe counts once.", []string{"link", "direction"}, nil)
+	bytesDesc = prometheus.NewDesc("tslb_link_bytes_total",
+		"Ethernet bytes by link and direction (rx, tx).", []string{"link", "direction"}, nil)
+	kernelPacketsDesc = prometheus.NewDesc("tslb_link_kernel_packets_total",
+		"Frames the kernel handed tslb's packet sockets on the link (PACKET_STATISTICS tp_packets, summed over workers).", []string{"link"}, nil)
+	kernelDropsDesc = prometheus.NewDesc("tslb_link_kernel_drops_total",
+		"Frames the kernel dropped because a packet socket's ring or buffer was full (PACKET_STATISTICS tp_drops): lost before tslb saw them.", []string{"link"}, nil)
+	kernelFreezeDesc = prometheus.NewDesc("tslb_link_kernel_freezes_total",
+		"Times a TPACKET_V3 ring froze its queue (tp_freeze_q_cnt); 0 with TPACKET_V2 rings.", []string{"link"}, nil)
+	copiedDesc = prometheus.NewDesc("tslb_link_copied_frames_total",
+		"Received frames larger than a ring slot (GSO superframes), read through the TP_STATUS_COPY path.", []string{"link"}, nil)
+	dropsDesc = prometheus.NewDesc("tslb_drops_total",
+		"Frames dropped by the datapath, by reason.", []string{"reason"}, nil)
+	strippedDesc = prometheus.NewDesc("tslb_timestamps_stripped_total",
+		"TCP timestamp options removed (services with timestamps: strip).", nil, nil)
+	echoDesc = prometheus.NewDesc("tslb_icmp_echo_replies_total",
+		"ICMP echo requests to a VIP or SNAT address answered.", nil, nil)
+	icmpTrDesc = prometheus.NewDesc("tslb_icmp_errors_translated_total",
+		"ICMP errors about a flow translated to the other side (outer and quoted headers).", nil, nil)
+	entriesDesc = prometheus.NewDesc("tslb_flow_table_entries",
+		"Flows in the table, all services and workers.", nil, nil)
+	workerRxDesc = prometheus.NewDesc("tslb_worker_rx_frames_total",
+		"Frames received by each datapath worker, all links.", []string{"worker"}, nil)
+	workerFlowsDesc = prometheus.NewDesc("tslb_worker_flows",
+		"Flows in each datapath worker's table.", []string{"worker"}, nil)
+	handoffDesc = prometheus.NewDesc("tslb_worker_handoffs_total",
+		"Frames a worker received for a flow another worker owns and handed over (fanout steering missed; ICMP errors).", []string{"worker"}, nil)
+)
 
-func (m *metrics) dropErr(err error) {
-	if c, ok := m.dropDecode[nat.Reason(err)]; ok {
-		c.Inc()
-		return
+// datapathCollector sums the workers' counters and the queues' statistics
+// at scrape time.
+type datapathCollector struct{ b *Balancer }
+
+func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, kernelPacketsDesc, kernelDropsDesc, kernelFreezeDesc, copiedDesc,
+		dropsDesc, strippedDesc, echoDesc, icmpTrDesc, entriesDesc, workerRxDesc, workerFlowsDesc, handoffDesc} {
+		ch <- d
 	}
-	m.drops.WithLabelValues("other").Inc()
+}
+
+func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.b
+	counter := func(d *prometheus.Desc, v uint64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), lv...)
+	}
+	var txErrors uint64
+	workerRx := make([]uint64, len(b.workers))
+	for _, l := range b.sh.nics {
+		var st link.Stats
+		for w, q := range l.queues {
+			s := q.Stats()
+			st = st.Add(s)
+			if w < len(workerRx) {
+				workerRx[w] += s.RxFrames
+			}
+		}
+		txErrors += st.TxErrors
+		counter(packetsDesc, st.RxFrames, l.name, "rx")
+		counter(packetsDesc, st.TxFrames, l.name, "tx")
+		counter(bytesDesc, st.RxBytes, l.name, "rx")
+		counter(bytesDesc, st.TxBytes, l.name, "tx")
+		counter(kernelPacketsDesc, st.KernelPackets, l.name)
+		counter(kernelDropsDesc, st.KernelDrops, l.name)
+		counter(kernelFreezeDesc, st.FreezeCount, l.name)
+		counter(copiedDesc, st.CopyFrames, l.name)
+	}
+	var drops [numDropReasons]uint64
+	decode := make([]uint64, len(nat.Reasons))
+	var stripped, echo, icmpTr uint64
+	var entries int64
+	for i, w := range b.workers {
+		wc := w.c
+		for r := range drops {
+			drops[r] += wc.drops[r].Load()
+		}
+		for r := range decode {
+			decode[r] += wc.decode[r].Load()
+		}
+		stripped += wc.tsStripped.Load()
+		echo += wc.icmpEchoReplies.Load()
+		icmpTr += wc.icmpTranslated.Load()
+		f := wc.flows.Load()
+		entries += f
+		id := strconv.Itoa(i)
+		counter(workerRxDesc, workerRx[i], id)
+		ch <- prometheus.MustNewConstMetric(workerFlowsDesc, prometheus.GaugeValue, float64(f), id)
+		counter(handoffDesc, wc.handoffs.Load(), id)
+	}
+	drops[dropTxError] += txErrors
+	drops[dropNeighbour] += b.sh.neighDropped.Load()
+	for r, v := range drops {
+		counter(dropsDesc, v, dropReasonNames[r])
+	}
+	for r, v := range decode {
+		counter(dropsDesc, v, nat.Reasons[r])
+	}
+	counter(strippedDesc, stripped)
+	counter(echoDesc, echo)
+	counter(icmpTrDesc, icmpTr)
+	ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(entries))
 }
 
 var (
@@ -246,29 +336,70 @@ var (
 		"Rate at which tuples enter TIME_WAIT (backend closed first), smoothed over ~10 s.", snatLabels, nil)
 	snatExhaustDesc = prometheus.NewDesc("tslb_snat_seconds_to_exhaustion",
 		"Free tuples divided by the rate at which tuples enter TIME_WAIT: seconds until new flows to this backend need early reuse or the exhaustion policy, if the rate holds (+Inf when nothing enters).", snatLabels, nil)
+	snatAllocDesc = prometheus.NewDesc("tslb_snat_allocations_total",
+		"Backend tuples handed to new flows, per SNAT address and backend, by kind: fresh, early_reuse_isn (in TIME_WAIT, made acceptable by ISN translation), early_reuse_ts (by a newer TSval), forced (exhaustion: reuse, no guarantee).",
+		[]string{"snat", "backend", "kind"}, nil)
 	neighDesc = prometheus.NewDesc("tslb_arp_table_entries",
 		"Entries in tslb's own neighbour (ARP) table, per link.", []string{"link"}, nil)
 )
 
-// snatCollector reads the port pools at scrape time.
+// snatCollector reads the workers' pools at scrape time and adds up each
+// (SNAT address, backend) pair's shares.
 type snatCollector struct{ b *Balancer }
 
 func (c *snatCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{snatInUseDesc, snatTWDesc, snatFreeDesc, snatRateDesc, snatExhaustDesc} {
+	for _, d := range []*prometheus.Desc{snatInUseDesc, snatTWDesc, snatFreeDesc, snatRateDesc, snatExhaustDesc, snatAllocDesc} {
 		ch <- d
 	}
 }
 
+type pairUsage struct {
+	u      snat.Usage
+	allocs [snat.NumKinds]uint64
+}
+
+// poolUsage sums every worker's share of every pair, in the order the
+// pairs appear in worker 0's shard.
+func (b *Balancer) poolUsage(now int64) ([]poolKey, map[poolKey]*pairUsage) {
+	var keys []poolKey
+	sum := make(map[poolKey]*pairUsage)
+	for _, ps := range b.shards {
+		ps.mu.Lock()
+		for _, p := range ps.list {
+			k := poolKey{p.SNAT, p.Backend}
+			pu := sum[k]
+			if pu == nil {
+				pu = &pairUsage{}
+				sum[k] = pu
+				keys = append(keys, k)
+			}
+			u := p.Usage(now)
+			pu.u.InUse += u.InUse
+			pu.u.TimeWait += u.TimeWait
+			pu.u.Free += u.Free
+			pu.u.Rate += u.Rate
+			for i, a := range p.Allocs {
+				pu.allocs[i] += a
+			}
+		}
+		ps.mu.Unlock()
+	}
+	return keys, sum
+}
+
 func (c *snatCollector) Collect(ch chan<- prometheus.Metric) {
-	now := c.b.now.Load()
-	for _, p := range c.b.snap.Load().snat.pools() {
-		u := p.usage(now)
-		lv := []string{p.snat.String(), p.backend.String()}
-		ch <- prometheus.MustNewConstMetric(snatInUseDesc, prometheus.GaugeValue, float64(u.inUse), lv...)
-		ch <- prometheus.MustNewConstMetric(snatTWDesc, prometheus.GaugeValue, float64(u.timeWait), lv...)
-		ch <- prometheus.MustNewConstMetric(snatFreeDesc, prometheus.GaugeValue, float64(u.free), lv...)
-		ch <- prometheus.MustNewConstMetric(snatRateDesc, prometheus.GaugeValue, u.rate, lv...)
-		ch <- prometheus.MustNewConstMetric(snatExhaustDesc, prometheus.GaugeValue, u.secondsToExhaustion(), lv...)
+	keys, sum := c.b.poolUsage(c.b.sh.clock())
+	for _, k := range keys {
+		pu := sum[k]
+		lv := []string{k.snat.String(), k.backend.String()}
+		ch <- prometheus.MustNewConstMetric(snatInUseDesc, prometheus.GaugeValue, float64(pu.u.InUse), lv...)
+		ch <- prometheus.MustNewConstMetric(snatTWDesc, prometheus.GaugeValue, float64(pu.u.TimeWait), lv...)
+		ch <- prometheus.MustNewConstMetric(snatFreeDesc, prometheus.GaugeValue, float64(pu.u.Free), lv...)
+		ch <- prometheus.MustNewConstMetric(snatRateDesc, prometheus.GaugeValue, pu.u.Rate, lv...)
+		ch <- prometheus.MustNewConstMetric(snatExhaustDesc, prometheus.GaugeValue, pu.u.SecondsToExhaustion(), lv...)
+		for kind := snat.Kind(0); kind < snat.NumKinds; kind++ {
+			ch <- prometheus.MustNewConstMetric(snatAllocDesc, prometheus.CounterValue, float64(pu.allocs[kind]), lv[0], lv[1], kind.String())
+		}
 	}
 }
 
@@ -276,7 +407,7 @@ type neighCollector struct{ b *Balancer }
 
 func (c *neighCollector) Describe(ch chan<- *prometheus.Desc) { ch <- neighDesc }
 func (c *neighCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, l := range c.b.links {
+	for _, l := range c.b.sh.nics {
 		ch <- prometheus.MustNewConstMetric(neighDesc, prometheus.GaugeValue, float64(l.neigh.size()), l.name)
 	}
 }

@@ -39,6 +39,27 @@ func newScheduler(name string, backends []*backend) (Scheduler, error) {
 	}
 }
 
+// newSchedulers returns the named scheduler for each of workers workers:
+// round-robin state is per worker (each worker runs its own smooth WRR
+// over the same weights, so the shares hold per worker and in total,
+// without a lock shared by workers); least_conn and maglev keep no
+// per-pick state worth splitting and are shared.
+func newSchedulers(name string, backends []*backend, workers int) ([]Scheduler, error) {
+	out := make([]Scheduler, workers)
+	for i := range out {
+		if i > 0 && (name == "least_conn" || name == "maglev") {
+			out[i] = out[0]
+			continue
+		}
+		s, err := newScheduler(name, backends)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
 // leastConn picks the backend with the fewest live flows (backend.flows)
 // relative to its weight: it minimises flows/weight, compared as
 // flows_a·weight_b < flows_b·weight_a so no division is needed. Ties go

@@ -401,7 +401,7 @@ func TestLeastConnDatapath(t *testing.T) {
 		c.Flows.Timeouts.Syn = time.Second
 	}))
 	h.prime(t)
-	svc := h.b.snap.Load().svcList[0]
+	svc := h.b.sh.snap.Load().svcList[0]
 	count := map[netip.AddrPort]int64{}
 	for i := range 6 {
 		before := map[netip.AddrPort]int64{}

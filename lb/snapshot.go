@@ -13,8 +13,9 @@ import (
 // services and their schedulers, owned addresses, the SNAT pools. It is
 // immutable once stored; a reload builds a new one and swaps it in with
 // one atomic store (b.snap), so a packet always sees one whole
-// configuration. Backends, SNAT pools (with their TIME_WAIT ledgers) and
-// the flow table carry over from one snapshot to the next.
+// configuration. Backends' state, the SNAT pools (with their TIME_WAIT
+// ledgers, owned by the workers) and the flows carry over from one
+// snapshot to the next.
 type snapshot struct {
 	cfg      *config.Config
 	version  int
@@ -25,15 +26,18 @@ type snapshot struct {
 	// sender address of its ARP requests (0.0.0.0 = ARP probe if none).
 	linkOwned []map[nat.Addr4]bool
 	arpFrom   []nat.Addr4
-	snat      *snatTable
+	// snatAddrs are the SNAT addresses in configuration order (the pools
+	// themselves are the workers', in Balancer.shards).
+	snatAddrs []nat.Addr4
 }
 
 // buildSnapshot derives a snapshot from cfg. prev (nil at start) lends its
 // backends (same service name and address: keeps health state, live-flow
-// count) and its SNAT pools (keeps the ledger).
+// count). Every worker's pool shard gains the pools of new backends.
 func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot, error) {
+	sh := b.sh
 	s := &snapshot{cfg: cfg, services: make(map[svcKey]*service), owned: make(map[nat.Addr4]ownedKind),
-		linkOwned: make([]map[nat.Addr4]bool, len(b.links)), arpFrom: make([]nat.Addr4, len(b.links))}
+		linkOwned: make([]map[nat.Addr4]bool, len(sh.nics)), arpFrom: make([]nat.Addr4, len(sh.nics))}
 	if prev != nil {
 		s.version = prev.version + 1
 	}
@@ -43,7 +47,7 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 	own := func(a netip.Addr, kind ownedKind) {
 		a4 := nat.Addr4From(a)
 		s.owned[a4] = kind
-		for i, l := range b.links {
+		for i, l := range sh.nics {
 			for _, p := range l.subnets {
 				if p.Contains(a) {
 					s.linkOwned[i][a4] = true
@@ -59,10 +63,9 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 			}
 		}
 	}
-	var snatAddrs []nat.Addr4
 	for _, a := range cfg.SNAT.Addresses {
 		own(a, ownedSNAT)
-		snatAddrs = append(snatAddrs, nat.Addr4From(a))
+		s.snatAddrs = append(s.snatAddrs, nat.Addr4From(a))
 	}
 	if cfg.Health.Source.IsValid() {
 		s.owned[nat.Addr4From(cfg.Health.Source)] = ownedKernel
@@ -71,32 +74,16 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 	for _, sc := range cfg.Services {
 		own(sc.VIP, ownedVIP)
 		sv := &service{name: sc.Name, vip: nat.Addr4From(sc.VIP), port: sc.Port, ts: sc.Timestamps,
-			timeWaitNs: int64(sc.TimeWait), noISN: sc.NoISNTranslation, exhaustion: sc.Exhaustion,
+			timeWaitNs: int64(sc.TimeWait), isn: !sc.NoISNTranslation, exhaustion: sc.Exhaustion,
 			exhaustWaitNs: int64(sc.ExhaustionWait), hc: sc.HealthCheck}
-		switch sc.Timestamps {
-		case config.TSStrip:
-			sv.tsAction = nat.TSStrip
-		case config.TSRewrite:
-			sv.tsAction = nat.TSOffset // TSSynth when the client's SYN has no TS
-		default:
-			sv.tsAction = nat.TSPass
-		}
-		if sv.exhaustion == "" {
-			sv.exhaustion = config.DefaultExhaustion
-		}
-		if sv.exhaustWaitNs == 0 {
-			sv.exhaustWaitNs = int64(config.DefaultExhaustionWait)
-		}
-		if sv.timeWaitNs == 0 {
-			sv.timeWaitNs = int64(config.DefaultTimeWait)
-		}
+		m := sh.m
 		for i := range sv.exhausted {
-			sv.exhausted[i] = b.m.exhaustion.WithLabelValues(sv.name, exhaustNames[i])
+			sv.exhausted[i] = m.exhaustion.WithLabelValues(sv.name, exhaustNames[i])
 		}
-		sv.created = b.m.flowsCreated.WithLabelValues(sv.name)
-		sv.active = b.m.flowsActive.WithLabelValues(sv.name)
-		for i, r := range []string{"table_full", "no_backend", "snat_exhausted"} {
-			sv.refused[i] = b.m.synRefused.WithLabelValues(sv.name, r)
+		sv.created = m.flowsCreated.WithLabelValues(sv.name)
+		sv.active = m.flowsActive.WithLabelValues(sv.name)
+		for i, r := range refusalNames {
+			sv.refused[i] = m.synRefused.WithLabelValues(sv.name, r)
 		}
 		for _, bc := range sc.Backends {
 			// Backend objects are per snapshot and immutable (schedulers
@@ -111,41 +98,39 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 			if be.backendState == nil {
 				st := &backendState{}
 				st.up.Store(true)
-				st.created = b.m.backendCreated.WithLabelValues(sv.name, bc.Address.String())
-				st.active = b.m.backendActive.WithLabelValues(sv.name, bc.Address.String())
+				st.created = m.backendCreated.WithLabelValues(sv.name, bc.Address.String())
+				st.active = m.backendActive.WithLabelValues(sv.name, bc.Address.String())
 				for i := range st.collisions {
-					st.collisions[i] = b.m.collisions.WithLabelValues(bc.Address.String(), signatureNames[i])
+					st.collisions[i] = m.collisions.WithLabelValues(bc.Address.String(), signatureNames[i])
 				}
-				st.repairs = b.m.repairs.WithLabelValues(bc.Address.String())
+				st.repairs = m.repairs.WithLabelValues(bc.Address.String())
 				be.backendState = st
 			}
-			be.link, be.hop = b.route(be.addr)
-			if be.link == nil {
+			be.nic, be.hop = sh.route(be.addr)
+			if be.nic == nil {
 				return nil, fmt.Errorf("lb: service %q: no link reaches backend %s", sc.Name, bc.Address)
 			}
 			sv.backends = append(sv.backends, be)
 			allBackends = append(allBackends, bc.Address)
 		}
-		sched, err := newScheduler(sc.Scheduler, sv.backends)
+		scheds, err := newSchedulers(sc.Scheduler, sv.backends, sh.workers)
 		if err != nil {
 			return nil, err
 		}
-		sv.sched = sched
+		sv.scheds = scheds
 		s.services[svcKey{sv.vip, sv.port}] = sv
 		s.svcList = append(s.svcList, sv)
 	}
-	for i := range b.links {
+	for i := range sh.nics {
 		for a := range s.linkOwned[i] {
 			if s.arpFrom[i] == (nat.Addr4{}) || less(a, s.arpFrom[i]) {
 				s.arpFrom[i] = a
 			}
 		}
 	}
-	var prevSNAT *snatTable
-	if prev != nil {
-		prevSNAT = prev.snat
+	for w, ps := range b.shards {
+		ps.ensure(s.snatAddrs, cfg.SNAT.PortMin, cfg.SNAT.PortMax, allBackends, w, sh.workers, sh.seed)
 	}
-	s.snat = newSNATTable(snatAddrs, cfg.SNAT.PortMin, cfg.SNAT.PortMax, allBackends, b.seed, b.m, prevSNAT)
 	return s, nil
 }
 
@@ -153,9 +138,10 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 // know health: a down backend it returns is skipped by asking again with
 // another hash (round-robin schedulers advance anyway), at most once per
 // backend.
-func (s *service) pick(h uint64) *backend {
+func (s *service) pick(h uint64, worker int) *backend {
+	sched := s.scheds[worker]
 	for i := 0; i <= len(s.backends); i++ {
-		be := s.sched.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
+		be := sched.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
 		if be == nil || be.up.Load() {
 			return be
 		}
@@ -185,34 +171,36 @@ func restartKeys(a, c *config.Config) []string {
 func (b *Balancer) Reload(cfg *config.Config) error {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
-	prev := b.snap.Load()
+	m := b.sh.m
+	prev := b.sh.snap.Load()
 	if keys := restartKeys(prev.cfg, cfg); len(keys) > 0 {
-		b.m.reloads.WithLabelValues("failure").Inc()
-		b.m.lastReloadOK.Set(0)
+		m.reloads.WithLabelValues("failure").Inc()
+		m.lastReloadOK.Set(0)
 		return fmt.Errorf("lb: reload: these keys need a restart: %v", keys)
 	}
 	s, err := b.buildSnapshot(cfg, prev)
 	if err != nil {
-		b.m.reloads.WithLabelValues("failure").Inc()
-		b.m.lastReloadOK.Set(0)
+		m.reloads.WithLabelValues("failure").Inc()
+		m.lastReloadOK.Set(0)
 		return err
 	}
 	b.applyTimeouts(cfg)
-	b.snap.Store(s)
+	b.sh.snap.Store(s)
 	b.health.apply(b, s)
-	b.m.reloads.WithLabelValues("success").Inc()
-	b.m.lastReloadOK.Set(1)
-	b.m.configVersion.Set(float64(s.version))
-	b.m.lastReloadTime.Set(float64(time.Now().Unix()))
-	go b.announce()
+	m.reloads.WithLabelValues("success").Inc()
+	m.lastReloadOK.Set(1)
+	m.configVersion.Set(float64(s.version))
+	m.lastReloadTime.Set(float64(time.Now().Unix()))
+	b.workers[0].announce.Store(true)
+	b.workers[0].poll.Wake()
 	return nil
 }
 
 // ReloadFailed counts a reload that failed before it reached Reload (the
 // file did not parse or validate).
 func (b *Balancer) ReloadFailed() {
-	b.m.reloads.WithLabelValues("failure").Inc()
-	b.m.lastReloadOK.Set(0)
+	b.sh.m.reloads.WithLabelValues("failure").Inc()
+	b.sh.m.lastReloadOK.Set(0)
 }
 
 // applyTimeouts sets the flow timeouts by state (read by the reaper).
@@ -223,7 +211,7 @@ func (b *Balancer) applyTimeouts(cfg *config.Config) {
 		nat.StateEstablished: t.Established, nat.StateFinWait: t.Fin, nat.StateClosing: t.Fin,
 		nat.StateTimeWait: t.TimeWait, nat.StateClosed: t.Closed,
 	} {
-		b.timeouts[st].Store(int64(d))
+		b.sh.timeouts[st].Store(int64(d))
 	}
-	b.noRepair.Store(cfg.Detector.NoRepair)
+	b.sh.noRepair.Store(cfg.Detector.NoRepair)
 }

@@ -9,13 +9,17 @@ import (
 	"sort"
 	"time"
 
+	"tslb/lb/snat"
 	"tslb/nat"
 )
 
 // The state file keeps the TIME_WAIT ledger across a restart: without it a
 // restarted tslb would hand out tuples its backends still hold in
 // TIME_WAIT. JSON, written atomically (temporary file + rename) on stop,
-// read on start; records whose TIME_WAIT ended are skipped. Timestamps
+// read on start; records whose TIME_WAIT ended are skipped. Records are
+// keyed by (SNAT address, backend, port), not by worker: a ledger saved by
+// N workers is restored by M, each tuple going to the worker that owns its
+// port (snat.PortOwner). Timestamps
 // stay valid across the restart because tslb's TS clock is wall-clock
 // milliseconds (plus a per-pair base derived from the addresses).
 
@@ -37,17 +41,21 @@ type stateTuple struct {
 	HasTS   bool   `json:"has_ts"`
 }
 
-// saveState writes every tuple in TIME_WAIT to path.
+// saveState writes every tuple in TIME_WAIT, of every worker's pools, to
+// path. The file does not depend on the number of workers: loadState gives
+// each tuple to the worker that owns its port then.
 func (b *Balancer) saveState(path string) (int, error) {
-	now := time.Now().UnixNano()
-	st := stateFile{Version: stateVersion, Saved: time.Now().UTC()}
-	for _, p := range b.snap.Load().snat.pools() {
-		p.mu.Lock()
-		p.tw.TimeWaitRecords(now, func(port uint16, rec nat.TWRecord) {
-			st.Tuples = append(st.Tuples, stateTuple{SNAT: p.snat.String(), Backend: p.backend.String(), Port: port,
-				Until: rec.Until, NextSeq: rec.NextSeq, LastTS: rec.LastTS, HasTS: rec.HasTS})
-		})
-		p.mu.Unlock()
+	now := b.sh.clock()
+	st := stateFile{Version: stateVersion, Saved: time.Unix(0, now).UTC()}
+	for _, ps := range b.shards {
+		ps.mu.Lock()
+		for _, p := range ps.list {
+			p.TimeWaitRecords(now, func(port uint16, rec snat.Record) {
+				st.Tuples = append(st.Tuples, stateTuple{SNAT: p.SNAT.String(), Backend: p.Backend.String(), Port: port,
+					Until: rec.Until, NextSeq: rec.NextSeq, LastTS: rec.LastTS, HasTS: rec.HasTS})
+			})
+		}
+		ps.mu.Unlock()
 	}
 	data, err := json.MarshalIndent(st, "", " ")
 	if err != nil {
@@ -80,8 +88,7 @@ func (b *Balancer) loadState(path string) (int, error) {
 		return 0, fmt.Errorf("lb: state file %s: version %d, want %d", path, st.Version, stateVersion)
 	}
 	sort.Slice(st.Tuples, func(i, j int) bool { return st.Tuples[i].Until < st.Tuples[j].Until })
-	now := time.Now().UnixNano()
-	snat := b.snap.Load().snat
+	now := b.sh.clock()
 	n := 0
 	for _, t := range st.Tuples {
 		a, err1 := netip.ParseAddr(t.SNAT)
@@ -89,15 +96,13 @@ func (b *Balancer) loadState(path string) (int, error) {
 		if err1 != nil || err2 != nil || !a.Is4() {
 			continue
 		}
-		p := snat.byKey[poolKey{nat.Addr4From(a), be}]
-		if p == nil {
-			continue // backend no longer configured
-		}
-		p.mu.Lock()
-		if p.tw.Restore(t.Port, now, nat.TWRecord{Until: t.Until, NextSeq: t.NextSeq, LastTS: t.LastTS, HasTS: t.HasTS}) {
+		ps := b.shards[snat.PortOwner(t.Port, len(b.shards))]
+		ps.mu.Lock()
+		p := ps.byKey[poolKey{nat.Addr4From(a), be}]
+		if p != nil && p.Restore(t.Port, now, snat.Record{Until: t.Until, NextSeq: t.NextSeq, LastTS: t.LastTS, HasTS: t.HasTS}) {
 			n++
 		}
-		p.mu.Unlock()
+		ps.mu.Unlock()
 	}
 	return n, nil
 }

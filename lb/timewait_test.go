@@ -14,6 +14,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"tslb/config"
+	"tslb/lb/snat"
 	"tslb/nat"
 )
 
@@ -288,16 +289,15 @@ func (h *harness) waitPorts(t testing.TB, flows, inUse, timeWait, free float64) 
 }
 
 // ledger returns the TIME_WAIT record of a port of the only pool.
-func (h *harness) ledger(t testing.TB, port uint16) (nat.TWRecord, bool) {
+func (h *harness) ledger(t testing.TB, port uint16) (snat.Record, bool) {
 	t.Helper()
-	pools := h.b.snap.Load().snat.pools()
-	if len(pools) != 1 {
-		t.Fatalf("%d SNAT pools, want 1", len(pools))
+	ps := h.b.shards[snat.PortOwner(port, len(h.b.shards))]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if len(ps.list) != 1 {
+		t.Fatalf("%d SNAT pools, want 1", len(ps.list))
 	}
-	p := pools[0]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.tw.Record(port)
+	return ps.list[0].Record(port)
 }
 
 func allocs(t testing.TB, b *Balancer, kind string) float64 {
@@ -409,7 +409,7 @@ func TestTimeWaitLedger(t *testing.T) {
 				if want := f.cisn + 1 + uint32(len("request")) + 1; rec.NextSeq != want || f.next != want || rec.HasTS {
 					t.Errorf("ledger %+v (seen on the wire: next %d), want NextSeq %d, no TS", rec, f.next, want)
 				}
-				if left := time.Duration(rec.Until - h.b.now.Load()); left < 50*time.Second || left > 60*time.Second {
+				if left := time.Duration(rec.Until - h.b.sh.clock()); left < 50*time.Second || left > 60*time.Second {
 					t.Errorf("ledger entry ends in %v, want about the service's time_wait (60s)", left)
 				}
 			} else {
@@ -606,7 +606,7 @@ func TestTimeWaitPAWS(t *testing.T) {
 	const oldTS = 5_000_000 // the old flows' client TSval (+1000 after the jump)
 	for _, tc := range []struct {
 		name   string
-		policy string
+		policy config.Exhaustion
 		wait   time.Duration
 		synTS  uint32
 	}{

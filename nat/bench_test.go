@@ -106,25 +106,6 @@ func BenchmarkChecksum1500(b *testing.B) {
 	}
 }
 
-func BenchmarkPortPoolAlloc(b *testing.B) {
-	for _, fill := range []int{0, 50, 90} {
-		b.Run(map[int]string{0: "empty", 50: "half", 90: "90pct"}[fill], func(b *testing.B) {
-			p := nat.NewPortPool(1024, 65535, 1)
-			for range p.Size() * fill / 100 {
-				p.Alloc()
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				port, ok := p.Alloc()
-				if !ok {
-					b.Fatal("exhausted")
-				}
-				p.Free(port)
-			}
-		})
-	}
-}
-
 func BenchmarkTrackerUpdate(b *testing.B) {
 	var tr nat.Tracker
 	tr.Update(nat.SideClient, nat.TCPFlagSYN, 1, 0, 0, 0, false)

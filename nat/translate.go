@@ -17,27 +17,52 @@ var (
 	ErrNotTCP = errors.New("nat: not a decoded TCP segment")
 )
 
-// TSAction is what tslb does to TCP timestamps of one flow.
+// TSMode is what tslb does with the TCP timestamps of a service's flows
+// (services[].timestamps). It is the one vocabulary of the idea: config
+// parses it, the SNAT tuple choice (lb/snat) and SetupSYN act on it.
+type TSMode string
+
+// Timestamp modes.
+const (
+	// TSPassthrough leaves timestamp options untouched both ways.
+	TSPassthrough TSMode = "passthrough"
+	// TSStrip overwrites the timestamp option with NOPs both ways, so it
+	// is never negotiated (what DPVS and `nft ... reset tcp option
+	// timestamp` do).
+	TSStrip TSMode = "strip"
+	// TSRewrite makes tslb own the clock toward the backend: TSval is
+	// shifted by a per-flow offset (TSActOffset), or synthesised for
+	// clients without timestamps (TSActSynth); TSecr is shifted back
+	// exactly.
+	TSRewrite TSMode = "rewrite"
+)
+
+// Valid reports whether m is one of the three modes.
+func (m TSMode) Valid() bool { return m == TSPassthrough || m == TSStrip || m == TSRewrite }
+
+// TSAction is the state of one flow's timestamp translation, chosen by
+// SetupSYN from the service's TSMode and the client's SYN: TSRewrite
+// becomes TSActOffset, or TSActSynth for a client without timestamps.
 type TSAction uint8
 
 // Timestamp actions.
 const (
-	TSPass   TSAction = iota // TSPass leaves TS options as they are (timestamps: passthrough).
-	TSStrip                  // TSStrip overwrites TS options with NOPs both ways (timestamps: strip).
-	TSOffset                 // TSOffset: client->backend TSval += TSOff; backend->client TSecr -= TSOff (exact inverse).
-	TSSynth                  // TSSynth: the client has no TS; tslb inserts its own toward the backend and NOPs out the backend's.
+	TSActPass   TSAction = iota // TSActPass leaves TS options as they are (timestamps: passthrough).
+	TSActStrip                  // TSActStrip overwrites TS options with NOPs both ways (timestamps: strip).
+	TSActOffset                 // TSActOffset: client->backend TSval += TSOff; backend->client TSecr -= TSOff (exact inverse).
+	TSActSynth                  // TSActSynth: the client has no TS; tslb inserts its own toward the backend and NOPs out the backend's.
 )
 
 // String returns "pass", "strip", "offset", "synth" or "unknown".
 func (a TSAction) String() string {
 	switch a {
-	case TSPass:
+	case TSActPass:
 		return "pass"
-	case TSStrip:
+	case TSActStrip:
 		return "strip"
-	case TSOffset:
+	case TSActOffset:
 		return "offset"
-	case TSSynth:
+	case TSActSynth:
 		return "synth"
 	}
 	return "unknown"
@@ -52,17 +77,17 @@ func (a TSAction) String() string {
 // backend's real rcv_nxt.
 const MaxSeqAdvance = 1 << 30
 
-// MinMSS is the smallest MSS the SYN-ACK clamp of TSSynth produces (RFC
+// MinMSS is the smallest MSS the SYN-ACK clamp of TSActSynth produces (RFC
 // 9293 §3.7.1 default send MSS); an advertised MSS at or below it is left
 // alone.
 const MinMSS = 536
 
 // tsOptLen is the aligned length of NOP NOP TS (TCPOLEN_TSTAMP_ALIGNED):
-// what TSSynth adds to every client->backend segment.
+// what TSActSynth adds to every client->backend segment.
 const tsOptLen = 12
 
 // Translation is one flow's sequence and timestamp translation. The zero
-// value translates nothing (TSPass, delta 0). It is not safe for
+// value translates nothing (TSActPass, delta 0). It is not safe for
 // concurrent use; lb keeps it in the flow entry under the flow's lock.
 //
 // Sequence numbers: the backend sees the client's byte stream shifted by
@@ -70,7 +95,7 @@ const tsOptLen = 12
 // is not translated, so client acks and client SACK blocks pass as they
 // are, while the backend's acks and SACK blocks are shifted back.
 //
-// Timestamps: see TSAction. In TSSynth the TSval sent toward the backend
+// Timestamps: see TSAction. In TSActSynth the TSval sent toward the backend
 // is max(tsNow + TSBase, LastTS): tsNow is the caller's TSClock value at
 // the time of the segment and TSBase lets a caller that chose a SYN TSval
 // above its clock (to be newer than a TIME_WAIT record) continue from it;
@@ -83,9 +108,9 @@ type Translation struct {
 	SeqDelta uint32
 	// TS is the timestamp action.
 	TS TSAction
-	// TSOff is the TSOffset shift: backend TSval = client TSval + TSOff.
+	// TSOff is the TSActOffset shift: backend TSval = client TSval + TSOff.
 	TSOff uint32
-	// TSBase is added to the caller's clock value in TSSynth (see the type
+	// TSBase is added to the caller's clock value in TSActSynth (see the type
 	// comment). SetupSYN leaves it as the caller set it.
 	TSBase uint32
 
@@ -100,7 +125,7 @@ type Translation struct {
 	LastTS uint32
 	SentTS bool
 	// BackendTS is the latest (wrap-aware highest) TSval received from the
-	// backend, echoed as TSecr in TSSynth; valid if HaveBackendTS.
+	// backend, echoed as TSecr in TSActSynth; valid if HaveBackendTS.
 	BackendTS     uint32
 	HaveBackendTS bool
 	// BackendUsedTS is set from the backend's SYN-ACK: it carried a TS
@@ -112,7 +137,7 @@ type Translation struct {
 	// is set.
 	BackendAck     uint32
 	HaveBackendAck bool
-	// Fallback means TSSynth was turned off because the backend's SYN-ACK
+	// Fallback means TSActSynth was turned off because the backend's SYN-ACK
 	// carried no TS (backend tcp_timestamps=0): from then on nothing is
 	// inserted toward the backend. A stray TS from the backend is still
 	// NOPed out, so its clock never reaches the client.
@@ -125,10 +150,10 @@ type Translation struct {
 	// NoRoom counts segments refused with ErrNoRoom.
 	NoRoom uint32
 	// UnexpectedTS counts TS options that were not expected: from a
-	// TSSynth client (replaced by tslb's values) or from the backend after
+	// TSActSynth client (replaced by tslb's values) or from the backend after
 	// Fallback (NOPed out).
 	UnexpectedTS uint32
-	// MissingTS counts TSOffset client segments without a TS option
+	// MissingTS counts TSActOffset client segments without a TS option
 	// (passed on as they are).
 	MissingTS uint32
 	// SACKTrimmed counts SACK blocks dropped to make room for an inserted
@@ -361,11 +386,11 @@ func (x *Translation) noteTS(v uint32) {
 }
 
 // action returns the effective timestamp action for client->backend
-// segments: unknown values act as TSPass, and so does TSSynth after
+// segments: unknown values act as TSActPass, and so does TSActSynth after
 // Fallback.
 func (x *Translation) action() TSAction {
-	if x.TS > TSSynth || (x.TS == TSSynth && x.Fallback) {
-		return TSPass
+	if x.TS > TSActSynth || (x.TS == TSActSynth && x.Fallback) {
+		return TSActPass
 	}
 	return x.TS
 }
@@ -373,17 +398,16 @@ func (x *Translation) action() TSAction {
 // SetupSYN prepares the translation from the client's SYN (already decoded
 // in p, not yet rewritten) and rewrites the SYN.
 //
-// mode is the service's mode: TSPass, TSStrip, or TSOffset meaning
-// "rewrite" (TSSynth is accepted as a synonym); SetupSYN switches to
-// TSSynth itself when the SYN carries no TS option. Other values act as
-// TSPass. isn is the seq the SYN must carry toward the backend (SeqDelta =
+// mode is the service's TSMode; in TSRewrite SetupSYN chooses TSActOffset,
+// or TSActSynth when the SYN carries no TS option. Other values act as
+// TSPassthrough. isn is the seq the SYN must carry toward the backend (SeqDelta =
 // isn - client ISN; pass p.Seq for no ISN translation). tsval is the TSval
 // the SYN must carry toward the backend in rewrite mode (TSOff = tsval -
-// client TSval; in TSSynth the inserted option carries tsval and TSecr 0).
+// client TSval; in TSActSynth the inserted option carries tsval and TSecr 0).
 // The SYN's TSecr is sent as 0 in rewrite mode (RFC 7323 §3.2: it is only
 // meaningful with ACK).
 //
-// In TSSynth the TCP header grows by 12 bytes (NOP NOP TS in front of the
+// In TSActSynth the TCP header grows by 12 bytes (NOP NOP TS in front of the
 // options) or, if that would pass 40 bytes of options, by less, the list
 // being re-encoded with WriteTCPOptions (SACK blocks and unknown options
 // dropped, never MSS, WScale or SACK-permitted). The frame is p.Frame and
@@ -395,7 +419,7 @@ func (x *Translation) action() TSAction {
 // Errors: ErrNotTCP (p is not a TCP segment with SYN and without ACK),
 // ErrBadOptions (malformed options), ErrNoRoom; on error p is unchanged.
 // Retransmitted SYNs go through ClientToBackend.
-func (x *Translation) SetupSYN(p *Packet, mode TSAction, isn, tsval uint32) (grow int, err error) {
+func (x *Translation) SetupSYN(p *Packet, mode TSMode, isn, tsval uint32) (grow int, err error) {
 	if !p.isTCP() || p.TCPFlags&(TCPFlagSYN|TCPFlagACK) != TCPFlagSYN {
 		return 0, ErrNotTCP
 	}
@@ -404,13 +428,14 @@ func (x *Translation) SetupSYN(p *Packet, mode TSAction, isn, tsval uint32) (gro
 		x.BadOptions++
 		return 0, ErrBadOptions
 	}
-	act := mode
+	act := TSActPass
 	switch mode {
-	case TSPass, TSStrip:
-	case TSOffset, TSSynth:
-		act = TSOffset
+	case TSStrip:
+		act = TSActStrip
+	case TSRewrite:
+		act = TSActOffset
 		if !o.HasTS {
-			act = TSSynth
+			act = TSActSynth
 			g, trimmed, dropped, err := p.insertTS(&o, tsval, 0)
 			if err != nil {
 				x.NoRoom++
@@ -422,8 +447,6 @@ func (x *Translation) SetupSYN(p *Packet, mode TSAction, isn, tsval uint32) (gro
 				x.DroppedOpts++
 			}
 		}
-	default:
-		act = TSPass
 	}
 	*x = Translation{
 		SeqDelta: isn - p.Seq, TS: act, TSBase: x.TSBase,
@@ -433,20 +456,20 @@ func (x *Translation) SetupSYN(p *Packet, mode TSAction, isn, tsval uint32) (gro
 		SeqJumps: x.SeqJumps, Stripped: x.Stripped,
 	}
 	switch act {
-	case TSPass:
+	case TSActPass:
 		if o.HasTS {
 			x.noteTS(o.TSVal)
 		}
-	case TSStrip:
+	case TSActStrip:
 		if o.HasTS {
 			p.nopTSAt(o.TSOff)
 			x.Stripped++
 		}
-	case TSOffset:
+	case TSActOffset:
 		x.TSOff = tsval - o.TSVal
 		p.setTSAt(o.TSOff, tsval, 0)
 		x.noteTS(tsval)
-	case TSSynth:
+	case TSActSynth:
 		x.noteTS(tsval)
 	}
 	if isn != p.Seq {
@@ -458,12 +481,12 @@ func (x *Translation) SetupSYN(p *Packet, mode TSAction, isn, tsval uint32) (gro
 
 // ClientToBackend translates a later client->backend segment in place
 // (RSTs and retransmitted SYNs included): seq += SeqDelta, then by TS:
-//   - TSPass: nothing (LastTS still tracks the client's TSval);
-//   - TSOffset: TSval += TSOff; TSecr is untouched (it echoes the
+//   - TSActPass: nothing (LastTS still tracks the client's TSval);
+//   - TSActOffset: TSval += TSOff; TSecr is untouched (it echoes the
 //     backend's own clock); a segment without TS is passed on and counted
 //     (MissingTS);
-//   - TSStrip: the TS option is NOPed out;
-//   - TSSynth: a TS option is inserted with TSval = max(tsNow+TSBase,
+//   - TSActStrip: the TS option is NOPed out;
+//   - TSActSynth: a TS option is inserted with TSval = max(tsNow+TSBase,
 //     LastTS) and TSecr = BackendTS (0 if the segment has no ACK or no
 //     backend TSval is known yet), growing the header by 12 bytes (the
 //     payload is moved; cap(p.Frame) must allow it, else ErrNoRoom) and
@@ -489,7 +512,7 @@ func (x *Translation) ClientToBackend(p *Packet, tsNow uint32) (grow int, err er
 	}
 	act := x.action()
 	seq := p.Seq + x.SeqDelta
-	if act == TSOffset && p.TCPHdrLen == TCPMinimumSize+tsOptLen {
+	if act == TSActOffset && p.TCPHdrLen == TCPMinimumSize+tsOptLen {
 		// Fast path: NOP NOP TS, one checksum update for seq and TSval.
 		t := p.Frame[p.L4 : p.L4+TCPMinimumSize+tsOptLen]
 		if binary.BigEndian.Uint32(t[20:]) == linuxTSHead {
@@ -507,7 +530,7 @@ func (x *Translation) ClientToBackend(p *Packet, tsNow uint32) (grow int, err er
 			return 0, nil
 		}
 	}
-	if act == TSPass {
+	if act == TSActPass {
 		if x.SeqDelta != 0 {
 			p.SetSeq(seq)
 		}
@@ -528,7 +551,7 @@ func (x *Translation) ClientToBackend(p *Packet, tsNow uint32) (grow int, err er
 		return 0, ErrBadOptions
 	}
 	switch act {
-	case TSOffset:
+	case TSActOffset:
 		if o.HasTS {
 			tsval := o.TSVal + x.TSOff
 			p.setTSAt(o.TSOff, tsval, o.TSEcr)
@@ -536,12 +559,12 @@ func (x *Translation) ClientToBackend(p *Packet, tsNow uint32) (grow int, err er
 		} else {
 			x.MissingTS++
 		}
-	case TSStrip:
+	case TSActStrip:
 		if o.HasTS {
 			p.nopTSAt(o.TSOff)
 			x.Stripped++
 		}
-	case TSSynth:
+	case TSActSynth:
 		tsval := tsNow + x.TSBase
 		if x.SentTS && SeqBefore(tsval, x.LastTS) {
 			tsval = x.LastTS
@@ -577,9 +600,9 @@ func (x *Translation) ClientToBackend(p *Packet, tsNow uint32) (grow int, err er
 // BackendToClient translates a backend->client segment in place: ack -=
 // SeqDelta (only if the ACK flag is set) and every SACK block -= SeqDelta;
 // then by TS:
-//   - TSOffset: TSecr -= TSOff (the exact inverse, whatever the value);
-//   - TSStrip: the TS option is NOPed out;
-//   - TSSynth: BackendTS records the backend's TSval, then the option is
+//   - TSActOffset: TSecr -= TSOff (the exact inverse, whatever the value);
+//   - TSActStrip: the TS option is NOPed out;
+//   - TSActSynth: BackendTS records the backend's TSval, then the option is
 //     NOPed out. On the SYN-ACK, if it has no TS option Fallback is set
 //     (nothing is inserted from then on); otherwise its MSS option is
 //     clamped by 12 (to no less than MinMSS, and never raised) so that
@@ -599,14 +622,14 @@ func (x *Translation) BackendToClient(p *Packet) error {
 	ack := p.Ack - x.SeqDelta
 	fixAck := hasAck && x.SeqDelta != 0
 	act := x.TS
-	if act > TSSynth {
-		act = TSPass
+	if act > TSActSynth {
+		act = TSActPass
 	}
-	if act == TSPass && x.SeqDelta == 0 && p.TCPFlags&TCPFlagSYN == 0 {
+	if act == TSActPass && x.SeqDelta == 0 && p.TCPFlags&TCPFlagSYN == 0 {
 		return nil // nothing to translate, malformed options or not
 	}
 	if p.TCPFlags&TCPFlagSYN == 0 {
-		if act == TSOffset && p.linuxTSLayout() {
+		if act == TSActOffset && p.linuxTSLayout() {
 			tsecr := binary.BigEndian.Uint32(p.Frame[p.L4+28:]) - x.TSOff
 			if fixAck {
 				p.setTwo32(tcpAckOffset, ack, 28, tsecr)
@@ -640,16 +663,16 @@ func (x *Translation) BackendToClient(p *Packet) error {
 		p.shiftSACK(&o, x.SeqDelta)
 	}
 	switch act {
-	case TSOffset:
+	case TSActOffset:
 		if o.HasTS {
 			p.setTSAt(o.TSOff, o.TSVal, o.TSEcr-x.TSOff)
 		}
-	case TSStrip:
+	case TSActStrip:
 		if o.HasTS {
 			p.nopTSAt(o.TSOff)
 			x.Stripped++
 		}
-	case TSSynth:
+	case TSActSynth:
 		synAck := p.TCPFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN|TCPFlagACK
 		if x.Fallback || (synAck && !o.HasTS) {
 			if synAck && !o.HasTS {
@@ -678,7 +701,7 @@ func (x *Translation) BackendToClient(p *Packet) error {
 	return nil
 }
 
-// clampMSS lowers an MSS by the 12 bytes TSSynth adds, to no less than
+// clampMSS lowers an MSS by the 12 bytes TSActSynth adds, to no less than
 // MinMSS; an MSS at or below MinMSS is returned as it is.
 func clampMSS(m uint16) uint16 {
 	switch {

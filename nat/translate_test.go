@@ -223,11 +223,11 @@ func TestTranslateTSOffsetHandshake(t *testing.T) {
 		var p nat.Packet
 		trDecode(t, &p, syn, partial)
 		var x nat.Translation
-		grow, err := x.SetupSYN(&p, nat.TSOffset, bISN, tsval)
+		grow, err := x.SetupSYN(&p, nat.TSRewrite, bISN, tsval)
 		if err != nil || grow != 0 {
 			t.Fatalf("SetupSYN = %d, %v", grow, err)
 		}
-		if cI, bI, cT, tv := uint32(cISN), uint32(bISN), uint32(cTS), uint32(tsval); x.TS != nat.TSOffset || x.SeqDelta != bI-cI || x.TSOff != tv-cT {
+		if cI, bI, cT, tv := uint32(cISN), uint32(bISN), uint32(cTS), uint32(tsval); x.TS != nat.TSActOffset || x.SeqDelta != bI-cI || x.TSOff != tv-cT {
 			t.Fatalf("translation %+v", x)
 		}
 		d := trCheck(t, finish(p.Frame, partial))
@@ -294,11 +294,11 @@ func TestTranslateTSSynth(t *testing.T) {
 		var p nat.Packet
 		trDecode(t, &p, syn, partial)
 		var x nat.Translation
-		grow, err := x.SetupSYN(&p, nat.TSOffset, bISN, tsval)
+		grow, err := x.SetupSYN(&p, nat.TSRewrite, bISN, tsval)
 		if err != nil || grow != 12 {
 			t.Fatalf("SetupSYN = %d, %v", grow, err)
 		}
-		if x.TS != nat.TSSynth || len(p.Frame) != oldLen+12 || p.TCPHdrLen != 20+12+12 || p.L4Len != 20+24 {
+		if x.TS != nat.TSActSynth || len(p.Frame) != oldLen+12 || p.TCPHdrLen != 20+12+12 || p.L4Len != 20+24 {
 			t.Fatalf("TS %v len %d hdr %d", x.TS, len(p.Frame), p.TCPHdrLen)
 		}
 		d := trCheck(t, finish(p.Frame, partial))
@@ -396,7 +396,7 @@ func TestTranslateTSSynthFallback(t *testing.T) {
 	var p nat.Packet
 	trDecode(t, &p, syn, false)
 	var x nat.Translation
-	if g, err := x.SetupSYN(&p, nat.TSOffset, 1, 99); err != nil || g != 12 || x.TS != nat.TSSynth {
+	if g, err := x.SetupSYN(&p, nat.TSRewrite, 1, 99); err != nil || g != 12 || x.TS != nat.TSActSynth {
 		t.Fatalf("SetupSYN = %d, %v, %v", g, err, x.TS)
 	}
 	synack := trGopacket(t, trSeg{src: trBackend, dst: trSNAT, seq: 5, ack: 2, flags: nat.TCPFlagSYN | nat.TCPFlagACK, opts: []layers.TCPOption{mssOpt(1460)}}, 0)
@@ -430,7 +430,7 @@ func TestTranslateMSSClamp(t *testing.T) {
 	for _, tt := range []struct{ in, want uint16 }{
 		{1460, 1448}, {8960, 8948}, {548, 536}, {547, 536}, {540, 536}, {537, 536}, {536, 536}, {100, 100}, {0, 0},
 	} {
-		x := nat.Translation{TS: nat.TSSynth}
+		x := nat.Translation{TS: nat.TSActSynth}
 		f := trGopacket(t, trSeg{src: trBackend, dst: trSNAT, seq: 1, ack: 2, flags: nat.TCPFlagSYN | nat.TCPFlagACK,
 			opts: []layers.TCPOption{mssOpt(tt.in), nopOpt, nopOpt, tsOpt(1, 2)}}, 0)
 		var p nat.Packet
@@ -446,7 +446,7 @@ func TestTranslateMSSClamp(t *testing.T) {
 
 func TestTranslateSACKBothWays(t *testing.T) {
 	csumModes(t, func(t *testing.T, partial bool) {
-		x := nat.Translation{SeqDelta: 0x8000_0010, TS: nat.TSPass}
+		x := nat.Translation{SeqDelta: 0x8000_0010, TS: nat.TSActPass}
 		// Backend -> client: blocks describe the client's stream: shifted back.
 		in := []nat.SACKBlock{{0x8000_0000, 0x8000_0100}, {0xffff_fff0, 0x0000_0040}}
 		f := trGopacket(t, trSeg{src: trBackend, dst: trSNAT, seq: 9, ack: 0x8000_0000, flags: nat.TCPFlagACK,
@@ -521,7 +521,7 @@ func TestTranslateExactInverse(t *testing.T) {
 	var p nat.Packet
 	for i := range 3000 {
 		partial := i%2 == 1
-		x := nat.Translation{SeqDelta: r.Uint32(), TS: nat.TSOffset, TSOff: r.Uint32()}
+		x := nat.Translation{SeqDelta: r.Uint32(), TS: nat.TSActOffset, TSOff: r.Uint32()}
 		if i%7 == 0 {
 			x.SeqDelta = -uint32(r.IntN(3)) // around the wrap
 		}
@@ -569,7 +569,7 @@ func TestTranslateBadInput(t *testing.T) {
 	dupTS := []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 8, 10, 0, 0, 0, 3, 0, 0, 0, 4}
 	badLen := []byte{1, 1, 8, 9, 0, 0, 0, 1, 0, 0, 0, 2}
 	shortOpt := []byte{1, 1, 1, 2}
-	modes := []nat.TSAction{nat.TSOffset, nat.TSStrip, nat.TSSynth}
+	modes := []nat.TSAction{nat.TSActOffset, nat.TSActStrip, nat.TSActSynth}
 	for _, raw := range [][]byte{dupTS, badLen, shortOpt} {
 		for _, m := range modes {
 			x := nat.Translation{TS: m, SeqDelta: 5, TSOff: 9}
@@ -589,19 +589,19 @@ func TestTranslateBadInput(t *testing.T) {
 				case "b2c":
 					err = x.BackendToClient(&p)
 				default:
-					_, err = x.SetupSYN(&p, m, 1, 1)
+					_, err = x.SetupSYN(&p, map[nat.TSAction]nat.TSMode{nat.TSActOffset: nat.TSRewrite, nat.TSActStrip: nat.TSStrip, nat.TSActSynth: nat.TSRewrite}[m], 1, 1)
 				}
 				if err != nat.ErrBadOptions || !bytes.Equal(p.Frame, orig) {
 					t.Errorf("%v %s %x: err %v, frame changed %v", m, dir, raw, err, !bytes.Equal(p.Frame, orig))
 				}
 			}
-			if x.BadOptions != 3 && m != nat.TSSynth {
+			if x.BadOptions != 3 && m != nat.TSActSynth {
 				t.Errorf("%v: BadOptions = %d", m, x.BadOptions)
 			}
 		}
 	}
-	// No room: TSSynth without spare capacity leaves the frame alone.
-	x := nat.Translation{TS: nat.TSSynth}
+	// No room: TSActSynth without spare capacity leaves the frame alone.
+	x := nat.Translation{TS: nat.TSActSynth}
 	f := trGopacket(t, trSeg{src: trSNAT, dst: trBackend, seq: 1, ack: 2, flags: nat.TCPFlagACK, payload: []byte("abc")}, 0)
 	orig := append([]byte(nil), f...)
 	var p nat.Packet
@@ -619,7 +619,7 @@ func TestTranslateBadInput(t *testing.T) {
 	}
 	ack := trGopacket(t, trSeg{src: trSNAT, dst: trBackend, seq: 1, ack: 2, flags: nat.TCPFlagACK}, 0)
 	trDecode(t, &p, ack, false)
-	if _, err := x.SetupSYN(&p, nat.TSOffset, 1, 1); err != nat.ErrNotTCP {
+	if _, err := x.SetupSYN(&p, nat.TSRewrite, 1, 1); err != nat.ErrNotTCP {
 		t.Errorf("SetupSYN on a non-SYN: %v", err)
 	}
 }
@@ -634,7 +634,7 @@ func TestTranslateSynthNeverLeaksBackendTS(t *testing.T) {
 	}
 	for i, raw := range layouts {
 		for _, synack := range []bool{false, true} {
-			x := nat.Translation{TS: nat.TSSynth, SeqDelta: 3}
+			x := nat.Translation{TS: nat.TSActSynth, SeqDelta: 3}
 			flags := uint8(nat.TCPFlagACK)
 			if synack {
 				flags |= nat.TCPFlagSYN
@@ -661,7 +661,7 @@ func TestTranslateNextSeq(t *testing.T) {
 	syn := trGopacket(t, trSeg{src: trSNAT, dst: trBackend, seq: 0xffff_fff0, flags: nat.TCPFlagSYN, opts: []layers.TCPOption{nopOpt, nopOpt, tsOpt(0xffff_fff0, 0)}}, 0)
 	var p nat.Packet
 	trDecode(t, &p, syn, false)
-	if _, err := x.SetupSYN(&p, nat.TSPass, 0xffff_fffa, 0); err != nil {
+	if _, err := x.SetupSYN(&p, nat.TSPassthrough, 0xffff_fffa, 0); err != nil {
 		t.Fatal(err)
 	}
 	if !x.SentTS || x.LastTS != 0xffff_fff0 || x.NextSeq != 0xffff_fffb {
@@ -712,13 +712,13 @@ func TestTranslateNoAllocs(t *testing.T) {
 		frame []byte
 		f     func(x *nat.Translation) error
 	}{
-		{"offset fast", tsData, func(x *nat.Translation) error { x.TS = nat.TSOffset; _, err := x.ClientToBackend(&p, 0); return err }},
-		{"offset b2c", tsData, func(x *nat.Translation) error { x.TS = nat.TSOffset; return x.BackendToClient(&p) }},
-		{"strip", tsData, func(x *nat.Translation) error { x.TS = nat.TSStrip; _, err := x.ClientToBackend(&p, 0); return err }},
-		{"synth grow", plain, func(x *nat.Translation) error { x.TS = nat.TSSynth; _, err := x.ClientToBackend(&p, 0); return err }},
-		{"synth b2c", tsData, func(x *nat.Translation) error { x.TS = nat.TSSynth; return x.BackendToClient(&p) }},
+		{"offset fast", tsData, func(x *nat.Translation) error { x.TS = nat.TSActOffset; _, err := x.ClientToBackend(&p, 0); return err }},
+		{"offset b2c", tsData, func(x *nat.Translation) error { x.TS = nat.TSActOffset; return x.BackendToClient(&p) }},
+		{"strip", tsData, func(x *nat.Translation) error { x.TS = nat.TSActStrip; _, err := x.ClientToBackend(&p, 0); return err }},
+		{"synth grow", plain, func(x *nat.Translation) error { x.TS = nat.TSActSynth; _, err := x.ClientToBackend(&p, 0); return err }},
+		{"synth b2c", tsData, func(x *nat.Translation) error { x.TS = nat.TSActSynth; return x.BackendToClient(&p) }},
 		{"sack b2c", sack, func(x *nat.Translation) error { return x.BackendToClient(&p) }},
-		{"setup synth", syn, func(x *nat.Translation) error { _, err := x.SetupSYN(&p, nat.TSOffset, 9, 9); return err }},
+		{"setup synth", syn, func(x *nat.Translation) error { _, err := x.SetupSYN(&p, nat.TSRewrite, 9, 9); return err }},
 	} {
 		x := nat.Translation{SeqDelta: 7, TSOff: 3}
 		n := testing.AllocsPerRun(200, func() {
@@ -737,7 +737,7 @@ func TestTranslateNoAllocs(t *testing.T) {
 }
 
 func TestTSActionString(t *testing.T) {
-	for a, want := range map[nat.TSAction]string{nat.TSPass: "pass", nat.TSStrip: "strip", nat.TSOffset: "offset", nat.TSSynth: "synth", 9: "unknown"} {
+	for a, want := range map[nat.TSAction]string{nat.TSActPass: "pass", nat.TSActStrip: "strip", nat.TSActOffset: "offset", nat.TSActSynth: "synth", 9: "unknown"} {
 		if a.String() != want {
 			t.Errorf("%d.String() = %q", a, a.String())
 		}
@@ -764,7 +764,7 @@ func FuzzTranslate(f *testing.F) {
 		var err error
 		switch (sel >> 4) % 3 {
 		case 0:
-			grow, err = x.SetupSYN(&p, nat.TSAction(mode%5), a, b)
+			grow, err = x.SetupSYN(&p, [...]nat.TSMode{nat.TSPassthrough, nat.TSStrip, nat.TSRewrite, "", "bogus"}[mode%5], a, b)
 		case 1:
 			grow, err = x.ClientToBackend(&p, b)
 		case 2:
@@ -816,7 +816,7 @@ func BenchmarkPassthroughRewrite(b *testing.B) {
 func BenchmarkTSOffsetRewrite(b *testing.B) {
 	frame := benchSegment(b)
 	var p nat.Packet
-	x := nat.Translation{SeqDelta: 0x1234_5678, TS: nat.TSOffset, TSOff: 0x9abc_def0}
+	x := nat.Translation{SeqDelta: 0x1234_5678, TS: nat.TSActOffset, TSOff: 0x9abc_def0}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(frame)))
 	for range b.N {
@@ -834,7 +834,7 @@ func BenchmarkTSOffsetRewrite(b *testing.B) {
 }
 
 func TestTranslateRST(t *testing.T) {
-	x := nat.Translation{SeqDelta: 0x10, TS: nat.TSOffset, TSOff: 1, NextSeq: 0x50, HaveSeq: true}
+	x := nat.Translation{SeqDelta: 0x10, TS: nat.TSActOffset, TSOff: 1, NextSeq: 0x50, HaveSeq: true}
 	for _, flags := range []uint8{nat.TCPFlagRST, nat.TCPFlagRST | nat.TCPFlagACK} {
 		f := trGopacket(t, trSeg{src: trSNAT, dst: trBackend, seq: 0xffff_fff8, ack: 9, flags: flags}, 0)
 		var p nat.Packet
@@ -874,7 +874,7 @@ func TestTranslateGSOSuperframe(t *testing.T) {
 	trPartial(f)
 	var p nat.Packet
 	trDecode(t, &p, f, true)
-	x := nat.Translation{TS: nat.TSSynth, SeqDelta: 100, BackendTS: 5, HaveBackendTS: true}
+	x := nat.Translation{TS: nat.TSActSynth, SeqDelta: 100, BackendTS: 5, HaveBackendTS: true}
 	g, err := x.ClientToBackend(&p, 42)
 	if err != nil || g != 12 {
 		t.Fatalf("ClientToBackend = %d, %v", g, err)

@@ -35,22 +35,22 @@ const MetricsAddr = "127.0.0.1:9100"
 // Options describe one tslb deployment in a lab. Zero values mean the
 // defaults noted.
 type Options struct {
-	Binary      string        // tslb binary (required)
-	Dir         string        // where the config and log go (required)
-	Weights     []int         // per backend; nil means 1 each
-	Scheduler   string        // "" means wrr
-	Timestamps  config.TSMode // "" means passthrough
-	FlowsMax    int           // 0 means 65536
-	PortMin     uint16        // 0 means 20000
-	PortMax     uint16        // 0 means 60999
-	LogLevel    string        // "" means info
-	Port        uint16        // service port, 0 means 80
-	BackendPort uint16        // 0 means 8080
-	Exhaustion  string        // "" means wait
-	NoISN       bool          // isn_translation: false
-	NoRepair    bool          // detector.repair: false
-	PcapDir     string        // detector.pcap_dir
-	TimeWait    time.Duration // services[].time_wait, 0 means 60s
+	Binary      string            // tslb binary (required)
+	Dir         string            // where the config and log go (required)
+	Weights     []int             // per backend; nil means 1 each
+	Scheduler   string            // "" means wrr
+	Timestamps  config.TSMode     // "" means passthrough
+	FlowsMax    int               // 0 means 65536
+	PortMin     uint16            // 0 means 20000
+	PortMax     uint16            // 0 means 60999
+	LogLevel    string            // "" means info
+	Port        uint16            // service port, 0 means 80
+	BackendPort uint16            // 0 means 8080
+	Exhaustion  config.Exhaustion // "" means wait
+	NoISN       bool              // isn_translation: false
+	NoRepair    bool              // detector.repair: false
+	PcapDir     string            // detector.pcap_dir
+	TimeWait    time.Duration     // services[].time_wait, 0 means 60s
 
 	HealthCheck *config.HealthCheck // services[].health_check; also puts HealthSource on the lb ns kernel
 	// ShutdownTimeout is shutdown.timeout (0: stop at once).
@@ -59,6 +59,10 @@ type Options struct {
 	StateFile string
 	// Control enables the control socket at Dir/tslb.sock.
 	Control bool
+	// Workers is datapath.workers (0 means 1); IO is datapath.io ("" means
+	// ring).
+	Workers int
+	IO      string
 }
 
 // HealthSource is the address the harness gives the kernel of the lb
@@ -116,6 +120,7 @@ func Config(l *lab.Lab, o Options) *config.Config {
 		Detector:  config.Detector{PcapDir: o.PcapDir, NoRepair: o.NoRepair},
 		Shutdown:  config.Shutdown{Timeout: o.ShutdownTimeout},
 		StateFile: o.StateFile,
+		Datapath:  config.Datapath{Workers: max(o.Workers, 1), IO: o.IO},
 	}
 	if o.HealthCheck != nil {
 		c.Health.Source = HealthSource

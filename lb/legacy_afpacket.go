@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -11,30 +12,9 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"tslb/lb/link"
 	"tslb/nat"
 )
-
-// LinkIO is the frame I/O of one link. Every frame read or written starts
-// with a virtio_net_hdr (nat.VirtioNetHdrLen bytes) followed by the Ethernet
-// frame, as with PACKET_VNET_HDR. It is an interface so that tests can drive
-// the datapath with fake links (see mdlayher/arp's injected net.PacketConn).
-type LinkIO interface {
-	// ReadFrame reads one frame into b and returns its length. It is called
-	// by a single goroutine per link.
-	ReadFrame(b []byte) (int, error)
-	// WriteFrame writes one frame. It may be called from several goroutines.
-	WriteFrame(b []byte) error
-	// Close unblocks ReadFrame and releases the link.
-	Close() error
-}
-
-// LinkInfo describes an opened link.
-type LinkInfo struct {
-	Name  string  // interface name
-	MAC   nat.MAC // hardware address tslb uses as source and in ARP replies
-	MTU   int
-	Index int
-}
 
 // afpacketLink is a LinkIO over an AF_PACKET socket with PACKET_VNET_HDR and
 // PACKET_IGNORE_OUTGOING set.
@@ -42,12 +22,10 @@ type afpacketLink struct {
 	conn *packet.Conn
 	rc   syscall.RawConn
 
-	// Read state: one reader goroutine per link, so the closure and its
-	// fields are reused without allocation.
 	rbuf []byte
-	rn   int
-	rerr error
-	rfn  func(fd uintptr) bool
+	st   link.Stats
+	mu   sync.Mutex
+	pub  link.Stats
 
 	wfd    int
 	closed atomic.Bool
@@ -75,12 +53,34 @@ func mustAssemble(ins []bpf.Instruction) []bpf.RawInstruction {
 	return raw
 }
 
+// openLink opens interface name for tslb's datapath with the per-frame
+// socket path; it supports one queue only (a stand-in until lb/link's
+// ring and fanout are merged).
+func openLink(name string, cfg link.Config) ([]link.Queue, link.Info, error) {
+	if cfg.Queues > 1 {
+		return nil, link.Info{}, fmt.Errorf("lb: %d workers need lb/link fanout, not built yet", cfg.Queues)
+	}
+	l, info, err := OpenAFPacket(name)
+	if err != nil {
+		return nil, link.Info{}, err
+	}
+	return []link.Queue{l.(*afpacketLink)}, link.Info{Name: info.Name, MAC: info.MAC, MTU: info.MTU, Index: info.Index}, nil
+}
+
+// LinkInfo describes an opened link.
+type LinkInfo struct {
+	Name  string
+	MAC   nat.MAC
+	MTU   int
+	Index int
+}
+
 // OpenAFPacket opens interface name for tslb's datapath. The socket gets
 // PACKET_VNET_HDR (GSO superframes and partial checksums are carried across
 // tslb and segmented/completed by the kernel on transmit),
 // PACKET_IGNORE_OUTGOING (tslb does not read back its own transmits) and
 // large socket buffers.
-func OpenAFPacket(name string) (LinkIO, LinkInfo, error) {
+func OpenAFPacket(name string) (any, LinkInfo, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
 		return nil, LinkInfo{}, fmt.Errorf("lb: link %q: %w", name, err)
@@ -133,42 +133,72 @@ func OpenAFPacket(name string) (LinkIO, LinkInfo, error) {
 		conn.Close()
 		return nil, info, fmt.Errorf("lb: link %q: %w", name, cerr)
 	}
-	l := &afpacketLink{conn: conn, rc: rc, wfd: wfd}
-	l.rfn = l.doRead
+	l := &afpacketLink{conn: conn, rc: rc, wfd: wfd, rbuf: make([]byte, frameBufSize)}
 	return l, info, nil
 }
 
-func (l *afpacketLink) doRead(fd uintptr) bool {
-	l.rn, l.rerr = unix.Read(int(fd), l.rbuf)
-	return l.rerr != unix.EAGAIN
-}
+// Fd implements link.Queue.
+func (l *afpacketLink) Fd() int { return l.wfd }
 
-// ReadFrame implements LinkIO.
-func (l *afpacketLink) ReadFrame(b []byte) (int, error) {
-	l.rbuf = b
-	if err := l.rc.Read(l.rfn); err != nil {
+// Recv implements link.Queue: one non-blocking read.
+func (l *afpacketLink) Recv(frames [][]byte) (int, error) {
+	if l.closed.Load() {
+		return 0, link.ErrClosed
+	}
+	n, err := unix.Read(l.wfd, l.rbuf)
+	if err == unix.EAGAIN || err == unix.EINTR {
+		return 0, nil
+	}
+	if err != nil {
+		if l.closed.Load() {
+			return 0, link.ErrClosed
+		}
 		return 0, err
 	}
-	if l.rerr != nil {
-		return 0, l.rerr
-	}
-	return l.rn, nil
+	l.st.RxFrames++
+	l.st.RxBytes += uint64(max(n-nat.VirtioNetHdrLen, 0))
+	frames[0] = l.rbuf[:n]
+	l.publish()
+	return 1, nil
 }
 
-// WriteFrame implements LinkIO. The socket is non-blocking; a full send
-// buffer is reported as an error (the frame is dropped and counted), as a
-// NIC queue overflow would drop it. The descriptor is cached at open: the
-// datapath stops writing before it closes the link.
-func (l *afpacketLink) WriteFrame(b []byte) error {
+// Release implements link.Queue.
+func (l *afpacketLink) Release() {}
+
+// Send implements link.Queue: one write.
+func (l *afpacketLink) Send(b []byte) error {
 	if l.closed.Load() {
-		return errLinkClosed
+		return link.ErrClosed
 	}
 	for {
 		_, err := unix.Write(l.wfd, b)
-		if err != unix.EINTR {
-			return err
+		if err == unix.EINTR {
+			continue
 		}
+		if err != nil {
+			l.st.TxErrors++
+			return nil // counted in Stats
+		}
+		l.st.TxFrames++
+		l.st.TxBytes += uint64(max(len(b)-nat.VirtioNetHdrLen, 0))
+		return nil
 	}
+}
+
+// Flush implements link.Queue.
+func (l *afpacketLink) Flush() error { l.publish(); return nil }
+
+func (l *afpacketLink) publish() {
+	l.mu.Lock()
+	l.pub = l.st
+	l.mu.Unlock()
+}
+
+// Stats implements link.Queue.
+func (l *afpacketLink) Stats() link.Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pub
 }
 
 var errLinkClosed = errors.New("lb: link closed")

@@ -1,33 +1,33 @@
-package nat_test
+package snat_test
 
 import (
 	"math/rand/v2"
 	"testing"
 
-	"tslb/nat"
+	"tslb/lb/snat"
 )
 
 const twSec = int64(1e9)
 
 func TestTWPoolFreshNeverTimeWait(t *testing.T) {
-	p := nat.NewTWPool(1000, 1099, 1)
+	p := snat.NewPool(1000, 1099, 0, 1, 1)
 	now := int64(0)
 	tw := map[uint16]bool{}
 	// Fill the pool, then put every other port in TIME_WAIT.
 	var live []uint16
 	for range 100 {
-		port, kind, _, ok := p.Alloc(now)
-		if !ok || kind != nat.AllocFresh {
-			t.Fatalf("Alloc on a pool with free ports: %v %v", kind, ok)
+		port, reused, _, ok := p.Alloc(now)
+		if !ok || reused {
+			t.Fatalf("Alloc on a pool with free ports: %v %v", reused, ok)
 		}
 		live = append(live, port)
 	}
 	for i, port := range live {
 		if i%2 == 0 {
-			p.Release(port, now, nat.TWRecord{Until: now + 60*twSec, NextSeq: uint32(port)})
+			p.Release(port, now, snat.Record{Until: now + 60*twSec, NextSeq: uint32(port)})
 			tw[port] = true
 		} else {
-			p.Release(port, now, nat.TWRecord{}) // client closed first: free at once
+			p.Release(port, now, snat.Record{}) // client closed first: free at once
 		}
 	}
 	if in, w, free := p.Counts(now); in != 0 || w != 50 || free != 50 {
@@ -35,18 +35,18 @@ func TestTWPoolFreshNeverTimeWait(t *testing.T) {
 	}
 	// 50 fresh allocations must never hit a TIME_WAIT port.
 	for range 50 {
-		port, kind, _, ok := p.Alloc(now + 30*twSec)
-		if !ok || kind != nat.AllocFresh || tw[port] {
-			t.Fatalf("Alloc = %d %v %v (in TIME_WAIT: %v)", port, kind, ok, tw[port])
+		port, reused, _, ok := p.Alloc(now + 30*twSec)
+		if !ok || reused || tw[port] {
+			t.Fatalf("Alloc = %d %v %v (in TIME_WAIT: %v)", port, reused, ok, tw[port])
 		}
 	}
 	if _, ok := p.AllocFresh(now + 30*twSec); ok {
 		t.Fatalf("AllocFresh succeeded with only TIME_WAIT ports left")
 	}
 	// Now only TIME_WAIT tuples remain: Alloc reuses the oldest with its record.
-	port, kind, rec, ok := p.Alloc(now + 30*twSec)
-	if !ok || kind != nat.AllocTimeWait || port != live[0] || rec.NextSeq != uint32(live[0]) || rec.Until != now+60*twSec {
-		t.Fatalf("Alloc = %d %v %+v %v, want %d time_wait", port, kind, rec, ok, live[0])
+	port, reused, rec, ok := p.Alloc(now + 30*twSec)
+	if !ok || !reused || port != live[0] || rec.NextSeq != uint32(live[0]) || rec.Until != now+60*twSec {
+		t.Fatalf("Alloc = %d %v %+v %v, want %d time_wait", port, reused, rec, ok, live[0])
 	}
 	if _, ok := p.Record(port); ok {
 		t.Errorf("reused port still has a record")
@@ -57,9 +57,9 @@ func TestTWPoolFreshNeverTimeWait(t *testing.T) {
 }
 
 func TestTWPoolExpiryExactlyAtUntil(t *testing.T) {
-	p := nat.NewTWPool(5, 5, 2)
+	p := snat.NewPool(5, 5, 0, 1, 2)
 	port, _, _, _ := p.Alloc(0)
-	rec := nat.TWRecord{Until: 1000, NextSeq: 0xffff_fffe, LastTS: 0xffff_ffff, HasTS: true}
+	rec := snat.Record{Until: 1000, NextSeq: 0xffff_fffe, LastTS: 0xffff_ffff, HasTS: true}
 	p.Release(port, 10, rec)
 	if got, ok := p.Record(port); !ok || got != rec {
 		t.Fatalf("Record = %+v %v, want %+v (wrapped values untouched)", got, ok, rec)
@@ -73,23 +73,23 @@ func TestTWPoolExpiryExactlyAtUntil(t *testing.T) {
 	if in, w, free := p.Counts(1000); in != 0 || w != 0 || free != 1 {
 		t.Fatalf("Counts(1000) = %d %d %d", in, w, free)
 	}
-	if got, kind, _, ok := p.Alloc(1000); !ok || kind != nat.AllocFresh || got != port {
-		t.Fatalf("Alloc(1000) = %d %v %v", got, kind, ok)
+	if got, reused, _, ok := p.Alloc(1000); !ok || reused || got != port {
+		t.Fatalf("Alloc(1000) = %d %v %v", got, reused, ok)
 	}
 	// Release with Until <= now: free at once, no record, nothing entered.
-	p.Release(port, 2000, nat.TWRecord{Until: 2000})
+	p.Release(port, 2000, snat.Record{Until: 2000})
 	if _, ok := p.Record(port); ok || p.Entered() != 1 {
 		t.Fatalf("Until == now entered TIME_WAIT (entered %d)", p.Entered())
 	}
 }
 
 func TestTWPoolExhaustion(t *testing.T) {
-	p := nat.NewTWPool(100, 163, 3)
+	p := snat.NewPool(100, 163, 0, 1, 3)
 	seen := map[uint16]bool{}
 	for range 64 {
-		port, kind, _, ok := p.Alloc(0)
-		if !ok || kind != nat.AllocFresh || seen[port] || port < 100 || port > 163 {
-			t.Fatalf("Alloc = %d %v %v", port, kind, ok)
+		port, reused, _, ok := p.Alloc(0)
+		if !ok || reused || seen[port] || port < 100 || port > 163 {
+			t.Fatalf("Alloc = %d %v %v", port, reused, ok)
 		}
 		seen[port] = true
 	}
@@ -99,32 +99,32 @@ func TestTWPoolExhaustion(t *testing.T) {
 	if _, ok := p.AllocFresh(0); ok {
 		t.Fatalf("AllocFresh succeeded on a pool of live flows")
 	}
-	empty := nat.NewTWPool(10, 9, 0)
+	empty := snat.NewPool(10, 9, 0, 1, 0)
 	if _, _, _, ok := empty.Alloc(0); ok || empty.Size() != 0 {
 		t.Fatalf("empty pool allocated")
 	}
-	empty.Release(10, 0, nat.TWRecord{Until: 5})
-	if full := nat.NewTWPool(0, 65535, 4); full.Size() != 65536 {
+	empty.Release(10, 0, snat.Record{Until: 5})
+	if full := snat.NewPool(0, 65535, 0, 1, 4); full.Size() != 65536 {
 		t.Fatalf("Size = %d", full.Size())
 	}
 }
 
 func TestTWPoolReleaseReusedPortAgain(t *testing.T) {
-	p := nat.NewTWPool(7000, 7001, 5)
+	p := snat.NewPool(7000, 7001, 0, 1, 5)
 	a, _, _, _ := p.Alloc(0)
 	b, _, _, _ := p.Alloc(0)
-	p.Release(a, 0, nat.TWRecord{Until: 100, NextSeq: 1})
-	p.Release(b, 0, nat.TWRecord{Until: 200, NextSeq: 2})
+	p.Release(a, 0, snat.Record{Until: 100, NextSeq: 1})
+	p.Release(b, 0, snat.Record{Until: 200, NextSeq: 2})
 	// Reuse a early, then release it again: it enters TIME_WAIT anew,
 	// behind b.
-	port, kind, rec, ok := p.Alloc(50)
-	if !ok || kind != nat.AllocTimeWait || port != a || rec.NextSeq != 1 {
-		t.Fatalf("Alloc = %d %v %+v", port, kind, rec)
+	port, reused, rec, ok := p.Alloc(50)
+	if !ok || !reused || port != a || rec.NextSeq != 1 {
+		t.Fatalf("Alloc = %d %v %+v", port, reused, rec)
 	}
-	p.Release(a, 60, nat.TWRecord{Until: 300, NextSeq: 3})
+	p.Release(a, 60, snat.Record{Until: 300, NextSeq: 3})
 	// Releasing again (double release) or releasing a TIME_WAIT port is a no-op.
-	p.Release(a, 60, nat.TWRecord{Until: 900, NextSeq: 9})
-	p.Release(b, 60, nat.TWRecord{Until: 900, NextSeq: 9})
+	p.Release(a, 60, snat.Record{Until: 900, NextSeq: 9})
+	p.Release(b, 60, snat.Record{Until: 900, NextSeq: 9})
 	if r, _ := p.Record(a); r.NextSeq != 3 || r.Until != 300 {
 		t.Fatalf("record of a = %+v", r)
 	}
@@ -135,23 +135,23 @@ func TestTWPoolReleaseReusedPortAgain(t *testing.T) {
 		t.Errorf("Entered = %d, want 3", p.Entered())
 	}
 	// Soonest first: b (200) before a (300).
-	if port, kind, rec, _ := p.Alloc(100); port != b || kind != nat.AllocTimeWait || rec.Until != 200 {
-		t.Fatalf("Alloc = %d %v %+v, want b", port, kind, rec)
+	if port, reused, rec, _ := p.Alloc(100); port != b || !reused || rec.Until != 200 {
+		t.Fatalf("Alloc = %d %v %+v, want b", port, reused, rec)
 	}
-	if port, kind, _, _ := p.Alloc(300); port != a || kind != nat.AllocFresh {
-		t.Fatalf("Alloc(300) = %d %v, want a fresh (its TIME_WAIT ended)", port, kind)
+	if port, reused, _, _ := p.Alloc(300); port != a || reused {
+		t.Fatalf("Alloc(300) = %d %v, want a fresh (its TIME_WAIT ended)", port, reused)
 	}
 }
 
 func TestTWPoolSpread(t *testing.T) {
 	const n, rounds = 256, 200
-	p := nat.NewTWPool(20000, 20000+n-1, 6)
+	p := snat.NewPool(20000, 20000+n-1, 0, 1, 6)
 	count := make(map[uint16]int)
 	var prev uint16
 	repeats := 0
 	for i := range n * rounds {
-		port, kind, _, ok := p.Alloc(int64(i))
-		if !ok || kind != nat.AllocFresh {
+		port, reused, _, ok := p.Alloc(int64(i))
+		if !ok || reused {
 			t.Fatal("Alloc failed")
 		}
 		if port == prev {
@@ -159,7 +159,7 @@ func TestTWPoolSpread(t *testing.T) {
 		}
 		prev = port
 		count[port]++
-		p.Release(port, int64(i), nat.TWRecord{})
+		p.Release(port, int64(i), snat.Record{})
 	}
 	if len(count) != n {
 		t.Fatalf("only %d of %d ports used", len(count), n)
@@ -174,7 +174,7 @@ func TestTWPoolSpread(t *testing.T) {
 		t.Errorf("a just-released port came straight back %d times", repeats)
 	}
 	// Two seeds give different sequences.
-	a, b := nat.NewTWPool(1, 60000, 1), nat.NewTWPool(1, 60000, 2)
+	a, b := snat.NewPool(1, 60000, 0, 1, 1), snat.NewPool(1, 60000, 0, 1, 2)
 	same := 0
 	for range 100 {
 		x, _ := a.AllocFresh(0)
@@ -188,9 +188,11 @@ func TestTWPoolSpread(t *testing.T) {
 	}
 }
 
-func TestAllocKindString(t *testing.T) {
-	if nat.AllocFresh.String() != "fresh" || nat.AllocTimeWait.String() != "time_wait" {
-		t.Errorf("AllocKind strings: %q %q", nat.AllocFresh, nat.AllocTimeWait)
+func TestKindString(t *testing.T) {
+	for k, want := range map[snat.Kind]string{snat.Fresh: "fresh", snat.EarlyReuseISN: "early_reuse_isn", snat.EarlyReuseTS: "early_reuse_ts", snat.Forced: "forced", snat.NumKinds: "unknown"} {
+		if k.String() != want {
+			t.Errorf("Kind(%d) = %q, want %q", k, k, want)
+		}
 	}
 }
 
@@ -199,7 +201,7 @@ func TestAllocKindString(t *testing.T) {
 type twModel struct {
 	lo, hi uint16
 	live   map[uint16]bool
-	tw     map[uint16]nat.TWRecord
+	tw     map[uint16]snat.Record
 	fifo   []uint16
 }
 
@@ -217,8 +219,8 @@ func (m *twModel) free() int { return int(m.hi-m.lo) + 1 - len(m.live) - len(m.t
 func TestTWPoolMatchesModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
 	const lo, hi = 30000, 30199
-	p := nat.NewTWPool(lo, hi, 9)
-	m := &twModel{lo: lo, hi: hi, live: map[uint16]bool{}, tw: map[uint16]nat.TWRecord{}}
+	p := snat.NewPool(lo, hi, 0, 1, 9)
+	m := &twModel{lo: lo, hi: hi, live: map[uint16]bool{}, tw: map[uint16]snat.Record{}}
 	var liveList []uint16
 	now := int64(0)
 	var entered uint64
@@ -228,18 +230,18 @@ func TestTWPoolMatchesModel(t *testing.T) {
 		switch k := r.IntN(10); {
 		case k < 4: // Alloc
 			m.expire(now)
-			port, kind, rec, ok := p.Alloc(now)
+			port, reused, rec, ok := p.Alloc(now)
 			switch {
 			case m.free() > 0:
-				if !ok || kind != nat.AllocFresh || m.live[port] || m.tw[port] != (nat.TWRecord{}) || port < lo || port > hi {
-					t.Fatalf("op %d: Alloc = %d %v %v with free ports", op, port, kind, ok)
+				if !ok || reused || m.live[port] || m.tw[port] != (snat.Record{}) || port < lo || port > hi {
+					t.Fatalf("op %d: Alloc = %d %v %v with free ports", op, port, reused, ok)
 				}
 				if _, inTW := m.tw[port]; inTW {
 					t.Fatalf("op %d: fresh port %d is in TIME_WAIT", op, port)
 				}
 			case len(m.fifo) > 0:
-				if !ok || kind != nat.AllocTimeWait || port != m.fifo[0] || rec != m.tw[port] {
-					t.Fatalf("op %d: Alloc = %d %v %+v, want %d %+v", op, port, kind, rec, m.fifo[0], m.tw[m.fifo[0]])
+				if !ok || !reused || port != m.fifo[0] || rec != m.tw[port] {
+					t.Fatalf("op %d: Alloc = %d %v %+v, want %d %+v", op, port, reused, rec, m.fifo[0], m.tw[m.fifo[0]])
 				}
 				delete(m.tw, port)
 				m.fifo = m.fifo[1:]
@@ -249,7 +251,11 @@ func TestTWPoolMatchesModel(t *testing.T) {
 				}
 				continue
 			}
-			kinds[kind]++
+			if reused {
+				kinds[1]++
+			} else {
+				kinds[0]++
+			}
 			m.live[port] = true
 			liveList = append(liveList, port)
 		case k < 5: // AllocFresh
@@ -269,7 +275,7 @@ func TestTWPoolMatchesModel(t *testing.T) {
 			if len(liveList) == 0 || r.IntN(20) == 0 {
 				port := uint16(lo + r.IntN(hi-lo+1))
 				if !m.live[port] {
-					p.Release(port, now, nat.TWRecord{Until: now + twSec})
+					p.Release(port, now, snat.Record{Until: now + twSec})
 				}
 				continue
 			}
@@ -277,7 +283,7 @@ func TestTWPoolMatchesModel(t *testing.T) {
 			port := liveList[j]
 			liveList[j] = liveList[len(liveList)-1]
 			liveList = liveList[:len(liveList)-1]
-			rec := nat.TWRecord{NextSeq: r.Uint32(), LastTS: r.Uint32(), HasTS: r.IntN(2) == 0}
+			rec := snat.Record{NextSeq: r.Uint32(), LastTS: r.Uint32(), HasTS: r.IntN(2) == 0}
 			if r.IntN(3) > 0 {
 				// Mostly rising Until; sometimes earlier than the tail.
 				rec.Until = now + int64(r.IntN(60))*twSec/10 + 1
@@ -315,7 +321,7 @@ func TestTWPoolMatchesModel(t *testing.T) {
 }
 
 func TestTWPoolNoAllocs(t *testing.T) {
-	p := nat.NewTWPool(1, 65535, 7)
+	p := snat.NewPool(1, 65535, 0, 1, 7)
 	now := int64(0)
 	n := testing.AllocsPerRun(10000, func() {
 		now += 1000
@@ -323,7 +329,7 @@ func TestTWPoolNoAllocs(t *testing.T) {
 		if !ok {
 			t.Fatal("exhausted")
 		}
-		p.Release(port, now, nat.TWRecord{Until: now + 60*twSec})
+		p.Release(port, now, snat.Record{Until: now + 60*twSec})
 		p.Counts(now)
 		p.Record(port)
 	})
@@ -342,9 +348,9 @@ func BenchmarkTWPoolAlloc(b *testing.B) {
 	// pool gets one entry every 16 ns: a time_wait of 0.9*size*16 ns holds
 	// 90% of its ports.
 	const tw = int64(size * pools * 9 / 10)
-	ps := make([]*nat.TWPool, pools)
+	ps := make([]*snat.Pool, pools)
 	for i := range ps {
-		ps[i] = nat.NewTWPool(1024, 65535, uint64(i))
+		ps[i] = snat.NewPool(1024, 65535, 0, 1, uint64(i))
 	}
 	now := int64(0)
 	step := func(i int) {
@@ -354,7 +360,7 @@ func BenchmarkTWPoolAlloc(b *testing.B) {
 		if !ok {
 			b.Fatal("exhausted")
 		}
-		p.Release(port, now, nat.TWRecord{Until: now + tw, NextSeq: uint32(i), HasTS: true})
+		p.Release(port, now, snat.Record{Until: now + tw, NextSeq: uint32(i), HasTS: true})
 	}
 	for i := range 2 * size * pools { // reach the steady state
 		step(i)

@@ -1,6 +1,6 @@
-package nat
+package snat
 
-// TSClock is tslb's own timestamp clock toward backends: 1 tick per
+// Clock is tslb's own timestamp clock toward backends: 1 tick per
 // millisecond from a base, monotonic. now is unix ns passed in.
 //
 // RFC 7323 §5.4 allows any clock between 1 ms and 1 s per tick; 1 ms is
@@ -9,21 +9,21 @@ package nat
 // now before start, At returns base, so the clock never runs backwards
 // as long as the caller's now does not. The zero value starts at unix
 // time 0 with base 0.
-type TSClock struct {
+type Clock struct {
 	start int64  // unix ns of tick 0
 	base  uint32 // the value at start
 }
 
-// NewTSClock returns a clock whose value is base at unix time start (ns).
+// NewClock returns a clock whose value is base at unix time start (ns).
 // Choose base so that the clock never goes backwards across restarts or
 // failover, e.g. from a persisted value or the wall clock in ms.
-func NewTSClock(start int64, base uint32) TSClock {
-	return TSClock{start: start, base: base}
+func NewClock(start int64, base uint32) Clock {
+	return Clock{start: start, base: base}
 }
 
 // At returns the clock value at now (unix ns): base plus the whole
 // milliseconds since start, modulo 2^32.
-func (c TSClock) At(now int64) uint32 {
+func (c Clock) At(now int64) uint32 {
 	if now <= c.start {
 		return c.base
 	}

@@ -1,11 +1,17 @@
-package nat
+package snat
 
-import "math/bits"
+import (
+	"math"
+	"math/bits"
+	"net/netip"
 
-// TWRecord is what tslb remembers about a backend tuple in TIME_WAIT: the
+	"tslb/nat"
+)
+
+// Record is what tslb remembers about a backend tuple in TIME_WAIT: the
 // facts the backend's tcp_timewait_state_process() will test a new SYN on
 // that tuple against (see the TIME_WAIT notes, §1).
-type TWRecord struct {
+type Record struct {
 	// Until is the unix ns when the backend's TIME_WAIT ends (closed time
 	// + time_wait).
 	Until int64
@@ -21,28 +27,18 @@ type TWRecord struct {
 	HasTS bool
 }
 
-// AllocKind says how TWPool.Alloc found a port.
-type AllocKind uint8
-
-// Allocation kinds.
-const (
-	AllocFresh    AllocKind = iota // AllocFresh: the tuple was free; the backend holds nothing for it.
-	AllocTimeWait                  // AllocTimeWait: the tuple may still be in TIME_WAIT on the backend.
-)
-
-// String returns "fresh" or "time_wait" (metric labels).
-func (k AllocKind) String() string {
-	if k == AllocTimeWait {
-		return "time_wait"
-	}
-	return "fresh"
-}
-
-// TWPool is the SNAT port pool of one (SNAT address, backend address:port)
-// pair together with the ledger of that pair's tuples in TIME_WAIT. Every
-// port is in one of three states: free, live (held by a flow) or in
-// TIME_WAIT (its last flow ended with the backend closing first, and the
-// backend may still hold the tuple).
+// Pool is the SNAT port pool of one (SNAT address, backend address:port)
+// pair, or of one datapath worker's share of it, together with the ledger
+// of that pair's tuples in TIME_WAIT. Every port is in one of three
+// states: free, live (held by a flow) or in TIME_WAIT (its last flow ended
+// with the backend closing first, and the backend may still hold the
+// tuple).
+//
+// A pool holds the ports lo, lo+stride, lo+2·stride, ... up to hi: a
+// worker's share of the range when the datapath runs several workers
+// (NewPool; worker w of n owns the ports p with p % n == w, so that a
+// fanout program can steer return traffic by destination port), or the
+// whole range with stride 1.
 //
 // Memory is fixed at construction and bounded by the port range: three
 // bitmaps, one 16-byte record per port and a FIFO ring of 16-byte (until,
@@ -50,7 +46,7 @@ func (k AllocKind) String() string {
 // The ring repeats Until so that expiry reads it sequentially instead of
 // missing the cache on a random record per operation.
 //
-// Free ports are found like PortPool does: a few random probes, then a
+// Free ports are found with a few random probes (randomProbes), then a
 // rotating scan of 64-bit words with bits.TrailingZeros64. TIME_WAIT
 // tuples sit in the ring in the order they entered it; expiry pops the
 // head while its Until <= now. Every operation is O(1) amortised. Until
@@ -61,14 +57,26 @@ func (k AllocKind) String() string {
 // Ring entries are validated against the TIME_WAIT bitmap when popped, so
 // a stale entry can never free or hand out a wrong port.
 //
-// Not safe for concurrent use: lb holds a mutex per pool.
-type TWPool struct {
+// Not safe for concurrent use: its owner (one datapath worker) serialises
+// it with whoever else reads it (metrics, the state file).
+type Pool struct {
+	// SNAT and Backend name the pair; Clock is tslb's timestamp clock
+	// toward that backend (see Clock). They are set by the caller and
+	// never changed by the pool.
+	SNAT    nat.Addr4
+	Backend netip.AddrPort
+	Clock   Clock
+	// Allocs counts the tuples handed to new flows, by Kind (the caller
+	// counts, once the flow exists).
+	Allocs [NumKinds]uint64
+
 	lo      uint16
+	stride  int
 	size    int
 	busy    []uint64  // bit set = live or in TIME_WAIT (or past the range)
 	tw      []uint64  // bit set = in TIME_WAIT
 	recs    []twRec   // per port, valid while its tw bit is set
-	hasTS   []uint64  // per port bit: TWRecord.HasTS
+	hasTS   []uint64  // per port bit: Record.HasTS
 	ring    []twEntry // TIME_WAIT tuples in insertion order (FIFO)
 	head    int       // ring index of the oldest entry
 	n       int       // entries in the ring
@@ -76,9 +84,13 @@ type TWPool struct {
 	tWait   int
 	entered uint64
 	rng     uint64
+
+	// rate of tuples entering TIME_WAIT per second (EWMA), kept by Tick.
+	lastEntered uint64
+	rate        float64
 }
 
-// twRec is the ledger record of one port (TWRecord without HasTS).
+// twRec is the ledger record of one port (Record without HasTS).
 type twRec struct {
 	until           int64
 	nextSeq, lastTS uint32
@@ -90,28 +102,69 @@ type twEntry struct {
 	idx   uint32
 }
 
-// NewTWPool returns a pool of the ports in [lo, hi] (empty if hi < lo),
-// all free, whose search order is derived from seed.
-func NewTWPool(lo, hi uint16, seed uint64) *TWPool {
-	p := &TWPool{lo: lo, rng: seed}
-	if hi < lo {
+// randomProbes is how many uniformly random positions allocFree tries
+// before it falls back to a scan. Probing first avoids the bias of a plain
+// "random start, then first free" search, which favours free ports that
+// follow long runs of busy ones; with the pool a fraction f full only
+// f^randomProbes of allocations reach the scan.
+const randomProbes = 4
+
+// NewPool returns worker's share of the ports [lo, hi] when workers
+// workers split them: the ports p with p % workers == worker (PortOwner),
+// all free, with a search order derived from seed. It is empty if the
+// share has no port (hi < lo, or fewer ports than workers).
+func NewPool(lo, hi uint16, worker, workers int, seed uint64) *Pool {
+	if workers < 1 {
+		workers = 1
+	}
+	first := int(lo) + ((worker-int(lo)%workers)%workers+workers)%workers
+	if first > int(hi) || hi < lo {
+		return newPool(lo, 0, workers, seed)
+	}
+	return newPool(uint16(first), (int(hi)-first)/workers+1, workers, seed)
+}
+
+// PortOwner returns the worker, of workers, whose pools hold port: port %
+// workers. It matches the backend links' fanout steering (link.PortOwner).
+func PortOwner(port uint16, workers int) int {
+	if workers <= 1 {
+		return 0
+	}
+	return int(port) % workers
+}
+
+// newPool returns a pool of size ports lo, lo+stride, ..., all free.
+func newPool(lo uint16, size, stride int, seed uint64) *Pool {
+	p := &Pool{lo: lo, stride: stride, size: size, rng: seed}
+	if size == 0 {
 		return p
 	}
-	p.size = int(hi) - int(lo) + 1
 	words := (p.size + 63) / 64
 	p.busy = make([]uint64, words)
 	p.tw = make([]uint64, words)
 	p.hasTS = make([]uint64, words)
 	if r := p.size % 64; r != 0 {
-		p.busy[words-1] = ^uint64(0) << r // bits past hi are never free
+		p.busy[words-1] = ^uint64(0) << r // bits past the last port are never free
 	}
 	p.recs = make([]twRec, p.size)
 	p.ring = make([]twEntry, p.size)
 	return p
 }
 
+// newPoolRange returns a pool of every port in [lo, hi] (empty if
+// hi < lo).
+func newPoolRange(lo, hi uint16, seed uint64) *Pool {
+	if hi < lo {
+		return newPool(lo, 0, 1, seed)
+	}
+	return newPool(lo, int(hi)-int(lo)+1, 1, seed)
+}
+
+// port returns the port at position i.
+func (p *Pool) port(i int) uint16 { return p.lo + uint16(i*p.stride) }
+
 // next returns the next splitmix64 value.
-func (p *TWPool) next() uint64 {
+func (p *Pool) next() uint64 {
 	p.rng += 0x9e3779b97f4a7c15
 	z := p.rng
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
@@ -125,7 +178,7 @@ func twSet(m []uint64, i int)      { m[i>>6] |= 1 << (i & 63) }
 func twClear(m []uint64, i int)    { m[i>>6] &^= 1 << (i & 63) }
 
 // expire frees the TIME_WAIT tuples at the ring head whose Until <= now.
-func (p *TWPool) expire(now int64) {
+func (p *Pool) expire(now int64) {
 	for p.n > 0 {
 		e := p.ring[p.head]
 		i := int(e.idx)
@@ -142,7 +195,7 @@ func (p *TWPool) expire(now int64) {
 }
 
 // pop removes the ring head.
-func (p *TWPool) pop() {
+func (p *Pool) pop() {
 	p.head++
 	if p.head == len(p.ring) {
 		p.head = 0
@@ -151,14 +204,14 @@ func (p *TWPool) pop() {
 }
 
 // allocFree takes a free port; the caller has checked that one exists.
-func (p *TWPool) allocFree() uint16 {
+func (p *Pool) allocFree() uint16 {
 	var start uint64
 	for range randomProbes {
 		start, _ = bits.Mul64(p.next(), uint64(p.size))
 		if !twBit(p.busy, int(start)) {
 			twSet(p.busy, int(start))
 			p.inUse++
-			return p.lo + uint16(start)
+			return p.port(int(start))
 		}
 	}
 	w := int(start / 64)
@@ -173,21 +226,21 @@ func (p *TWPool) allocFree() uint16 {
 	i := w*64 + bits.TrailingZeros64(free)
 	twSet(p.busy, i)
 	p.inUse++
-	return p.lo + uint16(i)
+	return p.port(i)
 }
 
-// Alloc returns a free port (AllocFresh), spreading choices over the free
-// ports (random probes, then a rotating cursor over the bitmap, like
-// PortPool). When none is free it returns the tuple whose TIME_WAIT ends
-// soonest (the ring head; AllocTimeWait) together with its record, so the
-// caller can make the new SYN acceptable (ISN after rec.NextSeq, TSval
-// newer than rec.LastTS) or apply its policy; the port is then live and
-// its record gone. ok is false when every port is held by a live flow.
-// It first moves tuples whose TIME_WAIT ended (Until <= now) back to free.
-func (p *TWPool) Alloc(now int64) (port uint16, kind AllocKind, rec TWRecord, ok bool) {
+// Alloc returns a free port, spreading choices over the free ports
+// (random probes, then a rotating cursor over the bitmap). When none is
+// free it returns the tuple whose TIME_WAIT ends soonest (the ring head,
+// reused true) together with its record, so the caller can make the new
+// SYN acceptable (ISN after rec.NextSeq, TSval newer than rec.LastTS) or
+// apply its policy; the port is then live and its record gone. ok is
+// false when every port is held by a live flow. It first moves tuples
+// whose TIME_WAIT ended (Until <= now) back to free.
+func (p *Pool) Alloc(now int64) (port uint16, reused bool, rec Record, ok bool) {
 	p.expire(now)
 	if p.inUse+p.tWait < p.size {
-		return p.allocFree(), AllocFresh, TWRecord{}, true
+		return p.allocFree(), false, Record{}, true
 	}
 	for p.n > 0 {
 		i := int(p.ring[p.head].idx)
@@ -199,15 +252,15 @@ func (p *TWPool) Alloc(now int64) (port uint16, kind AllocKind, rec TWRecord, ok
 		twClear(p.tw, i)
 		p.tWait--
 		p.inUse++ // busy stays set: the port goes from TIME_WAIT to live
-		return p.lo + uint16(i), AllocTimeWait, rec, true
+		return p.port(i), true, rec, true
 	}
-	return 0, AllocFresh, TWRecord{}, false
+	return 0, false, Record{}, false
 }
 
 // AllocFresh is Alloc limited to free ports, for callers that must not
 // reuse a tuple the backend may hold in TIME_WAIT (Strategy A). ok is
 // false when no port is free.
-func (p *TWPool) AllocFresh(now int64) (port uint16, ok bool) {
+func (p *Pool) AllocFresh(now int64) (port uint16, ok bool) {
 	p.expire(now)
 	if p.inUse+p.tWait >= p.size {
 		return 0, false
@@ -216,18 +269,18 @@ func (p *TWPool) AllocFresh(now int64) (port uint16, ok bool) {
 }
 
 // index returns the position of port, or -1 if it is out of range.
-func (p *TWPool) index(port uint16) int {
-	i := int(port) - int(p.lo)
-	if i < 0 || i >= p.size {
+func (p *Pool) index(port uint16) int {
+	d := int(port) - int(p.lo)
+	if d < 0 || d%p.stride != 0 || d/p.stride >= p.size {
 		return -1
 	}
-	return i
+	return d / p.stride
 }
 
 // record returns the ledger record of position i.
-func (p *TWPool) record(i int) TWRecord {
+func (p *Pool) record(i int) Record {
 	r := &p.recs[i]
-	return TWRecord{Until: r.until, NextSeq: r.nextSeq, LastTS: r.lastTS, HasTS: twBit(p.hasTS, i)}
+	return Record{Until: r.until, NextSeq: r.nextSeq, LastTS: r.lastTS, HasTS: twBit(p.hasTS, i)}
 }
 
 // Release returns a port from a finished flow. If rec.Until > now the
@@ -235,7 +288,7 @@ func (p *TWPool) record(i int) TWRecord {
 // is free at once. NextSeq and LastTS are stored as they are (no
 // arithmetic, so wrapped values are kept). Releasing a port that is not
 // live (free, in TIME_WAIT, or out of range) is a no-op.
-func (p *TWPool) Release(port uint16, now int64, rec TWRecord) {
+func (p *Pool) Release(port uint16, now int64, rec Record) {
 	i := p.index(port)
 	if i < 0 || !twBit(p.busy, i) || twBit(p.tw, i) {
 		return
@@ -267,34 +320,34 @@ func (p *TWPool) Release(port uint16, now int64, rec TWRecord) {
 // Record returns the ledger record of a port in TIME_WAIT. It does not
 // expire anything: a record whose Until has passed is still returned until
 // the next Alloc, AllocFresh or Counts moves the port back to free.
-func (p *TWPool) Record(port uint16) (TWRecord, bool) {
+func (p *Pool) Record(port uint16) (Record, bool) {
 	i := p.index(port)
 	if i < 0 || !twBit(p.tw, i) {
-		return TWRecord{}, false
+		return Record{}, false
 	}
 	return p.record(i), true
 }
 
 // Counts returns the number of ports held by live flows, in TIME_WAIT, and
 // free, after expiring what ended by now.
-func (p *TWPool) Counts(now int64) (inUse, timeWait, free int) {
+func (p *Pool) Counts(now int64) (inUse, timeWait, free int) {
 	p.expire(now)
 	return p.inUse, p.tWait, p.size - p.inUse - p.tWait
 }
 
 // Size returns the number of ports in the range.
-func (p *TWPool) Size() int { return p.size }
+func (p *Pool) Size() int { return p.size }
 
 // Entered returns how many tuples have entered TIME_WAIT since the pool
 // was made (for a rate).
-func (p *TWPool) Entered() uint64 { return p.entered }
+func (p *Pool) Entered() uint64 { return p.entered }
 
 // Restore puts a free port into TIME_WAIT with rec, for a ledger loaded
 // from tslb's state file after a restart. It returns false, changing
 // nothing, if the port is out of range or not free, or rec.Until <= now.
 // Give records in increasing Until order to keep the ring ordered.
 // Restored tuples do not count in Entered (they are not new).
-func (p *TWPool) Restore(port uint16, now int64, rec TWRecord) bool {
+func (p *Pool) Restore(port uint16, now int64, rec Record) bool {
 	i := p.index(port)
 	if i < 0 || twBit(p.busy, i) || rec.Until <= now {
 		return false
@@ -308,7 +361,7 @@ func (p *TWPool) Restore(port uint16, now int64, rec TWRecord) bool {
 
 // TimeWaitRecords calls fn for every tuple in TIME_WAIT, oldest first,
 // after expiring what ended by now (to save the ledger).
-func (p *TWPool) TimeWaitRecords(now int64, fn func(port uint16, rec TWRecord)) {
+func (p *Pool) TimeWaitRecords(now int64, fn func(port uint16, rec Record)) {
 	p.expire(now)
 	for k := 0; k < p.n; k++ {
 		t := p.head + k
@@ -318,17 +371,55 @@ func (p *TWPool) TimeWaitRecords(now int64, fn func(port uint16, rec TWRecord)) 
 		e := p.ring[t]
 		i := int(e.idx)
 		if twBit(p.tw, i) && p.recs[i].until == e.until {
-			fn(p.lo+uint16(i), p.record(i))
+			fn(p.port(i), p.record(i))
 		}
 	}
 }
 
-// Unalloc puts back a tuple that Alloc returned as AllocTimeWait but the
+// Unalloc puts back a tuple that Alloc returned as reused but the
 // caller did not use (its reuse could not be proven safe): it re-enters
 // TIME_WAIT with the same record, at the end of the ring, so the next Alloc
 // offers another tuple first. It does not count in Entered.
-func (p *TWPool) Unalloc(port uint16, now int64, rec TWRecord) {
+func (p *Pool) Unalloc(port uint16, now int64, rec Record) {
 	before := p.entered
 	p.Release(port, now, rec)
 	p.entered = before
+}
+
+// Usage is a pool's occupancy and TIME_WAIT entry rate.
+type Usage struct {
+	InUse, TimeWait, Free int
+	// Rate is the rate at which tuples enter TIME_WAIT, per second,
+	// smoothed over about 10 s (Tick).
+	Rate float64
+}
+
+// Usage returns the pool's counts after expiring what ended by now, and
+// its rate.
+func (p *Pool) Usage(now int64) Usage {
+	u, t, f := p.Counts(now)
+	return Usage{u, t, f, p.rate}
+}
+
+// Tick updates the TIME_WAIT entry rate; call it about every second with
+// the seconds since the last call (an EWMA with weight 0.1).
+func (p *Pool) Tick(dt float64) {
+	if dt <= 0 {
+		return
+	}
+	inst := float64(p.entered-p.lastEntered) / dt
+	p.lastEntered = p.entered
+	const alpha = 0.1
+	p.rate += alpha * (inst - p.rate)
+}
+
+// SecondsToExhaustion is free tuples divided by the rate at which tuples
+// enter TIME_WAIT: how long until new flows to this backend need early
+// reuse or the exhaustion policy, if the rate holds. +Inf when nothing
+// enters.
+func (u Usage) SecondsToExhaustion() float64 {
+	if u.Rate < 1e-9 {
+		return math.Inf(1)
+	}
+	return float64(u.Free) / u.Rate
 }

@@ -1,11 +1,11 @@
-package nat
+package snat
 
 import "testing"
 
 func TestTWPoolRestoreAndRecords(t *testing.T) {
 	const now = int64(1_000_000_000)
-	p := NewTWPool(1000, 1009, 1)
-	recs := map[uint16]TWRecord{
+	p := NewPool(1000, 1009, 0, 1, 1)
+	recs := map[uint16]Record{
 		1003: {Until: now + 10, NextSeq: 0xfffffff0, LastTS: 7, HasTS: true},
 		1007: {Until: now + 20, NextSeq: 5, LastTS: 0xffffffff},
 	}
@@ -15,7 +15,7 @@ func TestTWPoolRestoreAndRecords(t *testing.T) {
 	if p.Restore(1003, now, recs[1003]) {
 		t.Error("Restore of a port already in TIME_WAIT succeeded")
 	}
-	if p.Restore(999, now, recs[1003]) || p.Restore(1001, now, TWRecord{Until: now}) {
+	if p.Restore(999, now, recs[1003]) || p.Restore(1001, now, Record{Until: now}) {
 		t.Error("Restore out of range or of an ended record succeeded")
 	}
 	if p.Entered() != 0 {
@@ -25,7 +25,7 @@ func TestTWPoolRestoreAndRecords(t *testing.T) {
 		t.Errorf("Counts = %d %d %d, want 0 2 8", u, tw, f)
 	}
 	var got []uint16
-	p.TimeWaitRecords(now, func(port uint16, rec TWRecord) {
+	p.TimeWaitRecords(now, func(port uint16, rec Record) {
 		got = append(got, port)
 		if rec != recs[port] {
 			t.Errorf("port %d: record %+v, want %+v", port, rec, recs[port])
@@ -46,7 +46,7 @@ func TestTWPoolRestoreAndRecords(t *testing.T) {
 	}
 	// After the first record ends, only the second is listed.
 	got = got[:0]
-	p.TimeWaitRecords(now+15, func(port uint16, rec TWRecord) { got = append(got, port) })
+	p.TimeWaitRecords(now+15, func(port uint16, rec Record) { got = append(got, port) })
 	if len(got) != 1 || got[0] != 1007 {
 		t.Errorf("after expiry TimeWaitRecords visited %v, want [1007]", got)
 	}
@@ -54,7 +54,7 @@ func TestTWPoolRestoreAndRecords(t *testing.T) {
 
 func TestTWPoolUnallocRotates(t *testing.T) {
 	const now = int64(1_000_000_000)
-	p := NewTWPool(2000, 2002, 1)
+	p := NewPool(2000, 2002, 0, 1, 1)
 	var ports []uint16
 	for range 3 {
 		port, ok := p.AllocFresh(now)
@@ -64,15 +64,15 @@ func TestTWPoolUnallocRotates(t *testing.T) {
 		ports = append(ports, port)
 	}
 	for i, port := range ports {
-		p.Release(port, now, TWRecord{Until: now + 100, LastTS: uint32(i)})
+		p.Release(port, now, Record{Until: now + 100, LastTS: uint32(i)})
 	}
 	entered := p.Entered()
 	// Each rejected candidate goes to the back: three Allocs see three
 	// different tuples, in release order, then the first again.
 	for i := range 4 {
-		port, kind, rec, ok := p.Alloc(now)
-		if !ok || kind != AllocTimeWait || port != ports[i%3] || rec.LastTS != uint32(i%3) {
-			t.Fatalf("Alloc %d = %d %v %+v %v, want port %d from TIME_WAIT", i, port, kind, rec, ok, ports[i%3])
+		port, reused, rec, ok := p.Alloc(now)
+		if !ok || !reused || port != ports[i%3] || rec.LastTS != uint32(i%3) {
+			t.Fatalf("Alloc %d = %d %v %+v %v, want port %d from TIME_WAIT", i, port, reused, rec, ok, ports[i%3])
 		}
 		p.Unalloc(port, now, rec)
 	}

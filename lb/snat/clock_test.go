@@ -1,13 +1,14 @@
-package nat_test
+package snat_test
 
 import (
 	"math"
 	"testing"
 
+	"tslb/lb/snat"
 	"tslb/nat"
 )
 
-func TestTSClock(t *testing.T) {
+func TestClock(t *testing.T) {
 	const ms = int64(1e6)
 	start := int64(1_700_000_000) * 1e9
 	tests := []struct {
@@ -27,15 +28,15 @@ func TestTSClock(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := nat.NewTSClock(start, tt.base).At(tt.now); got != tt.want {
+			if got := snat.NewClock(start, tt.base).At(tt.now); got != tt.want {
 				t.Errorf("At = %d, want %d", got, tt.want)
 			}
 		})
 	}
 }
 
-func TestTSClockMonotonic(t *testing.T) {
-	c := nat.NewTSClock(10e9, math.MaxUint32-500)
+func TestClockMonotonic(t *testing.T) {
+	c := snat.NewClock(10e9, math.MaxUint32-500)
 	prev := c.At(0)
 	for now := int64(0); now < 20e9; now += 123457 {
 		v := c.At(now)

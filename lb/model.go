@@ -1,0 +1,121 @@
+package lb
+
+import (
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tslb/config"
+	"tslb/lb/link"
+	"tslb/nat"
+)
+
+// service is one VIP:port of a snapshot. It is immutable once the snapshot
+// is stored, except for the schedulers' own state.
+type service struct {
+	name     string
+	vip      nat.Addr4
+	port     uint16
+	ts       nat.TSMode
+	backends []*backend
+	// scheds holds one scheduler per worker (round-robin state is per
+	// worker, so picking takes no lock another worker contends); hashing
+	// schedulers share one instance.
+	scheds []Scheduler
+
+	hc            *config.HealthCheck
+	timeWaitNs    int64 // the backends' TIME_WAIT (services[].time_wait)
+	isn           bool  // isn_translation
+	exhaustion    config.Exhaustion
+	exhaustWaitNs int64
+
+	created   prometheus.Counter
+	active    prometheus.Gauge
+	refused   [numRefusals]prometheus.Counter
+	exhausted [numExhaust]prometheus.Counter
+}
+
+// Refusal reasons of a new SYN, as metric labels.
+const (
+	refusedTableFull = iota
+	refusedNoBackend
+	refusedSNAT
+	numRefusals
+)
+
+var refusalNames = [numRefusals]string{"table_full", "no_backend", "snat_exhausted"}
+
+// backend is one real server of a service in one snapshot.
+type backend struct {
+	ap     netip.AddrPort
+	addr   nat.Addr4
+	port   uint16
+	weight int // 0: drained (weight 0 or drain: true)
+	nic    *nic
+	hop    nat.Addr4
+	*backendState
+}
+
+// backendState is the part of a backend that outlives reloads.
+type backendState struct {
+	up         atomic.Bool  // health: false after fall failed checks
+	flows      atomic.Int64 // live flows, for least_conn
+	created    prometheus.Counter
+	active     prometheus.Gauge
+	collisions [numSignatures]prometheus.Counter
+	repairs    prometheus.Counter
+}
+
+// nic is one of tslb's links as every worker sees it: its addresses and
+// neighbour table (shared, read-mostly), and each worker's queue on it (for
+// statistics; a worker sends only on its own).
+type nic struct {
+	name    string
+	idx     int // position in shared.nics
+	mac     nat.MAC
+	mtu     int
+	subnets []netip.Prefix
+	gw      nat.Addr4
+	hasGW   bool
+	neigh   *neighTable
+	steer   link.Steering
+	queues  []link.Queue // by worker
+
+	arpReq, arpReply, arpGratuitous prometheus.Counter
+}
+
+// onLink reports whether a is on nic's subnets or is its gateway.
+func (l *nic) onLink(a nat.Addr4) bool {
+	na := a.Netip()
+	for _, p := range l.subnets {
+		if p.Contains(na) {
+			return true
+		}
+	}
+	return l.hasGW && a == l.gw
+}
+
+type ownedKind uint8
+
+const (
+	ownedVIP ownedKind = iota + 1
+	ownedSNAT
+	ownedKernel // health.source: the kernel's, frames to it are ignored
+)
+
+type svcKey struct {
+	vip  nat.Addr4
+	port uint16
+}
+
+var broadcast = nat.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+func less(a, b nat.Addr4) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}

@@ -1,0 +1,294 @@
+package lb
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tslb/lb/link"
+	"tslb/lb/snat"
+	"tslb/nat"
+)
+
+// Worker loop constants.
+const (
+	rxBatch      = 64                     // frames taken from one queue per Recv
+	arenaSlots   = 64                     // frames a worker builds itself per batch (ARP, RST, ...)
+	arenaSlotLen = 256                    // bytes per built frame
+	reapEvery    = 250 * time.Millisecond // a quarter of the flow shards per round
+	waitRetry    = 10 * time.Millisecond  // held SYNs (exhaustion: wait) are retried this often
+	idleWait     = 250 * time.Millisecond
+)
+
+// frameBufSize holds a virtio_net_hdr and the largest GSO superframe the
+// kernel hands an AF_PACKET socket (64 KiB IPv4 packet + Ethernet), with
+// room to grow.
+const frameBufSize = nat.VirtioNetHdrLen + nat.EthernetHeaderLen + 65535 + 64
+
+// worker is one datapath worker: it owns its queue on every link, its
+// flow table, its share of the SNAT pools and its counters, and forwards
+// every frame its queues receive. Only its own goroutine (run) touches
+// its fields, except c (counters, atomics), mail (locked) and stop.
+type worker struct {
+	id    int
+	sh    *shared
+	qs    []link.Queue // by nic index
+	poll  *link.Poller
+	flows *flowTable
+	pools *poolShard
+	c     *workerCounters
+
+	peers    []*worker // every worker, self included, by id (mailboxes)
+	mail     mailbox
+	stop     atomic.Bool
+	dead     atomic.Bool // run returned: frames for its flows are dropped
+	announce atomic.Bool // send gratuitous ARPs for every owned address
+
+	waitq    []waitItem
+	waitKeys map[flowKey]bool
+
+	// Per batch.
+	now     int64
+	s       *snapshot
+	in      *nic
+	rx      [rxBatch][]byte
+	dirty   []bool   // queues with frames sent since the last flush
+	anyTx   bool     // some queue is dirty
+	hold    [][]byte // heap frames referenced by sends until the flush
+	arena   [arenaSlots][arenaSlotLen]byte
+	arenaN  int
+	bigBuf  []byte // a frame too large for the arena, re-sent after a repair or retried
+	retried []byte // copy of a held SYN being retried
+
+	pkt     nat.Packet
+	vh      nat.VirtioNetHdr
+	icmpErr nat.ICMPError
+	opts    nat.TCPOptions
+	pl      []*snat.Pool // scratch for the pools toward a backend
+	req     snat.Request
+
+	// retrying is set while a SYN held by the wait policy is re-run;
+	// stillWaiting reports that it must keep waiting.
+	retrying, stillWaiting bool
+
+	nextReap, nextWait int64
+	reapShard          int
+}
+
+func newWorker(id int, sh *shared, pools *poolShard) (*worker, error) {
+	w := &worker{id: id, sh: sh, pools: pools, flows: newFlowTable(), c: newWorkerCounters(len(sh.nics)),
+		waitKeys: make(map[flowKey]bool), dirty: make([]bool, len(sh.nics)),
+		bigBuf: make([]byte, 0, frameBufSize), retried: make([]byte, 0, frameBufSize),
+		pl: make([]*snat.Pool, 0, 8)}
+	for _, l := range sh.nics {
+		w.qs = append(w.qs, l.queues[id])
+	}
+	p, err := link.NewPoller(w.qs)
+	if err != nil {
+		return nil, err
+	}
+	w.poll = p
+	return w, nil
+}
+
+// stopWorker makes run return after its current batch.
+func (w *worker) stopWorker() {
+	w.stop.Store(true)
+	w.poll.Wake()
+}
+
+// run is the worker's loop: take what every queue has (at most rxBatch
+// frames each), handle it, flush what was sent, hand the frames back;
+// then the mailbox and the timers; sleep in poll(2) when there was
+// nothing to do. It returns nil when stopped, or the error of a queue.
+func (w *worker) run() error {
+	for !w.stop.Load() {
+		busy, err := w.once()
+		if err != nil {
+			if errors.Is(err, link.ErrClosed) || w.stop.Load() {
+				if !w.stop.Load() {
+					// A queue went away under the worker (its socket was
+					// closed): the other workers go on; frames they would
+					// hand to this one are dropped and counted.
+					w.dead.Store(true)
+					w.sh.log.Error("datapath worker stopped: a queue was closed", "worker", w.id, "err", err)
+				}
+				return nil
+			}
+			w.dead.Store(true)
+			return err
+		}
+		if !busy {
+			if _, err := w.poll.Wait(w.sleepFor()); err != nil && !w.stop.Load() {
+				w.dead.Store(true)
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// once is one round of the loop: every queue's ready frames, the mailbox,
+// the timers. It reports whether there was anything to do.
+func (w *worker) once() (busy bool, err error) {
+	w.now = w.sh.clock()
+	w.s = w.sh.snap.Load()
+	if w.announce.Swap(false) {
+		w.sendAnnouncements()
+	}
+	for i, q := range w.qs {
+		n, err := q.Recv(w.rx[:])
+		if err != nil {
+			return busy, err
+		}
+		if n == 0 {
+			continue
+		}
+		busy = true
+		w.in = w.sh.nics[i]
+		for j := 0; j < n; j++ {
+			w.handle(w.rx[j])
+			w.rx[j] = nil
+		}
+		w.flush()
+		q.Release()
+	}
+	if w.mail.pending.Load() {
+		w.drainMail()
+		busy = true
+	}
+	w.timers()
+	return busy, nil
+}
+
+// sleepFor is how long the worker may sleep: until its next timer.
+func (w *worker) sleepFor() time.Duration {
+	d := idleWait
+	if len(w.waitq) > 0 {
+		d = waitRetry
+	}
+	return d
+}
+
+// timers retries held SYNs every waitRetry and reaps a quarter of the flow
+// shards every reapEvery.
+func (w *worker) timers() {
+	now := w.now
+	if len(w.waitq) > 0 && now >= w.nextWait {
+		w.nextWait = now + int64(waitRetry)
+		w.retryWaiting()
+	}
+	if now >= w.nextReap {
+		w.nextReap = now + int64(reapEvery)
+		w.reap()
+	}
+}
+
+// sendQueue queues frame on link l (this worker's queue). frame must stay
+// valid until the flush: it is in a received frame, the arena, or held.
+func (w *worker) sendQueue(l *nic, frame []byte) bool {
+	if err := w.qs[l.idx].Send(frame); err != nil {
+		w.c.drop(dropTxError)
+		return false
+	}
+	w.dirty[l.idx] = true
+	w.anyTx = true
+	return true
+}
+
+// keep holds a heap frame until the next flush (Send may reference it).
+func (w *worker) keep(frame []byte) { w.hold = append(w.hold, frame) }
+
+// flush transmits what was sent since the last flush on every queue and
+// frees the arena.
+func (w *worker) flush() {
+	if w.anyTx {
+		for i, d := range w.dirty {
+			if d {
+				w.qs[i].Flush()
+				w.dirty[i] = false
+			}
+		}
+		w.anyTx = false
+	}
+	clear(w.hold)
+	w.hold = w.hold[:0]
+	w.arenaN = 0
+}
+
+// scratch returns a zeroed arena slot for a frame the worker builds (at
+// most arenaSlotLen bytes), flushing first if the arena is used up.
+func (w *worker) scratch() []byte {
+	if w.arenaN == arenaSlots {
+		w.flush()
+	}
+	b := w.arena[w.arenaN][:]
+	w.arenaN++
+	clear(b[:nat.VirtioNetHdrLen])
+	return b
+}
+
+// mailbox takes frames other workers received for flows this worker owns
+// (a frame steered to the wrong worker: a fanout change, an ICMP error
+// quoting the flow). It is the only cross-worker path and is not taken
+// per packet when steering is right.
+type mailbox struct {
+	mu      sync.Mutex
+	items   []mail
+	pending atomic.Bool
+}
+
+type mail struct {
+	nic   int
+	frame []byte
+}
+
+// handOff gives a copy of frame, received on link l, to worker owner. A
+// frame for a worker that stopped is dropped and counted (owner_gone).
+func (w *worker) handOff(owner *worker, l *nic, frame []byte) {
+	if owner.dead.Load() {
+		w.c.drop(dropOwnerGone)
+		return
+	}
+	c := make([]byte, len(frame), len(frame)+64)
+	copy(c, frame)
+	owner.mail.mu.Lock()
+	owner.mail.items = append(owner.mail.items, mail{l.idx, c})
+	owner.mail.pending.Store(true)
+	owner.mail.mu.Unlock()
+	owner.poll.Wake()
+	w.c.handoffs.Add(1)
+}
+
+func (w *worker) drainMail() {
+	w.mail.mu.Lock()
+	items := w.mail.items
+	w.mail.items = nil
+	w.mail.pending.Store(false)
+	w.mail.mu.Unlock()
+	for _, m := range items {
+		w.in = w.sh.nics[m.nic]
+		w.keep(m.frame)
+		w.handle(m.frame)
+		if len(w.hold) > arenaSlots {
+			w.flush()
+		}
+	}
+	w.flush()
+}
+
+// sendAnnouncements sends a gratuitous ARP for every owned address on each
+// link so that switches and neighbours learn tslb's MAC at once.
+func (w *worker) sendAnnouncements() {
+	for _, l := range w.sh.nics {
+		for a := range w.s.linkOwned[l.idx] {
+			buf := w.scratch()
+			n := nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, a, nat.MAC{}, a)
+			if w.sendQueue(l, buf[:nat.VirtioNetHdrLen+n]) {
+				l.arpGratuitous.Inc()
+			}
+		}
+	}
+	w.flush()
+}

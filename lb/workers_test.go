@@ -1,0 +1,196 @@
+package lb
+
+import (
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"tslb/config"
+	"tslb/lb/snat"
+	"tslb/nat"
+)
+
+// The tests below run several workers over the fake links: share-nothing
+// ownership (a flow, its SNAT port and both directions of its traffic stay
+// with one worker), hand-off of frames that reach the wrong worker, a
+// worker whose queue disappears, and the state file across worker counts.
+
+func workersConfig(n int, mods ...func(*config.Config)) *config.Config {
+	return testConfig(append([]func(*config.Config){func(c *config.Config) {
+		c.Datapath.Workers = n
+		c.SNAT.PortMax = 20299
+	}}, mods...)...)
+}
+
+func workerFlows(t testing.TB, h *harness, w int) float64 {
+	t.Helper()
+	return metric(t, h.b, "tslb_worker_flows", "worker", strconv.Itoa(w))
+}
+
+func handoffs(t testing.TB, h *harness) float64 {
+	t.Helper()
+	sum := 0.0
+	for w := range h.b.Workers() {
+		sum += metric(t, h.b, "tslb_worker_handoffs_total", "worker", strconv.Itoa(w))
+	}
+	return sum
+}
+
+func TestWorkersOwnTheirFlows(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	h := start(t, workersConfig(n))
+	h.prime(t)
+	owned := [n]int{}
+	for i := range 30 {
+		cport := uint16(40000 + 7*i)
+		c := h.establish(t, cport)
+		o := flowOwner(a4(clientAddr), cport, 80, n)
+		if po := snat.PortOwner(c.sport, n); po != o {
+			t.Errorf("client port %d: flow owned by worker %d got SNAT port %d of worker %d", cport, o, c.sport, po)
+		}
+		owned[o]++
+		h.backendData(t, c, 1, 1, []byte("hello"))
+	}
+	for w, k := range owned {
+		if k == 0 {
+			t.Errorf("worker %d owns no flow of 30: the client hash does not spread", w)
+		}
+		if got := workerFlows(t, h, w); got != float64(k) {
+			t.Errorf("worker %d: %v flows in its table, want %d", w, got, k)
+		}
+	}
+	if got := handoffs(t, h); got != 0 {
+		t.Errorf("%v frames handed over between workers, want 0 when every frame reaches its owner", got)
+	}
+	if got := metric(t, h.b, "tslb_flow_table_entries"); got != 30 {
+		t.Errorf("flow table entries %v, want 30", got)
+	}
+}
+
+// A frame the fanout delivered to another worker is handed to the owner:
+// forwarded exactly as if it had arrived there, and counted.
+func TestWorkersHandOff(t *testing.T) {
+	t.Parallel()
+	const n = 2
+	h := start(t, workersConfig(n))
+	h.prime(t)
+	c := h.establish(t, 41000)
+	owner := flowOwner(a4(clientAddr), c.cport, 80, n)
+	wrong := 1 - owner
+	s := clientSeg(c.cport, nat.TCPFlagACK|nat.TCPFlagPSH, c.cisn+1, c.bisn+1)
+	s.payload = []byte("via the wrong worker")
+	in := tcpFrame(t, s)
+	h.c0.injectTo(t, wrong, in)
+	checkTCP(t, decode(t, h.b0.next(t)), in, tcpWant{ethSrc: b0MAC, ethDst: backendMAC(t, c.backend.Addr()),
+		src: c.snatAP(), dst: c.backend, ttl: 63, flags: s.flags, seq: s.seq, ack: s.ack})
+	b := backendSeg(t, c.backend, c.sport, nat.TCPFlagACK, c.bisn+1, c.cisn+1+uint32(len(s.payload)))
+	bin := tcpFrame(t, b)
+	h.b0.injectTo(t, 1-snat.PortOwner(c.sport, n), bin)
+	checkTCP(t, decode(t, h.c0.next(t)), bin, tcpWant{ethSrc: c0MAC, ethDst: clientMAC,
+		src: vipAP, dst: c.clientAP(), ttl: 63, flags: b.flags, seq: b.seq, ack: b.ack})
+	if got := handoffs(t, h); got != 2 {
+		t.Errorf("handoffs = %v, want 2", got)
+	}
+	if got := workerFlows(t, h, wrong); got != 0 {
+		t.Errorf("the wrong worker holds %v flows, want 0", got)
+	}
+}
+
+// A worker whose queue is closed stops; the others keep forwarding their
+// own flows, and a frame for the stopped worker's flows is dropped and
+// counted, never rewritten by another worker.
+func TestWorkerQueueGone(t *testing.T) {
+	t.Parallel()
+	const n = 2
+	h := start(t, workersConfig(n))
+	h.prime(t)
+	var mine, theirs *conn
+	for i := 0; mine == nil || theirs == nil; i++ {
+		c := h.establish(t, uint16(42000+i))
+		if flowOwner(a4(clientAddr), c.cport, 80, n) == 0 {
+			mine = c
+		} else {
+			theirs = c
+		}
+	}
+	h.c0.qs[1].Close()
+	if !waitFor(5*time.Second, func() bool { return h.b.workers[1].dead.Load() }) {
+		t.Fatal("worker 1 did not stop after its queue closed")
+	}
+	h.clientData(t, mine, 1, 1, []byte("still here"))
+	h.c0.injectTo(t, 0, tcpFrame(t, clientSeg(theirs.cport, nat.TCPFlagACK, theirs.cisn+1, theirs.bisn+1)))
+	if !waitFor(5*time.Second, func() bool { return drops(t, h.b, "owner_gone") == 1 }) {
+		t.Errorf("owner_gone drops = %v, want 1", drops(t, h.b, "owner_gone"))
+	}
+	h.quiet(t, h.b0)
+}
+
+// A ledger saved by 2 workers is restored by 3: every tuple lands in the
+// pool of the worker owning its port under the new count, and a new flow
+// avoids it.
+func TestStateFileAcrossWorkerCounts(t *testing.T) {
+	t.Parallel()
+	state := filepath.Join(t.TempDir(), "ledger.json")
+	mods := func(n int) func(*config.Config) {
+		return func(c *config.Config) {
+			c.Datapath.Workers = n
+			c.SNAT.PortMax = 20005
+			c.StateFile = state
+		}
+	}
+	h := start(t, twConfig(mods(2)))
+	h.prime(t)
+	recs := map[uint16]snat.Record{}
+	// Two flows per worker (three ports each): all on fresh tuples.
+	var cports []uint16
+	per := [2]int{}
+	for cport := uint16(43000); len(cports) < 4; cport++ {
+		if o := flowOwner(a4(clientAddr), cport, 80, 2); per[o] < 2 {
+			per[o]++
+			cports = append(cports, cport)
+		}
+	}
+	for _, cport := range cports {
+		f := h.twOpen(t, cport, 1000, 5000, 0, 0)
+		h.c2b(t, f, nat.TCPFlagACK|nat.TCPFlagPSH, nil, []byte("req"))
+		h.closeBackendFirst(t, f)
+		rec, ok := h.ledger(t, f.sport)
+		if !ok {
+			t.Fatalf("port %d not in the ledger after a backend-first close", f.sport)
+		}
+		recs[f.sport] = rec
+	}
+	h.stop()
+
+	h3 := start(t, twConfig(mods(3)))
+	for port, want := range recs {
+		got, ok := h3.ledger(t, port)
+		if !ok || got.NextSeq != want.NextSeq || got.Until != want.Until {
+			t.Errorf("port %d after restore with 3 workers: %+v %v, want %+v", port, got, ok, want)
+		}
+	}
+	// Six ports, four in TIME_WAIT: a worker that still has a free port
+	// gives it to a new flow, never a restored one.
+	h3.prime(t)
+	for w := range 3 {
+		free := 0
+		for _, port := range []uint16{20000, 20001, 20002, 20003, 20004, 20005} {
+			if _, held := recs[port]; !held && snat.PortOwner(port, 3) == w {
+				free++
+			}
+		}
+		if free == 0 {
+			continue
+		}
+		cport := uint16(44000)
+		for flowOwner(a4(clientAddr), cport, 80, 3) != w {
+			cport++
+		}
+		f, _ := h3.twSYN(t, cport, 1000, nil)
+		if _, held := recs[f.sport]; held || f.delta != 0 || snat.PortOwner(f.sport, 3) != w {
+			t.Errorf("worker %d: new flow got port %d (seq shift %d), want one of its free ports, fresh", w, f.sport, f.delta)
+		}
+	}
+}
