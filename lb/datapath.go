@@ -71,13 +71,14 @@ func (w *worker) handleARP() {
 
 func (w *worker) handleIPv4(frame []byte) {
 	p := &w.pkt
-	kind := w.s.owned[p.Dst]
-	if kind == ownedKernel {
-		return // the kernel's own (health probes): not ours to count
-	}
-	if kind == 0 {
+	oa := w.s.owned[p.Dst]
+	if oa == nil {
 		w.c.drop(dropNotOurs)
 		return
+	}
+	kind := oa.kind
+	if kind == ownedKernel {
+		return // the kernel's own (health probes): not ours to count
 	}
 	switch p.Proto {
 	case nat.ProtoTCP:
@@ -86,7 +87,7 @@ func (w *worker) handleIPv4(frame []byte) {
 				w.handOff(w.peers[o], w.in, frame)
 				return
 			}
-			w.fromClient(frame)
+			w.fromClient(frame, oa)
 		} else {
 			if o := snat.PortOwner(p.DstPort, w.sh.workers); o != w.id {
 				w.handOff(w.peers[o], w.in, frame)
@@ -106,9 +107,9 @@ func isSYN(flags uint8) bool {
 }
 
 // fromClient forwards a segment from a client to a VIP toward its backend.
-func (w *worker) fromClient(frame []byte) {
+func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 	p := &w.pkt
-	svc := w.s.services[svcKey{p.Dst, p.DstPort}]
+	svc := vip.service(p.DstPort)
 	if svc == nil {
 		w.c.drop(dropNoService)
 		return

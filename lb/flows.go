@@ -64,42 +64,128 @@ func (f *flow) backendKey() flowKey { return flowKey{f.baddr, f.snat, f.bport, f
 // finished reports whether the connection is over (TIME_WAIT or closed).
 func (f *flow) finished() bool { return f.state == nat.StateTimeWait || f.state == nat.StateClosed }
 
-const numFlowShards = 64 // power of two; the reaper visits a quarter per round
-
 // flowTable is one worker's flows, each under its two keys (client→VIP and
-// backend→SNAT). It is split in shards only so that the reaper can visit
-// it a part at a time; it has no lock: only its worker uses it.
+// backend→SNAT): an open-addressing hash table with linear probing and
+// backward-shift deletion (no tombstones), keys stored inline next to a
+// 32-bit tag of their hash, so a lookup is one hash and usually one cache
+// line. It has no lock: only its worker uses it. It grows (doubling) past
+// 3/4 load and never shrinks. The hash is seeded per table, so crafted
+// tuples cannot build long probe chains.
 type flowTable struct {
-	seed   uint64
-	shards [numFlowShards]map[flowKey]*flow
+	seed  uint64
+	slots []flowSlot
+	mask  uint64
+	n     int
 }
 
-func newFlowTable() *flowTable {
-	t := &flowTable{seed: 0x9e3779b97f4a7c15}
-	for i := range t.shards {
-		t.shards[i] = make(map[flowKey]*flow)
-	}
+type flowSlot struct {
+	k   flowKey
+	tag uint32 // hash>>32 | 1: 0 means empty
+	f   *flow
+}
+
+const flowTableMinSize = 1024 // slots; a power of two
+
+func newFlowTable(seed uint64) *flowTable {
+	t := &flowTable{seed: seed | 1}
+	t.alloc(flowTableMinSize)
 	return t
 }
 
-func (t *flowTable) shard(k flowKey) map[flowKey]*flow {
-	return t.shards[k.hash(t.seed)&(numFlowShards-1)]
+func (t *flowTable) alloc(size int) {
+	t.slots = make([]flowSlot, size)
+	t.mask = uint64(size - 1)
 }
 
-func (t *flowTable) get(k flowKey) *flow { return t.shard(k)[k] }
+func tagOf(h uint64) uint32 { return uint32(h>>32) | 1 }
+
+// get returns the flow under k, or nil.
+func (t *flowTable) get(k flowKey) *flow {
+	h := k.hash(t.seed)
+	tag := tagOf(h)
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if s.tag == 0 {
+			return nil
+		}
+		if s.tag == tag && s.k == k {
+			return s.f
+		}
+	}
+}
+
+// put stores f under k (replacing what k held).
+func (t *flowTable) put(k flowKey, f *flow) {
+	if (t.n+1)*4 > len(t.slots)*3 {
+		t.grow()
+	}
+	h := k.hash(t.seed)
+	tag := tagOf(h)
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if s.tag == 0 {
+			*s = flowSlot{k, tag, f}
+			t.n++
+			return
+		}
+		if s.tag == tag && s.k == k {
+			s.f = f
+			return
+		}
+	}
+}
+
+func (t *flowTable) grow() {
+	old := t.slots
+	t.alloc(2 * len(old))
+	t.n = 0
+	for i := range old {
+		if old[i].tag != 0 {
+			t.put(old[i].k, old[i].f)
+		}
+	}
+}
 
 // insert adds f under both keys.
 func (t *flowTable) insert(f *flow) {
-	t.shard(f.clientKey())[f.clientKey()] = f
-	t.shard(f.backendKey())[f.backendKey()] = f
+	t.put(f.clientKey(), f)
+	t.put(f.backendKey(), f)
 }
 
-// removeKey deletes k if it points at f.
+// removeKey deletes k if it points at f, shifting the entries that follow
+// in its probe run back so no tombstone is left (Knuth's Algorithm R).
 func (t *flowTable) removeKey(k flowKey, f *flow) {
-	m := t.shard(k)
-	if m[k] == f {
-		delete(m, k)
+	h := k.hash(t.seed)
+	tag := tagOf(h)
+	i := h & t.mask
+	for {
+		s := &t.slots[i]
+		if s.tag == 0 {
+			return
+		}
+		if s.tag == tag && s.k == k {
+			if s.f != f {
+				return
+			}
+			break
+		}
+		i = (i + 1) & t.mask
 	}
+	for j := (i + 1) & t.mask; ; j = (j + 1) & t.mask {
+		s := &t.slots[j]
+		if s.tag == 0 {
+			break
+		}
+		home := s.k.hash(t.seed) & t.mask
+		// Move s back to the hole at i unless its home lies cyclically in
+		// (i, j]: then it is still reachable where it is.
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			t.slots[i] = *s
+			i = j
+		}
+	}
+	t.slots[i] = flowSlot{}
+	t.n--
 }
 
 // remove deletes both keys of f if they still point at f.
@@ -108,12 +194,19 @@ func (t *flowTable) remove(f *flow) {
 	t.removeKey(f.backendKey(), f)
 }
 
-// collect appends to out the flows of shard i for which expired returns
-// true, visiting each flow once (under its client key).
-func (t *flowTable) collect(i int, out []*flow, expired func(*flow) bool) []*flow {
-	for k, f := range t.shards[i] {
-		if k == f.clientKey() && expired(f) {
-			out = append(out, f)
+// reapParts is how many parts the reaper visits the table in.
+const reapParts = 64
+
+// collect appends to out the flows of part i (of reapParts) for which
+// expired returns true, each once (under its client key). An entry moved
+// by a deletion meanwhile may be missed this round and seen the next.
+func (t *flowTable) collect(part int, out []*flow, expired func(*flow) bool) []*flow {
+	n := len(t.slots)
+	lo, hi := part*n/reapParts, (part+1)*n/reapParts
+	for i := lo; i < hi; i++ {
+		s := &t.slots[i]
+		if s.tag != 0 && s.k == s.f.clientKey() && expired(s.f) {
+			out = append(out, s.f)
 		}
 	}
 	return out

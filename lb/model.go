@@ -104,9 +104,20 @@ const (
 	ownedKernel // health.source: the kernel's, frames to it are ignored
 )
 
-type svcKey struct {
-	vip  nat.Addr4
-	port uint16
+// ownedAddr is one address tslb owns (or leaves to the kernel).
+type ownedAddr struct {
+	kind ownedKind
+	svcs []*service // a VIP's services (a few: scanned)
+}
+
+// service returns the VIP's service on port, or nil.
+func (o *ownedAddr) service(port uint16) *service {
+	for _, s := range o.svcs {
+		if s.port == port {
+			return s
+		}
+	}
+	return nil
 }
 
 var broadcast = nat.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}

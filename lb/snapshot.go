@@ -19,9 +19,10 @@ import (
 type snapshot struct {
 	cfg      *config.Config
 	version  int
-	services map[svcKey]*service
+	// owned maps every address tslb answers for (and the kernel's
+	// health.source) to what it is; a VIP's entry lists its services.
+	owned map[nat.Addr4]*ownedAddr
 	svcList  []*service
-	owned    map[nat.Addr4]ownedKind
 	// per link (by index): addresses tslb answers ARP for there, and the
 	// sender address of its ARP requests (0.0.0.0 = ARP probe if none).
 	linkOwned []map[nat.Addr4]bool
@@ -36,7 +37,7 @@ type snapshot struct {
 // count). Every worker's pool shard gains the pools of new backends.
 func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot, error) {
 	sh := b.sh
-	s := &snapshot{cfg: cfg, services: make(map[svcKey]*service), owned: make(map[nat.Addr4]ownedKind),
+	s := &snapshot{cfg: cfg, owned: make(map[nat.Addr4]*ownedAddr),
 		linkOwned: make([]map[nat.Addr4]bool, len(sh.nics)), arpFrom: make([]nat.Addr4, len(sh.nics))}
 	if prev != nil {
 		s.version = prev.version + 1
@@ -46,7 +47,9 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 	}
 	own := func(a netip.Addr, kind ownedKind) {
 		a4 := nat.Addr4From(a)
-		s.owned[a4] = kind
+		if s.owned[a4] == nil {
+			s.owned[a4] = &ownedAddr{kind: kind}
+		}
 		for i, l := range sh.nics {
 			for _, p := range l.subnets {
 				if p.Contains(a) {
@@ -68,7 +71,7 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 		s.snatAddrs = append(s.snatAddrs, nat.Addr4From(a))
 	}
 	if cfg.Health.Source.IsValid() {
-		s.owned[nat.Addr4From(cfg.Health.Source)] = ownedKernel
+		s.owned[nat.Addr4From(cfg.Health.Source)] = &ownedAddr{kind: ownedKernel}
 	}
 	var allBackends []netip.AddrPort
 	for _, sc := range cfg.Services {
@@ -118,7 +121,8 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 			return nil, err
 		}
 		sv.scheds = scheds
-		s.services[svcKey{sv.vip, sv.port}] = sv
+		oa := s.owned[sv.vip]
+		oa.svcs = append(oa.svcs, sv)
 		s.svcList = append(s.svcList, sv)
 	}
 	for i := range sh.nics {

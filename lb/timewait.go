@@ -97,9 +97,9 @@ func (w *worker) removeFlow(f *flow) {
 // reap removes the expired flows of a quarter of the flow shards.
 func (w *worker) reap() {
 	var expired [64]*flow
-	for range numFlowShards / 4 {
+	for range reapParts / 4 {
 		i := w.reapShard
-		w.reapShard = (w.reapShard + 1) % numFlowShards
+		w.reapShard = (w.reapShard + 1) % reapParts
 		list := w.flows.collect(i, expired[:0], w.expired)
 		for _, f := range list {
 			w.sh.m.flowsExpired[f.state].Inc()

@@ -77,7 +77,7 @@ type worker struct {
 }
 
 func newWorker(id int, sh *shared, pools *poolShard) (*worker, error) {
-	w := &worker{id: id, sh: sh, pools: pools, flows: newFlowTable(), c: newWorkerCounters(len(sh.nics)),
+	w := &worker{id: id, sh: sh, pools: pools, flows: newFlowTable(mix64(sh.seed + uint64(id))), c: newWorkerCounters(len(sh.nics)),
 		waitKeys: make(map[flowKey]bool), dirty: make([]bool, len(sh.nics)),
 		bigBuf: make([]byte, 0, frameBufSize), retried: make([]byte, 0, frameBufSize),
 		pl: make([]*snat.Pool, 0, 8)}
