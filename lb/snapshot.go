@@ -17,12 +17,12 @@ import (
 // ledgers, owned by the workers) and the flows carry over from one
 // snapshot to the next.
 type snapshot struct {
-	cfg      *config.Config
-	version  int
+	cfg     *config.Config
+	version int
 	// owned maps every address tslb answers for (and the kernel's
 	// health.source) to what it is; a VIP's entry lists its services.
-	owned map[nat.Addr4]*ownedAddr
-	svcList  []*service
+	owned   map[nat.Addr4]*ownedAddr
+	svcList []*service
 	// per link (by index): addresses tslb answers ARP for there, and the
 	// sender address of its ARP requests (0.0.0.0 = ARP probe if none).
 	linkOwned []map[nat.Addr4]bool
