@@ -18,6 +18,13 @@ func (w *worker) handle(frame []byte) {
 	}
 	p := &w.pkt
 	if err := p.Decode(frame[nat.VirtioNetHdrLen:]); err != nil {
+		if err == nat.ErrUnsupportedEtherType {
+			switch p.EtherType {
+			case etherTypeVLAN, etherTypeQinQ, etherTypeQinQ1:
+				w.c.drop(dropVLANTagged)
+				return
+			}
+		}
 		w.c.dropErr(err)
 		return
 	}
@@ -31,6 +38,13 @@ func (w *worker) handle(frame []byte) {
 		w.c.dropErr(nat.ErrUnsupportedEtherType)
 	}
 }
+
+// EtherTypes of VLAN tags: 802.1Q, 802.1ad, and the old QinQ 0x9100.
+const (
+	etherTypeVLAN  = 0x8100
+	etherTypeQinQ  = 0x88a8
+	etherTypeQinQ1 = 0x9100
+)
 
 // outFrame returns the frame (virtio header included) of the packet in w.pkt
 // after a rewrite that may have grown it.
@@ -46,6 +60,12 @@ func (w *worker) handleARP() {
 		return
 	}
 	sip, tip, op := a.SenderIP(), a.TargetIP(), a.Op()
+	if w.s.owned[sip] != nil {
+		// Someone claims one of tslb's addresses (a forged reply, or an
+		// address conflict): never learn it, never answer it.
+		w.c.drop(dropARPSpoof)
+		return
+	}
 	forUs := w.s.linkOwned[l.idx][tip]
 	if l.onLink(sip) && (forUs || op == nat.ARPReply) && sip != (nat.Addr4{}) {
 		for _, fr := range l.neigh.learn(sip, a.SenderMAC(), w.now) {
@@ -120,6 +140,10 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 		w.c.drop(dropTTLExpired)
 		return
 	}
+	if badFlags(p.TCPFlags) {
+		w.c.drop(dropBadTCPFlags)
+		return
+	}
 	k := flowKey{p.Src, p.Dst, p.SrcPort, p.DstPort}
 	f := w.flows.get(k)
 	syn := isSYN(p.TCPFlags)
@@ -149,6 +173,12 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 		}
 		if w.sh.stopping.Load() {
 			w.c.drop(dropShuttingDown)
+			return
+		}
+		if r := w.admitSYN(); r != -1 {
+			if r != dropCounted {
+				w.c.drop(r)
+			}
 			return
 		}
 		var v snat.Verdict

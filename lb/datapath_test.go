@@ -691,6 +691,25 @@ func (h *harness) backendData(t testing.TB, c *conn, seqOff, ackOff uint32, payl
 		src: vipAP, dst: c.clientAP(), ttl: 63, flags: s.flags, seq: s.seq, ack: s.ack})
 }
 
+// ipOptSYN is a client SYN whose IPv4 header carries opts (a multiple of 4
+// bytes), checksums valid.
+func ipOptSYN(t testing.TB, opts []byte) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: hw(clientMAC), DstMAC: hw(c0MAC), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: ip4(clientAddr), DstIP: ip4(vipAddr),
+		Options: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1}}}
+	tcp := &layers.TCP{SrcPort: 43013, DstPort: 80, Seq: 1, SYN: true, Window: 64240}
+	tcp.SetNetworkLayerForChecksum(ip)
+	f := serialize(t, nat.VirtioNetHdr{}, eth, ip, tcp)
+	// gopacket wrote four NOPs: put the options in their place and fix
+	// the header checksum (the TCP checksum does not cover them).
+	ipb := f[nat.VirtioNetHdrLen+nat.EthernetHeaderLen:]
+	copy(ipb[20:24], opts)
+	binary.BigEndian.PutUint16(ipb[10:], 0)
+	binary.BigEndian.PutUint16(ipb[10:], ^uint16(sum16(ipb[:24], 0)))
+	return f
+}
+
 // =========================================================================
 // 1. ARP
 
@@ -1181,7 +1200,7 @@ func TestDrops(t *testing.T) {
 			&layers.Ethernet{SrcMAC: hw(clientMAC), DstMAC: hw(c0MAC), EthernetType: layers.EthernetTypeDot1Q},
 			&layers.Dot1Q{VLANIdentifier: 7, Type: layers.EthernetTypeIPv4},
 			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: ip4(clientAddr), DstIP: ip4(vipAddr)},
-			gopacket.Payload(make([]byte, 20))), "unsupported_ethertype"},
+			gopacket.Payload(make([]byte, 20))), "vlan_tagged"},
 		{"IPv6", false, serialize(t, nat.VirtioNetHdr{},
 			&layers.Ethernet{SrcMAC: hw(clientMAC), DstMAC: hw(c0MAC), EthernetType: layers.EthernetTypeIPv6},
 			&layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolNoNextHeader,
@@ -1203,7 +1222,39 @@ func TestDrops(t *testing.T) {
 		{"backend segment without a flow", true, tcpFrame(t, backendSeg(t, be1AP, c.sport^1, nat.TCPFlagACK, 1, 1)), "no_flow"},
 		{"backend segment from the wrong port", true, tcpFrame(t, backendSeg(t, netip.AddrPortFrom(c.backend.Addr(), 8081), c.sport, nat.TCPFlagACK, 1, 1)), "no_flow"},
 		{"SYN from an off-link client", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC,
-			src: netip.MustParseAddrPort("203.0.113.9:1234"), dst: vipAP, flags: nat.TCPFlagSYN}), "no_route"},
+			src: netip.MustParseAddrPort("203.0.113.9:1234"), dst: vipAP, flags: nat.TCPFlagSYN}), "source_wrong_link"},
+		{"SYN from a backend's subnet on the client link", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC,
+			src: netip.MustParseAddrPort("198.18.1.77:1234"), dst: vipAP, flags: nat.TCPFlagSYN}), "source_wrong_link"},
+		{"SYN from a backend on the client link", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC,
+			src: be1AP, dst: vipAP, flags: nat.TCPFlagSYN}), "source_wrong_link"},
+		{"SYN from the VIP", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC,
+			src: netip.AddrPortFrom(vipAddr, 1234), dst: vipAP, flags: nat.TCPFlagSYN}), "source_owned"},
+		{"SYN from the SNAT address", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC,
+			src: netip.AddrPortFrom(snatAddr, 1234), dst: vipAP, flags: nat.TCPFlagSYN}), "source_owned"},
+		{"SYN from loopback", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC,
+			src: netip.MustParseAddrPort("127.0.0.1:1234"), dst: vipAP, flags: nat.TCPFlagSYN}), "source_martian"},
+		{"SYN from multicast", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC,
+			src: netip.MustParseAddrPort("224.0.0.9:1234"), dst: vipAP, flags: nat.TCPFlagSYN}), "source_martian"},
+		{"SYN from 0.0.0.0", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC,
+			src: netip.MustParseAddrPort("0.0.0.0:1234"), dst: vipAP, flags: nat.TCPFlagSYN}), "source_martian"},
+		{"SYN from port 0", false, tcpFrame(t, clientSeg(0, nat.TCPFlagSYN, 1, 0)), "port_zero"},
+		{"SYN+FIN", false, tcpFrame(t, clientSeg(43010, nat.TCPFlagSYN|nat.TCPFlagFIN, 1, 0)), "bad_tcp_flags"},
+		{"SYN+RST", false, tcpFrame(t, clientSeg(43010, nat.TCPFlagSYN|nat.TCPFlagRST, 1, 0)), "bad_tcp_flags"},
+		{"SYN+FIN on a flow", false, tcpFrame(t, clientSeg(c.cport, nat.TCPFlagSYN|nat.TCPFlagFIN, c.cisn, 0)), "bad_tcp_flags"},
+		{"SYN with a bad TCP checksum", false, func() []byte {
+			f := tcpFrame(t, clientSeg(43011, nat.TCPFlagSYN, 1, 0))
+			f[ipOff+20+16] ^= 0x55
+			return f
+		}(), "bad_tcp_checksum"},
+		{"SYN with a bad IPv4 checksum", false, func() []byte {
+			f := tcpFrame(t, clientSeg(43012, nat.TCPFlagSYN, 1, 0))
+			f[ipOff+10] ^= 0x55
+			return f
+		}(), "bad_ip_checksum"},
+		{"SYN with a zero-length IP option", false, ipOptSYN(t, []byte{0x44, 0, 0, 0}), "bad_ip_options"},
+		{"SYN with a source route", false, ipOptSYN(t, []byte{0x83, 3, 4, 0}), "ip_source_route"},
+		{"ARP reply claiming the VIP", false, arpFrame(t, nat.ARPReply, clientMAC, c0MAC, clientMAC, vipAddr, c0MAC, clientAddr), "arp_spoof"},
+		{"ARP request from the SNAT address", true, arpFrame(t, nat.ARPRequest, be1MAC, bcastMAC, be1MAC, snatAddr, nat.MAC{}, snatAddr), "arp_spoof"},
 		{"TCP to an address not ours", false, tcpFrame(t, seg{srcMAC: clientMAC, dstMAC: c0MAC, src: netip.AddrPortFrom(clientAddr, 43003),
 			dst: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.77"), 80), flags: nat.TCPFlagSYN}), "not_ours"},
 		{"TCP to a backend", true, tcpFrame(t, seg{srcMAC: be1MAC, dstMAC: b0MAC, src: be1AP, dst: be2AP, flags: nat.TCPFlagSYN}), "not_ours"},

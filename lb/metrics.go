@@ -36,7 +36,17 @@ const (
 	dropShuttingDown                       // SYN refused: tslb is stopping (SIGTERM)
 	dropAfterClose                         // client segment of a finished flow whose tuple was released
 	dropOwnerGone                          // frame for a flow of a worker that stopped
+	dropPortZero                           // SYN from or to TCP port 0
+	dropBadTCPFlags                        // SYN with FIN or RST
+	dropSourceOwned                        // SYN whose source is one of tslb's addresses
+	dropSourceMartian                      // SYN from 0/8, 127/8, 224/4 or 240/4
+	dropSourceWrongLink                    // SYN whose source is not reachable through the link it came in on
+	dropVLANTagged                         // 802.1Q/802.1ad-tagged frame on an untagged link
+	dropARPSpoof                           // ARP claiming one of tslb's own addresses (not learned)
 	numDropReasons
+
+	// dropCounted: admitSYN counted the drop itself (a nat reason).
+	dropCounted dropReason = -2
 )
 
 var dropReasonNames = [numDropReasons]string{
@@ -44,6 +54,8 @@ var dropReasonNames = [numDropReasons]string{
 	"icmp_no_flow", "bad_checksum", "ttl_expired", "no_route", "neighbour_unresolved",
 	"tx_error", "table_full", "no_backend", "snat_exhausted", "rst_out_of_window",
 	"arp_not_ours", "shutting_down", "after_close", "owner_gone",
+	"port_zero", "bad_tcp_flags", "source_owned", "source_martian", "source_wrong_link",
+	"vlan_tagged", "arp_spoof",
 }
 
 // decodeIndex maps nat.Reason labels to their index in nat.Reasons.

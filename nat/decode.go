@@ -47,7 +47,8 @@ var (
 var Reasons = []string{
 	"short_frame", "not_ipv4", "bad_ihl", "bad_total_length", "fragment",
 	"short_tcp", "bad_data_offset", "bad_options", "short_icmp", "short_arp",
-	"unsupported_ethertype", "other",
+	"unsupported_ethertype", "bad_ip_checksum", "bad_tcp_checksum", "bad_ip_options",
+	"ip_source_route", "other",
 }
 
 // Reason maps an error from this package to a short stable metric label.
@@ -76,6 +77,14 @@ func Reason(err error) string {
 		return "short_arp"
 	case ErrUnsupportedEtherType:
 		return "unsupported_ethertype"
+	case ErrBadIPChecksum:
+		return "bad_ip_checksum"
+	case ErrBadTCPChecksum:
+		return "bad_tcp_checksum"
+	case ErrBadIPOptions:
+		return "bad_ip_options"
+	case ErrSourceRoute:
+		return "ip_source_route"
 	}
 	return "other"
 }

@@ -215,7 +215,8 @@ func TestReason(t *testing.T) {
 	errs := []error{
 		nat.ErrShortFrame, nat.ErrNotIPv4, nat.ErrBadIHL, nat.ErrBadTotalLength,
 		nat.ErrFragment, nat.ErrShortTCP, nat.ErrBadDataOffset, nat.ErrBadOptions,
-		nat.ErrShortICMP, nat.ErrShortARP, nat.ErrUnsupportedEtherType, errors.New("x"),
+		nat.ErrShortICMP, nat.ErrShortARP, nat.ErrUnsupportedEtherType,
+		nat.ErrBadIPChecksum, nat.ErrBadTCPChecksum, nat.ErrBadIPOptions, nat.ErrSourceRoute, errors.New("x"),
 	}
 	if len(errs) != len(nat.Reasons) {
 		t.Fatalf("len(Reasons) = %d, want %d", len(nat.Reasons), len(errs))
