@@ -22,15 +22,15 @@ fi
 echo "== go vet"
 go vet ./...
 
-echo "== go test -race (nat, config, lb)"
-go test -race -count=1 ./nat/ ./config/ ./lb/
+echo "== go test -race (nat, config, lb and its sub-packages)"
+go test -race -count=1 ./nat/ ./config/ ./lb/...
 
 echo "== fuzz (short; run longer locally with -fuzztime=5m)"
-for target in $(go test -list '^Fuzz' ./nat/ | grep '^Fuzz'); do
-	go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-8s}" ./nat/
-done
-for target in $(go test -list '^Fuzz' ./lb/ | grep '^Fuzz' || true); do
-	go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-8s}" ./lb/
+# Every package with fuzz targets, every target (config's FuzzParse too).
+for pkg in $(go list ./... ); do
+	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+		go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-8s}" "$pkg"
+	done
 done
 
 echo "== go test (all packages, lab end-to-end tests included)"
