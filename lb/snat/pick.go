@@ -158,6 +158,9 @@ func Pick(pools []*Pool, req *Request, now int64) (Tuple, Verdict) {
 // accept it, and sets t's ISN, TSVal and Kind accordingly.
 func reuseSafely(t *Tuple, req *Request) bool {
 	rec := t.Rec
+	if rec.Unknown {
+		return false // the backend may hold it in any state
+	}
 	// An ISN past everything sent on the old connection, as the kernel's
 	// own tw_snd_nxt + 65535 + 2 (tcp_twsk_unique).
 	isnOK := req.ISNTranslation

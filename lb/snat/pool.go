@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/bits"
 	"net/netip"
+	"unsafe"
 
 	"tslb/nat"
 )
@@ -25,6 +26,13 @@ type Record struct {
 	// HasTS says whether the old connection used timestamps (a TSval was
 	// sent).
 	HasTS bool
+	// Unknown says that nothing is known of the backend's state for the
+	// tuple: it was held by a flow when tslb stopped without ending it (a
+	// crash, or a shutdown timeout), so the backend may hold it in
+	// ESTABLISHED or TIME_WAIT with any sequence numbers. No reuse of it
+	// is ever proven safe; it is free at Until, or when the caller has
+	// proven the backend holds nothing (Forget).
+	Unknown bool
 }
 
 // Pool is the SNAT port pool of one (SNAT address, backend address:port)
@@ -77,6 +85,7 @@ type Pool struct {
 	tw      []uint64  // bit set = in TIME_WAIT
 	recs    []twRec   // per port, valid while its tw bit is set
 	hasTS   []uint64  // per port bit: Record.HasTS
+	unknown []uint64  // per port bit: Record.Unknown
 	ring    []twEntry // TIME_WAIT tuples in insertion order (FIFO)
 	head    int       // ring index of the oldest entry
 	n       int       // entries in the ring
@@ -114,14 +123,8 @@ const randomProbes = 4
 // all free, with a search order derived from seed. It is empty if the
 // share has no port (hi < lo, or fewer ports than workers).
 func NewPool(lo, hi uint16, worker, workers int, seed uint64) *Pool {
-	if workers < 1 {
-		workers = 1
-	}
-	first := int(lo) + ((worker-int(lo)%workers)%workers+workers)%workers
-	if first > int(hi) || hi < lo {
-		return newPool(lo, 0, workers, seed)
-	}
-	return newPool(uint16(first), (int(hi)-first)/workers+1, workers, seed)
+	first, size, stride := partition(lo, hi, worker, workers)
+	return newPool(first, size, stride, seed, nil)
 }
 
 // PortOwner returns the worker, of workers, whose pools hold port: port %
@@ -133,31 +136,113 @@ func PortOwner(port uint16, workers int) int {
 	return int(port) % workers
 }
 
-// newPool returns a pool of size ports lo, lo+stride, ..., all free.
-func newPool(lo uint16, size, stride int, seed uint64) *Pool {
+// MemSize is the number of bytes of per-port state a pool of size ports
+// keeps in the memory given to NewPoolIn: four bitmaps (busy, TIME_WAIT,
+// HasTS, Unknown) and a 16-byte ledger record per port.
+func MemSize(size int) int { return 4*8*((size+63)/64) + 16*size }
+
+// NewPoolIn is NewPool with the pool's per-port state — which ports are
+// busy, which are in TIME_WAIT, and their ledger records — in mem instead
+// of the Go heap. mem must hold MemSize of the pool's Size bytes (PortCount
+// gives it before the pool exists), be 8-byte aligned and zeroed. A caller
+// that maps mem from a file (MAP_SHARED) keeps the ledger across a crash
+// of the process: every Alloc and Release is a store into that memory,
+// which the kernel keeps; ScanMem reads it back. Only the FIFO order of
+// TIME_WAIT tuples is not kept (it is rebuilt from the records).
+func NewPoolIn(mem []byte, lo, hi uint16, worker, workers int, seed uint64) *Pool {
+	first, size, stride := partition(lo, hi, worker, workers)
+	if len(mem) < MemSize(size) {
+		panic("snat: NewPoolIn: memory too small")
+	}
+	return newPool(first, size, stride, seed, mem)
+}
+
+// PortCount returns how many ports worker's share of [lo, hi] holds, and
+// its first port.
+func PortCount(lo, hi uint16, worker, workers int) (first uint16, size int) {
+	f, n, _ := partition(lo, hi, worker, workers)
+	return f, n
+}
+
+func partition(lo, hi uint16, worker, workers int) (first uint16, size, stride int) {
+	if workers < 1 {
+		workers = 1
+	}
+	f := int(lo) + ((worker-int(lo)%workers)%workers+workers)%workers
+	if f > int(hi) || hi < lo {
+		return lo, 0, workers
+	}
+	return uint16(f), (int(hi)-f)/workers + 1, workers
+}
+
+// carve returns the bitmaps and records of a pool of size ports laid out
+// in mem (MemSize(size) bytes).
+func carve(mem []byte, size int) (busy, tw, hasTS, unknown []uint64, recs []twRec) {
+	words := (size + 63) / 64
+	u64 := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(mem))), 4*words)
+	busy, tw, hasTS, unknown = u64[:words:words], u64[words:2*words:2*words], u64[2*words:3*words:3*words], u64[3*words:]
+	if size > 0 {
+		recs = unsafe.Slice((*twRec)(unsafe.Pointer(&mem[4*8*words])), size)
+	}
+	return
+}
+
+// newPool returns a pool of size ports lo, lo+stride, ..., all free, its
+// per-port state in mem (nil: the heap).
+func newPool(lo uint16, size, stride int, seed uint64, mem []byte) *Pool {
 	p := &Pool{lo: lo, stride: stride, size: size, rng: seed}
 	if size == 0 {
 		return p
 	}
-	words := (p.size + 63) / 64
-	p.busy = make([]uint64, words)
-	p.tw = make([]uint64, words)
-	p.hasTS = make([]uint64, words)
-	if r := p.size % 64; r != 0 {
-		p.busy[words-1] = ^uint64(0) << r // bits past the last port are never free
+	if mem == nil {
+		mem = make([]byte, MemSize(size))
 	}
-	p.recs = make([]twRec, p.size)
+	p.busy, p.tw, p.hasTS, p.unknown, p.recs = carve(mem, size)
+	if r := p.size % 64; r != 0 {
+		p.busy[len(p.busy)-1] |= ^uint64(0) << r // bits past the last port are never free
+	}
 	p.ring = make([]twEntry, p.size)
 	return p
+}
+
+// PortState is the state of one port in a pool's memory (ScanMem).
+type PortState uint8
+
+// Port states.
+const (
+	PortFree     PortState = iota
+	PortLive               // held by a flow
+	PortTimeWait           // in the ledger, with its Record
+)
+
+// ScanMem calls fn for every port of a pool's memory mem (as laid out by
+// NewPoolIn for size ports) that is not free, in position order: i is the
+// position (port = first + i·stride of the pool that wrote it), rec the
+// ledger record of a PortTimeWait. A torn write (the process died inside
+// an Alloc or Release) can only show a port as live: the safe reading.
+func ScanMem(mem []byte, size int, fn func(i int, st PortState, rec Record)) {
+	if size <= 0 || len(mem) < MemSize(size) {
+		return
+	}
+	busy, tw, hasTS, unknown, recs := carve(mem, size)
+	for i := 0; i < size; i++ {
+		switch {
+		case twBit(tw, i):
+			r := recs[i]
+			fn(i, PortTimeWait, Record{Until: r.until, NextSeq: r.nextSeq, LastTS: r.lastTS, HasTS: twBit(hasTS, i), Unknown: twBit(unknown, i)})
+		case twBit(busy, i):
+			fn(i, PortLive, Record{})
+		}
+	}
 }
 
 // newPoolRange returns a pool of every port in [lo, hi] (empty if
 // hi < lo).
 func newPoolRange(lo, hi uint16, seed uint64) *Pool {
 	if hi < lo {
-		return newPool(lo, 0, 1, seed)
+		return newPool(lo, 0, 1, seed, nil)
 	}
-	return newPool(lo, int(hi)-int(lo)+1, 1, seed)
+	return newPool(lo, int(hi)-int(lo)+1, 1, seed, nil)
 }
 
 // port returns the port at position i.
@@ -182,16 +267,43 @@ func (p *Pool) expire(now int64) {
 	for p.n > 0 {
 		e := p.ring[p.head]
 		i := int(e.idx)
-		if twBit(p.tw, i) && e.until > now {
+		ok := p.valid(e)
+		if ok && e.until > now {
 			return
 		}
 		p.pop()
-		if twBit(p.tw, i) {
+		if ok {
 			twClear(p.tw, i)
 			twClear(p.busy, i)
 			p.tWait--
 		}
 	}
+}
+
+// valid reports whether ring entry e is its port's current TIME_WAIT (a
+// port forgotten, or reused and back in TIME_WAIT with another Until,
+// leaves a stale entry behind).
+func (p *Pool) valid(e twEntry) bool {
+	i := int(e.idx)
+	return twBit(p.tw, i) && p.recs[i].until == e.until
+}
+
+// compact drops the stale entries of a full ring, keeping the order (it
+// allocates a new ring: it only happens after Forget).
+func (p *Pool) compact() {
+	nr := make([]twEntry, len(p.ring))
+	k := 0
+	for j := 0; j < p.n; j++ {
+		t := p.head + j
+		if t >= len(p.ring) {
+			t -= len(p.ring)
+		}
+		if e := p.ring[t]; p.valid(e) {
+			nr[k] = e
+			k++
+		}
+	}
+	p.ring, p.head, p.n = nr, 0, k
 }
 
 // pop removes the ring head.
@@ -243,9 +355,10 @@ func (p *Pool) Alloc(now int64) (port uint16, reused bool, rec Record, ok bool) 
 		return p.allocFree(), false, Record{}, true
 	}
 	for p.n > 0 {
-		i := int(p.ring[p.head].idx)
+		e := p.ring[p.head]
+		i := int(e.idx)
 		p.pop()
-		if !twBit(p.tw, i) {
+		if !p.valid(e) {
 			continue // stale entry
 		}
 		rec = p.record(i)
@@ -280,7 +393,7 @@ func (p *Pool) index(port uint16) int {
 // record returns the ledger record of position i.
 func (p *Pool) record(i int) Record {
 	r := &p.recs[i]
-	return Record{Until: r.until, NextSeq: r.nextSeq, LastTS: r.lastTS, HasTS: twBit(p.hasTS, i)}
+	return Record{Until: r.until, NextSeq: r.nextSeq, LastTS: r.lastTS, HasTS: twBit(p.hasTS, i), Unknown: twBit(p.unknown, i)}
 }
 
 // Release returns a port from a finished flow. If rec.Until > now the
@@ -298,17 +411,27 @@ func (p *Pool) Release(port uint16, now int64, rec Record) {
 		twClear(p.busy, i)
 		return
 	}
+	// The record first, the TIME_WAIT bit last: memory read back after a
+	// crash between the two shows the port live, never a half record.
 	p.recs[i] = twRec{until: rec.Until, nextSeq: rec.NextSeq, lastTS: rec.LastTS}
 	if rec.HasTS {
 		twSet(p.hasTS, i)
 	} else {
 		twClear(p.hasTS, i)
 	}
+	if rec.Unknown {
+		twSet(p.unknown, i)
+	} else {
+		twClear(p.unknown, i)
+	}
 	twSet(p.tw, i)
 	p.tWait++
 	p.entered++
-	// The ring has room: it holds at most one valid entry per port and
-	// stale ones are only created by pops, which remove them.
+	// The ring holds at most one valid entry per port; stale ones (Forget)
+	// are dropped when it fills up.
+	if p.n == len(p.ring) {
+		p.compact()
+	}
 	t := p.head + p.n
 	if t >= len(p.ring) {
 		t -= len(p.ring)
@@ -423,3 +546,24 @@ func (u Usage) SecondsToExhaustion() float64 {
 	}
 	return float64(u.Free) / u.Rate
 }
+
+// Forget frees a port in TIME_WAIT at once: the caller has proven that the
+// backend holds nothing for the tuple (it answered a probe with an RST, or
+// tslb reset it). It reports whether the port was in TIME_WAIT.
+func (p *Pool) Forget(port uint16) bool {
+	i := p.index(port)
+	if i < 0 || !twBit(p.tw, i) {
+		return false
+	}
+	twClear(p.tw, i)
+	twClear(p.busy, i)
+	p.tWait--
+	return true // its ring entry is stale now and skipped when popped
+}
+
+// First, Stride and Size describe the pool's ports: First, First+Stride,
+// ..., Size of them.
+func (p *Pool) First() uint16 { return p.lo }
+
+// Stride is the distance between the pool's ports (the worker count).
+func (p *Pool) Stride() int { return p.stride }

@@ -1,6 +1,10 @@
 package snat
 
-import "testing"
+import (
+	"fmt"
+	"maps"
+	"testing"
+)
 
 func TestTWPoolRestoreAndRecords(t *testing.T) {
 	const now = int64(1_000_000_000)
@@ -81,5 +85,88 @@ func TestTWPoolUnallocRotates(t *testing.T) {
 	}
 	if u, tw, f := p.Counts(now); u != 0 || tw != 3 || f != 0 {
 		t.Errorf("Counts = %d %d %d, want 0 3 0", u, tw, f)
+	}
+}
+
+// Forget frees a port in TIME_WAIT at once and leaves a stale ring entry
+// that must never free the port again when it is back in TIME_WAIT with a
+// later Until, however often that happens (popped at expiry, or dropped
+// when the ring fills up and is compacted).
+func TestForgetStaleEntries(t *testing.T) {
+	for _, check := range []bool{true, false} { // false: entries pile up, the ring compacts
+		p := NewPool(1000, 1003, 0, 1, 1)
+		a, _, _, _ := p.Alloc(0)
+		for range 3 {
+			p.Alloc(0) // the other three stay live
+		}
+		p.Release(a, 0, Record{Until: 1000})
+		for round := int64(2); round <= 20; round++ {
+			if !p.Forget(a) || p.Forget(a) {
+				t.Fatalf("round %d: Forget(%d) did not free exactly once", round, a)
+			}
+			if got, ok := p.AllocFresh(0); !ok || got != a {
+				t.Fatalf("round %d: AllocFresh = %d %v, want the forgotten %d", round, got, ok, a)
+			}
+			p.Release(a, 0, Record{Until: 1000 * round, NextSeq: uint32(round)})
+			if !check {
+				continue
+			}
+			// Stale entries of earlier rounds end before now: popping them
+			// must not free a.
+			if _, tw, _ := p.Counts(1000*round - 1); tw != 1 {
+				t.Fatalf("round %d: %d in TIME_WAIT just before its Until, want 1", round, tw)
+			}
+		}
+		if rec, ok := p.Record(a); !ok || rec.NextSeq != 20 {
+			t.Fatalf("check=%v: record %+v %v, want the last round's", check, rec, ok)
+		}
+		if _, tw, _ := p.Counts(19999); tw != 1 {
+			t.Fatalf("check=%v: freed before its Until", check)
+		}
+		if _, tw, free := p.Counts(20000); tw != 0 || free != 1 {
+			t.Fatalf("check=%v: at its Until: %d in TIME_WAIT, %d free", check, tw, free)
+		}
+	}
+}
+
+// A pool in caller memory reads back through ScanMem, as after a crash:
+// live ports as live, TIME_WAIT ports with their records (Unknown kept).
+func TestPoolInMemory(t *testing.T) {
+	first, size := PortCount(20000, 20099, 1, 3)
+	mem := make([]byte, MemSize(size)+8)[8:] // any 8-byte aligned slice
+	p := NewPoolIn(mem, 20000, 20099, 1, 3, 7)
+	if p.Size() != size || p.First() != first || p.Stride() != 3 {
+		t.Fatalf("pool %d ports from %d stride %d, want %d from %d stride 3", p.Size(), p.First(), p.Stride(), size, first)
+	}
+	live, _ := p.AllocFresh(0)
+	tw, _ := p.AllocFresh(0)
+	unk, _ := p.AllocFresh(0)
+	p.Release(tw, 0, Record{Until: 99, NextSeq: 5, LastTS: 6, HasTS: true})
+	p.Release(unk, 0, Record{Until: 98, Unknown: true})
+	got := map[uint16]string{}
+	ScanMem(mem, size, func(i int, st PortState, rec Record) {
+		port := first + uint16(i*3)
+		switch st {
+		case PortLive:
+			got[port] = "live"
+		case PortTimeWait:
+			got[port] = fmt.Sprintf("tw %+v", rec)
+		}
+	})
+	want := map[uint16]string{
+		live: "live",
+		tw:   fmt.Sprintf("tw %+v", Record{Until: 99, NextSeq: 5, LastTS: 6, HasTS: true}),
+		unk:  fmt.Sprintf("tw %+v", Record{Until: 98, Unknown: true}),
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("ScanMem = %v, want %v", got, want)
+	}
+	// An Unknown tuple is never a safe reuse.
+	req := Request{Mode: "rewrite", ISNTranslation: true, Exhaustion: "reject"}
+	q := NewPool(30000, 30000, 0, 1, 1)
+	port, _, _, _ := q.Alloc(0)
+	q.Release(port, 0, Record{Until: 1e12, HasTS: true, Unknown: true})
+	if _, v := Pick([]*Pool{q}, &req, 1); v != Reject {
+		t.Errorf("Pick over an Unknown tuple = %v, want Reject", v)
 	}
 }
