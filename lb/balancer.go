@@ -65,6 +65,9 @@ type Balancer struct {
 	sh      *shared
 	workers []*worker
 	shards  []*poolShard // by worker
+	ledger  *ledgerDir   // the pools' memory-mapped files (state_file set)
+
+	recoveredTW, recoveredUnknown int // tuples read back from the ledger files at start
 
 	reloadMu sync.Mutex
 	health   healthSet
@@ -137,14 +140,25 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		l.arpReply = sh.m.arpSent.WithLabelValues(l.name, "reply")
 		l.arpGratuitous = sh.m.arpSent.WithLabelValues(l.name, "gratuitous")
 	}
-	for w := range nw {
-		b.shards = append(b.shards, newPoolShard())
-		_ = w
+	var recovered []ledgerTuple
+	if cfg.StateFile != "" {
+		d, found, err := openLedgerDir(cfg.StateFile + ".live")
+		if err != nil {
+			b.closeLinks()
+			return nil, err
+		}
+		b.ledger, recovered = d, found
+	}
+	for range nw {
+		ps := newPoolShard()
+		ps.ledger = b.ledger
+		b.shards = append(b.shards, ps)
 	}
 
 	s, err := b.buildSnapshot(cfg, nil)
 	if err != nil {
 		b.closeLinks()
+		b.closeLedger()
 		return nil, err
 	}
 	sh.snap.Store(s)
@@ -153,6 +167,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		wk, err := newWorker(w, sh, b.shards[w])
 		if err != nil {
 			b.closeLinks()
+			b.closeLedger()
 			return nil, err
 		}
 		b.workers = append(b.workers, wk)
@@ -161,7 +176,13 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		w.peers = b.workers
 	}
 	b.workers[0].announce.Store(true)
-	if cfg.StateFile != "" {
+	switch {
+	case len(recovered) > 0:
+		tw, live := b.restoreLedger(recovered)
+		b.recoveredTW, b.recoveredUnknown = tw, live
+		sh.log.Info("TIME_WAIT ledger recovered from the previous run's pool files", "dir", b.ledger.dir,
+			"time_wait_tuples", tw, "unknown_tuples", live)
+	case cfg.StateFile != "":
 		n, err := b.loadState(cfg.StateFile)
 		if err != nil {
 			sh.log.Warn("state file not loaded: TIME_WAIT ledger starts empty", "file", cfg.StateFile, "err", err)
@@ -274,6 +295,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 			b.sh.log.Info("TIME_WAIT ledger saved", "file", path, "tuples", n)
 		}
 	}
+	b.closeLedger()
 	select {
 	case err := <-errc:
 		return err
@@ -327,6 +349,13 @@ func (b *Balancer) closeLinks() {
 			w.poll.Close()
 		}
 	})
+}
+
+// closeLedger unmaps the pools' files: the pools must not be used after.
+func (b *Balancer) closeLedger() {
+	if b.ledger != nil {
+		b.ledger.close()
+	}
 }
 
 // housekeeping runs what no worker owns, once a second: the pools'

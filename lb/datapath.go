@@ -250,9 +250,12 @@ func (w *worker) grow(frame []byte, g int) {
 // the client.
 func (w *worker) fromBackend(frame []byte) {
 	p := &w.pkt
-	f := w.flows.get(flowKey{p.Src, p.Dst, p.SrcPort, p.DstPort})
+	k := flowKey{p.Src, p.Dst, p.SrcPort, p.DstPort}
+	f := w.flows.get(k)
 	if f == nil {
-		w.c.drop(dropNoFlow)
+		if w.probeIdx == nil || !w.probeAnswer(k) {
+			w.c.drop(dropNoFlow)
+		}
 		return
 	}
 	if f.tr.State == nat.StateSynSent {

@@ -78,6 +78,9 @@ type workerCounters struct {
 	icmpEchoReplies atomic.Uint64
 	icmpTranslated  atomic.Uint64
 	handoffs        atomic.Uint64 // frames this worker handed to the owning worker
+	probesSent      atomic.Uint64 // probes of tuples of unknown state (probe.go)
+	probesFreed     atomic.Uint64 // ... answered with an RST: freed
+	probesReset     atomic.Uint64 // ... answered with an ACK: reset, freed
 	flows           atomic.Int64  // flows in this worker's table
 	open            atomic.Int64  // of those, not finished (neither TIME_WAIT nor closed)
 	_               [64]byte
@@ -259,6 +262,12 @@ var (
 		"Frames received by each datapath worker, all links.", []string{"worker"}, nil)
 	workerFlowsDesc = prometheus.NewDesc("tslb_worker_flows",
 		"Flows in each datapath worker's table.", []string{"worker"}, nil)
+	probeDesc = prometheus.NewDesc("tslb_ledger_probes_total",
+		"Probes of tuples left in an unknown state by a crash (result sent), and how they ended: freed (the backend answered with an RST: it held nothing) or reset (it answered with an ACK; tslb reset its connection).",
+		[]string{"result"}, nil)
+	recoveredDesc = prometheus.NewDesc("tslb_ledger_recovered_tuples",
+		"Tuples read back at start from the previous run's ledger files, by state: time_wait (records kept), unknown (live when tslb stopped: quarantined and probed).",
+		[]string{"state"}, nil)
 	handoffDesc = prometheus.NewDesc("tslb_worker_handoffs_total",
 		"Frames a worker received for a flow another worker owns and handed over (fanout steering missed; ICMP errors).", []string{"worker"}, nil)
 )
@@ -269,7 +278,8 @@ type datapathCollector struct{ b *Balancer }
 
 func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, kernelPacketsDesc, kernelDropsDesc, kernelFreezeDesc, copiedDesc,
-		dropsDesc, strippedDesc, echoDesc, icmpTrDesc, entriesDesc, workerRxDesc, workerFlowsDesc, handoffDesc} {
+		dropsDesc, strippedDesc, echoDesc, icmpTrDesc, entriesDesc, workerRxDesc, workerFlowsDesc, handoffDesc,
+		probeDesc, recoveredDesc} {
 		ch <- d
 	}
 }
@@ -302,7 +312,7 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	var drops [numDropReasons]uint64
 	decode := make([]uint64, len(nat.Reasons))
-	var stripped, echo, icmpTr uint64
+	var stripped, echo, icmpTr, pSent, pFreed, pReset uint64
 	var entries int64
 	for i, w := range b.workers {
 		wc := w.c
@@ -315,6 +325,9 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		stripped += wc.tsStripped.Load()
 		echo += wc.icmpEchoReplies.Load()
 		icmpTr += wc.icmpTranslated.Load()
+		pSent += wc.probesSent.Load()
+		pFreed += wc.probesFreed.Load()
+		pReset += wc.probesReset.Load()
 		f := wc.flows.Load()
 		entries += f
 		id := strconv.Itoa(i)
@@ -330,6 +343,11 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	for r, v := range decode {
 		counter(dropsDesc, v, nat.Reasons[r])
 	}
+	counter(probeDesc, pSent, "sent")
+	counter(probeDesc, pFreed, "freed")
+	counter(probeDesc, pReset, "reset")
+	ch <- prometheus.MustNewConstMetric(recoveredDesc, prometheus.GaugeValue, float64(b.recoveredTW), "time_wait")
+	ch <- prometheus.MustNewConstMetric(recoveredDesc, prometheus.GaugeValue, float64(b.recoveredUnknown), "unknown")
 	counter(strippedDesc, stripped)
 	counter(echoDesc, echo)
 	counter(icmpTrDesc, icmpTr)

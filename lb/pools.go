@@ -20,9 +20,10 @@ import (
 // scrape, the rate tick, a reload adding pools, the state file. It is
 // never contended by another worker.
 type poolShard struct {
-	mu    sync.Mutex
-	byKey map[poolKey]*snat.Pool
-	list  []*snat.Pool
+	mu     sync.Mutex
+	byKey  map[poolKey]*snat.Pool
+	list   []*snat.Pool
+	ledger *ledgerDir // nil: pools in the heap (no state_file)
 }
 
 type poolKey struct {
@@ -36,7 +37,7 @@ func newPoolShard() *poolShard { return &poolShard{byKey: make(map[poolKey]*snat
 // (address, backend) pair that has none yet. A reload keeps every pool,
 // even of backends no longer listed: their flows and TIME_WAIT records
 // live on, and the backend may come back.
-func (ps *poolShard) ensure(addrs []nat.Addr4, lo, hi uint16, backends []netip.AddrPort, worker, workers int, seed uint64) {
+func (ps *poolShard) ensure(addrs []nat.Addr4, lo, hi uint16, backends []netip.AddrPort, worker, workers int, seed uint64) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for _, a := range addrs {
@@ -45,7 +46,17 @@ func (ps *poolShard) ensure(addrs []nat.Addr4, lo, hi uint16, backends []netip.A
 			if ps.byKey[k] != nil {
 				continue
 			}
-			p := snat.NewPool(lo, hi, worker, workers, poolSeed(seed, a, be, worker))
+			var p *snat.Pool
+			if ps.ledger != nil {
+				first, size := snat.PortCount(lo, hi, worker, workers)
+				mem, err := ps.ledger.poolMem(ledgerHeader{size: size, first: first, stride: workers, snat: a, backend: be})
+				if err != nil {
+					return err
+				}
+				p = snat.NewPoolIn(mem, lo, hi, worker, workers, poolSeed(seed, a, be, worker))
+			} else {
+				p = snat.NewPool(lo, hi, worker, workers, poolSeed(seed, a, be, worker))
+			}
 			p.SNAT, p.Backend = a, be
 			// tslb's timestamp clock toward this backend: wall-clock
 			// milliseconds plus a per-pair base, so it keeps rising across
@@ -57,6 +68,7 @@ func (ps *poolShard) ensure(addrs []nat.Addr4, lo, hi uint16, backends []netip.A
 			ps.list = append(ps.list, p)
 		}
 	}
+	return nil
 }
 
 // pairBase is the timestamp clock base of an (SNAT address, backend) pair.

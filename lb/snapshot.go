@@ -133,7 +133,9 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 		}
 	}
 	for w, ps := range b.shards {
-		ps.ensure(s.snatAddrs, cfg.SNAT.PortMin, cfg.SNAT.PortMax, allBackends, w, sh.workers, sh.seed)
+		if err := ps.ensure(s.snatAddrs, cfg.SNAT.PortMin, cfg.SNAT.PortMax, allBackends, w, sh.workers, sh.seed); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

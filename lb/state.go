@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"tslb/config"
 	"tslb/lb/snat"
 	"tslb/nat"
 )
@@ -105,4 +106,49 @@ func (b *Balancer) loadState(path string) (int, error) {
 		ps.mu.Unlock()
 	}
 	return n, nil
+}
+
+// restoreLedger gives every tuple read back from the previous run's pool
+// files to the pool that owns its port now: TIME_WAIT records as they
+// were; tuples that were live as Unknown until the backend's time_wait
+// has passed (or a probe proves the backend holds nothing), queued for
+// the owning worker to probe. Tuples of pairs no longer configured are
+// dropped. It returns how many of each it restored.
+func (b *Balancer) restoreLedger(ts []ledgerTuple) (timeWait, unknown int) {
+	now := b.sh.clock()
+	tw := map[netip.AddrPort]int64{}
+	for _, s := range b.sh.snap.Load().svcList {
+		for _, be := range s.backends {
+			tw[be.ap] = max(tw[be.ap], s.timeWaitNs)
+		}
+	}
+	// Records in Until order keep each pool's ring in order.
+	sort.SliceStable(ts, func(i, j int) bool { return ts[i].rec.Until < ts[j].rec.Until })
+	for _, t := range ts {
+		owner := snat.PortOwner(t.port, len(b.shards))
+		ps := b.shards[owner]
+		rec := t.rec
+		if t.live {
+			d := tw[t.backend]
+			if d == 0 {
+				d = int64(config.DefaultTimeWait)
+			}
+			rec = snat.Record{Until: now + d, Unknown: true}
+		}
+		ps.mu.Lock()
+		p := ps.byKey[poolKey{t.snat, t.backend}]
+		ok := p != nil && p.Restore(t.port, now, rec)
+		ps.mu.Unlock()
+		switch {
+		case !ok:
+		case t.live:
+			unknown++
+			// The first probe waits a moment: for the neighbours to be
+			// resolved and the announcements to go out.
+			b.workers[owner].probes = append(b.workers[owner].probes, probe{pool: p, port: t.port, next: now + int64(probeStart)})
+		default:
+			timeWait++
+		}
+	}
+	return timeWait, unknown
 }

@@ -47,6 +47,11 @@ type worker struct {
 
 	waitq    []waitItem
 	waitKeys map[flowKey]bool
+	// probes are the tuples of unknown state this worker owns after a
+	// crash (probe.go); probeIdx indexes the pending ones by the key of
+	// the backend's answer.
+	probes   []probe
+	probeIdx map[flowKey]*probe
 
 	// Per batch.
 	now     int64
@@ -168,6 +173,9 @@ func (w *worker) sleepFor() time.Duration {
 	if len(w.waitq) > 0 {
 		d = waitRetry
 	}
+	if w.probes != nil {
+		d = min(d, 100*time.Millisecond)
+	}
 	return d
 }
 
@@ -182,6 +190,10 @@ func (w *worker) timers() {
 	if now >= w.nextReap {
 		w.nextReap = now + int64(reapEvery)
 		w.reap()
+	}
+	if w.probes != nil {
+		w.runProbes()
+		w.flush()
 	}
 }
 
