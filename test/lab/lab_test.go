@@ -83,6 +83,9 @@ func TestConfigWithDefaults(t *testing.T) {
 		{"bad_mode", Config{Mode: Mode(7)}, false},
 		{"empty_port_range", Config{Mode: ModeKernelNAT, NAT: NATConfig{PortMin: 3000, PortMax: 2000}}, false},
 		{"subsecond_timewait", Config{Mode: ModeKernelNAT, NAT: NATConfig{CTTimeWait: time.Millisecond}}, false},
+		{"extra_port", Config{Mode: ModeKernelNAT, NAT: NATConfig{ExtraPorts: []PortMap{{81, 8081}}}}, true},
+		{"extra_port_zero", Config{Mode: ModeKernelNAT, NAT: NATConfig{ExtraPorts: []PortMap{{81, 0}}}}, false},
+		{"extra_port_is_vip_port", Config{Mode: ModeKernelNAT, NAT: NATConfig{ExtraPorts: []PortMap{{80, 8081}}}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,6 +140,15 @@ func TestNATRuleset(t *testing.T) {
 				`oifname "tslb-b0" ct status dnat meta l4proto tcp snat to 198.18.1.100:20000-60999`,
 			},
 			notWant: []string{"timestamp"},
+		},
+		{
+			name: "extra_ports",
+			cfg:  NATConfig{VIPPort: 80, BackendPort: 8080, PortMin: 20000, PortMax: 60999, ExtraPorts: []PortMap{{81, 8081}, {7, 9007}}},
+			want: []string{
+				"tcp dport 80 dnat to numgen inc mod 2 map { 0 : 198.18.1.11, 1 : 198.18.1.12 } : 8080\n",
+				"tcp dport 81 dnat to numgen inc mod 2 map { 0 : 198.18.1.11, 1 : 198.18.1.12 } : 8081\n",
+				"tcp dport 7 dnat to numgen inc mod 2 map { 0 : 198.18.1.11, 1 : 198.18.1.12 } : 9007\n  }\n",
+			},
 		},
 		{
 			name: "strip_ts",
