@@ -113,6 +113,8 @@ type Lab struct {
 	mu       sync.Mutex
 	all      []*NS // every namespace created, in creation order
 	backends []*Backend
+	// rrServers are the request/response servers of StartRRServers.
+	rrServers []*RRServer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -513,9 +515,10 @@ func (n *NS) addPort(br netlink.Link, swName string, peer *NS, peerName string, 
 	return nil
 }
 
-// Close stops the lab's backend servers and captures and removes every
-// namespace the lab created. It is idempotent and safe on a partially
-// built lab; later calls return the first call's error.
+// Close stops the lab's backend servers (HTTP and request/response) and
+// captures and removes every namespace the lab created. It is idempotent
+// and safe on a partially built lab; later calls return the first call's
+// error.
 //
 // The kernel frees a namespace, and the veth pairs in it, once nothing
 // refers to it: processes started with NS.Command and sockets the caller
@@ -527,11 +530,18 @@ func (l *Lab) Close() error {
 		l.mu.Lock()
 		bs := l.backends
 		l.backends = nil
+		rs := l.rrServers
+		l.rrServers = nil
 		all := l.all
 		l.all = nil
 		l.mu.Unlock()
 		for _, b := range bs {
 			if err := b.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, s := range rs {
+			if err := s.Close(); err != nil {
 				errs = append(errs, err)
 			}
 		}
