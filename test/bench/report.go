@@ -223,13 +223,16 @@ type RRStats struct {
 // RRStats.BalancerMethod values.
 const (
 	// RRMethodProcess (tslb, HAProxy): CPU.BalancerS (utime+stime of the
-	// processes in the lb namespace) / Transactions.
+	// processes in the lb namespace) / Transactions. It includes softirq
+	// work run inline in their system calls (see PhaseCPU).
 	RRMethodProcess = "process"
 	// RRMethodSoftirq (nftables): the cell's softirq per transaction
 	// minus the direct cell's softirq per transaction of the same run,
 	// i.e. (softirq_cell − softirq_direct / tx_direct × tx_cell) / tx_cell:
-	// the kernel work the balancer adds, assuming clients and backends
-	// cost the same per transaction as without a balancer.
+	// the kernel work the balancer adds (forwarding, NAT, and the second
+	// bridge and veth hop every balancer adds), assuming clients and
+	// backends cost the same per transaction as without a balancer. It is
+	// the difference of two sampled figures, so noisier than the others.
 	RRMethodSoftirq = "softirq_minus_direct"
 	// RRMethodNeedsDirect (nftables without a direct cell in the run, or
 	// one without transactions): not measured.
@@ -240,20 +243,29 @@ const (
 )
 
 // PhaseCPU is the CPU time used during one phase of a cell.
+//
+// The kernel samples CPU time per tick unless it has
+// CONFIG_IRQ_TIME_ACCOUNTING (the lab's 6.18 kernel has not): a tick that
+// finds a process's thread serving a softirq counts for the process's
+// stime and for the system's softirq alike. A process sending on a veth
+// runs the receive side inline in its send (bridge, next veth, the
+// receiver's TCP or AF_PACKET input), so BalancerS and GeneratorS include
+// such work and overlap SoftirqSystemS; softirq served in ksoftirqd or on
+// an idle CPU is only in SoftirqSystemS.
 type PhaseCPU struct {
 	// BalancerS is user+system time of the processes in the lb namespace
 	// (tslb, haproxy) over the phase, from /proc/<pid>/stat; null for
-	// kernel balancers and the direct cell. It does not include softirq
-	// work the kernel does for those processes (e.g. delivering what they
-	// send), which is in SoftirqSystemS.
+	// kernel balancers and the direct cell.
 	BalancerS *float64 `json:"balancer_s"`
 	// SoftirqSystemS is the system-wide softirq time over the phase (all
 	// CPUs, all namespaces: clients, balancer and backends alike) from
 	// /proc/stat.
 	SoftirqSystemS float64 `json:"softirq_system_s"`
 	// GeneratorS is user+system time of the bench process itself: the
-	// load generator, the backends' in-process servers and the captures
-	// (softirq excluded). It is what the load costs outside the balancer.
+	// load generator, the backends' in-process servers and the captures.
+	// It is what the load costs outside the balancer (in the nftables
+	// cells it includes the forwarding that runs inline in the clients'
+	// and servers' sends).
 	GeneratorS float64 `json:"generator_s"`
 	// WallS is the wall-clock time the figures cover.
 	WallS float64 `json:"wall_s"`
@@ -597,7 +609,7 @@ func (r *Report) Markdown(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w, "\nconns, reset, timeout, connect times: measured by the clients (open loop). SYN rtx, old ACKs, RSTs: capture on the switch port between balancer and backends (gopacket); \"(→RST)\" counts old ACKs followed by an RST to the backend within 100 ms. \"at clients\": the same analysis on the clients' side of the balancer: old ACKs that reached a client, SYNs the clients retransmitted. tslb old_ack: tslb's own detector, for comparison only. balancer CPU: utime+stime of the processes in the lb namespace, summed over the phases; \"kernel\": nftables work is softirq, not attributable to a process; softirq s is system-wide (clients and backends included).")
-	fmt.Fprintln(w, "\nRR (request/response): the connections are opened first (not timed), then each carries one request at a time and waits for its answer (TCP_NODELAY on both ends: one segment each way per transaction); tx/s counts answers completed in the run, errors are connections that failed to open or were lost. RR CPU µs/tx: for tslb and HAProxy, process CPU (utime+stime in the lb namespace) during the phase ÷ transactions; for nftables (marked softirq), the cell's system-wide softirq seconds during the phase minus the direct cell's softirq seconds scaled to the same number of transactions (direct's softirq per transaction × this cell's transactions), ÷ transactions — it also holds the extra bridge and veth hop that every balancer adds, which for tslb and HAProxy is softirq work outside their process CPU; \"n/a (needs direct)\": no direct cell with transactions in this run. generator CPU: utime+stime of the bench process itself (the clients and the backends' in-process servers) ÷ transactions.")
+	fmt.Fprintln(w, "\nRR (request/response): the connections are opened first (not timed), then each carries one request at a time and waits for its answer (TCP_NODELAY on both ends: one segment each way per transaction); tx/s counts answers completed in the run, errors are connections that failed to open or were lost. RR CPU µs/tx: for tslb and HAProxy, process CPU (utime+stime in the lb namespace) during the phase ÷ transactions; for nftables (marked softirq), the cell's system-wide softirq seconds during the phase minus the direct cell's softirq seconds scaled to the same number of transactions (direct's softirq per transaction × this cell's transactions), ÷ transactions — it also holds the second bridge and veth hop every balancer adds; \"n/a (needs direct)\": no direct cell with transactions in this run. generator CPU: utime+stime of the bench process itself (the clients and the backends' in-process servers) ÷ transactions. With tick-based CPU accounting, process CPU includes the softirq work run inline in the process's system calls (delivering what it sends over a veth), which is counted in softirq s too.")
 }
 
 // rrCPUText formats RRStats.BalancerUSPerTx for the tables.
