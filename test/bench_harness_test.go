@@ -18,7 +18,9 @@ import (
 // the harness is for: the stripping cell fails or stalls and the capture
 // shows old ACKs answered by client RSTs; the tslb cell has no failure, no
 // slow connect, no old ACK, and a p99 connect time under 100 ms; and
-// results.json holds both cells.
+// results.json holds both cells. A 2 s request/response phase (64
+// connections) runs in both cells: it must produce transactions with no
+// error and per-phase CPU figures; how fast is for benchmarks, not tests.
 func TestBenchHarness(t *testing.T) {
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -26,7 +28,7 @@ func TestBenchHarness(t *testing.T) {
 	r, err := bench.Run(ctx, bench.Config{
 		Binary: tslbBinary, Cells: []string{bench.CellNFTStrip, bench.CellTSLBRewrite},
 		Rate: 100, Duration: 10 * time.Second, Ports: 256, Backends: 2, Clients: 2, CTTimeWait: 2 * time.Second,
-		ClosedFor: time.Second, BulkFor: time.Second, OutDir: out,
+		ClosedFor: time.Second, BulkFor: time.Second, RRFor: 2 * time.Second, RRConns: 64, OutDir: out,
 		// lab.NewT: CI=true fails instead of skipping, and every lab is
 		// removed when the test ends.
 		NewLab: func(c lab.Config) (*lab.Lab, error) { return lab.NewT(t, c), nil },
@@ -40,9 +42,36 @@ func TestBenchHarness(t *testing.T) {
 		if c.Status != bench.StatusOK {
 			t.Fatalf("cell %s: %s: %s", c.Name, c.Status, c.Error)
 		}
-		t.Logf("%s: open %+v; capture %+v; tslb %v; closed %+v; bulk %+v", c.Name, *c.Open, *c.Capture, c.TSLB, *c.Closed, *c.Bulk)
+		t.Logf("%s: open %+v; capture %+v; tslb %v; closed %+v; bulk %+v; rr %+v", c.Name, *c.Open, *c.Capture, c.TSLB, *c.Closed, *c.Bulk, c.RR)
+		rr := c.RR
+		if rr == nil {
+			t.Errorf("%s: no request/response phase", c.Name)
+			continue
+		}
+		if rr.Established != 64 || rr.ConnectErrors != 0 || rr.Errors != 0 || rr.Transactions <= 0 {
+			t.Errorf("%s: request/response %d/64 connections, %d connect errors, %d errors, %d transactions; want 64, 0, 0, > 0 (%v)",
+				c.Name, rr.Established, rr.ConnectErrors, rr.Errors, rr.Transactions, rr.FirstErrors)
+		}
+		if c.Open.CPU == nil || c.Closed.CPU == nil || c.Bulk.CPU == nil || rr.CPU == nil || c.CPU == nil {
+			t.Errorf("%s: a phase lacks its CPU figures: open %v closed %v bulk %v rr %v total %v", c.Name, c.Open.CPU, c.Closed.CPU, c.Bulk.CPU, rr.CPU, c.CPU)
+		}
 	}
 	strip, tslb := byName[bench.CellNFTStrip], byName[bench.CellTSLBRewrite]
+	if t.Failed() {
+		t.FailNow()
+	}
+	// tslb's CPU is its process's; nftables' needs a direct cell, which
+	// this run has not.
+	if rr := tslb.RR; rr.BalancerMethod != bench.RRMethodProcess || rr.BalancerUSPerTx == nil || rr.CPU.BalancerS == nil || *rr.CPU.BalancerS <= 0 {
+		t.Errorf("tslb-rewrite: request/response CPU %v µs/tx by %q (process %v s), want the tslb process's", rr.BalancerUSPerTx, rr.BalancerMethod, rr.CPU.BalancerS)
+	}
+	if rr := strip.RR; rr.BalancerMethod != bench.RRMethodNeedsDirect || rr.BalancerUSPerTx != nil {
+		t.Errorf("nft-strip without a direct cell: %v µs/tx by %q, want none, needs direct", rr.BalancerUSPerTx, rr.BalancerMethod)
+	}
+	// Every transaction crossed tslb: a request and an answer at least.
+	if f := tslb.RR.TSLBFramesPerTx; f == nil || *f < 2 {
+		t.Errorf("tslb-rewrite: %v frames received by tslb per transaction, want >= 2", f)
+	}
 
 	if strip.Open.Failed()+strip.Open.Slow500 == 0 || strip.Capture.OldACKs == 0 {
 		t.Fatalf("nft-strip showed no failure (%d failed, %d > 500 ms, %d old ACKs in the capture): the lab did not build TIME_WAIT pressure",
@@ -83,7 +112,8 @@ func TestBenchHarness(t *testing.T) {
 		t.Fatalf("results.json cells = %+v, want nft-strip and tslb-rewrite", got.Cells)
 	}
 	for _, c := range got.Cells {
-		if c.Open == nil || c.Capture == nil || c.CPU == nil || c.Open.Attempted != byName[c.Name].Open.Attempted {
+		if c.Open == nil || c.Capture == nil || c.CPU == nil || c.Open.Attempted != byName[c.Name].Open.Attempted ||
+			c.RR == nil || c.RR.Transactions != byName[c.Name].RR.Transactions || c.RR.CPU == nil {
 			t.Errorf("results.json cell %s incomplete: %+v", c.Name, c)
 		}
 	}

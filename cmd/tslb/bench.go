@@ -28,6 +28,9 @@ func cmdBench(args []string) int {
 	closed := fs.Duration("closed-duration", 3*time.Second, "closed-loop (max rate) run length; negative skips it")
 	bulk := fs.Duration("bulk-duration", 2*time.Second, "bulk throughput run length; negative skips it")
 	workers := fs.Int("workers", 32, "closed-loop connections in flight")
+	rrConns := fs.Int("rr-conns", 64, "request/response connections, opened before the run (not timed), one request in flight on each")
+	rrFor := fs.Duration("rr-duration", 5*time.Second, "request/response run length; negative skips it")
+	rrSize := fs.Int("rr-size", 64, "request/response: bytes of each request and of each answer")
 	timeout := fs.Duration("timeout", 5*time.Second, "bound on each connection (connect and answer)")
 	noTS := fs.Bool("backend-ts-off", false, "turn the backends' TCP timestamps off")
 	out := fs.String("out", "bench-results", "directory for results.md, results.json, connect-latency.svg")
@@ -52,7 +55,7 @@ func cmdBench(args []string) int {
 	defer stop()
 	cfg := bench.Config{Binary: exe, Cells: strings.Split(*cells, ","), Rate: *rate, Conns: *conns, Duration: *duration,
 		Ports: *ports, Backends: *backends, Clients: *clients, CTTimeWait: *ctTW, ClosedFor: *closed, BulkFor: *bulk,
-		Workers: *workers, Timeout: *timeout, BackendTSOff: *noTS, OutDir: *out, KeepPcap: *keepPcap, Progress: os.Stderr}
+		Workers: *workers, RRConns: *rrConns, RRFor: *rrFor, RRSize: *rrSize, Timeout: *timeout, BackendTSOff: *noTS, OutDir: *out, KeepPcap: *keepPcap, Progress: os.Stderr}
 	r, err := bench.Run(ctx, cfg)
 	if r == nil {
 		fmt.Fprintln(os.Stderr, "tslb bench:", err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -42,6 +43,10 @@ const (
 	vipPort     = 80
 	backendPort = 8080
 	backendTW   = 60 // Linux's TIME_WAIT, seconds; not configurable
+	// The request/response phase runs on a service of its own, so its
+	// tuples never meet the HTTP phases' TIME_WAIT.
+	rrVIPPort     = 81
+	rrBackendPort = 8081
 )
 
 // Config configures a run. Zero fields mean the defaults noted; the
@@ -73,6 +78,13 @@ type Config struct {
 	ClosedFor, BulkFor time.Duration
 	// Workers is the closed-loop concurrency (0 means 32).
 	Workers int
+	// RRFor is the length of the request/response run (0 means 5 s;
+	// negative skips it). RRConns connections (0 means 64, at most 4096)
+	// each carry one request of RRSize bytes (0 means 64, at most
+	// lab.MaxRRSize) and its answer of the same size at a time.
+	RRFor   time.Duration
+	RRConns int
+	RRSize  int
 	// Timeout bounds each connection, connect and answer (0 means 5 s, so
 	// a SYN retransmitted at 1 s and 3 s still connects).
 	Timeout time.Duration
@@ -129,6 +141,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Workers == 0 {
 		c.Workers = 32
 	}
+	if c.RRFor == 0 {
+		c.RRFor = 5 * time.Second
+	}
+	if c.RRConns == 0 {
+		c.RRConns = 64
+	}
+	if c.RRSize == 0 {
+		c.RRSize = 64
+	}
 	if c.Timeout == 0 {
 		c.Timeout = 5 * time.Second
 	}
@@ -148,6 +169,12 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("bench: ct-timewait %v must be at least 1s", c.CTTimeWait)
 	case c.Duration < 0 || c.Timeout < 0 || c.Workers < 0:
 		return c, errors.New("bench: negative duration, timeout or workers")
+	case c.RRConns < 1 || c.RRConns > 4096:
+		return c, fmt.Errorf("bench: rr-conns %d out of range 1..4096", c.RRConns)
+	case c.RRSize < 1 || c.RRSize > lab.MaxRRSize:
+		return c, fmt.Errorf("bench: rr-size %d out of range 1..%d", c.RRSize, lab.MaxRRSize)
+	case c.RRFor > 10*time.Minute:
+		return c, fmt.Errorf("bench: rr-duration %v longer than 10m", c.RRFor)
 	}
 	for _, name := range c.Cells {
 		if !known(name) {
@@ -179,7 +206,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Cells: cfg.Cells, Rate: cfg.Rate, Conns: cfg.Conns, Ports: cfg.Ports, PortMin: cfg.PortMin, Backends: cfg.Backends,
 		Clients: cfg.Clients, CTTimeWaitS: cfg.CTTimeWait.Seconds(), DurationS: cfg.Duration.Seconds(),
 		ClosedS: max(0, cfg.ClosedFor.Seconds()), BulkS: max(0, cfg.BulkFor.Seconds()), Workers: cfg.Workers,
-		TimeoutS: cfg.Timeout.Seconds(), BackendTS: !cfg.BackendTSOff, BackendTWSec: backendTW}}
+		TimeoutS: cfg.Timeout.Seconds(), BackendTS: !cfg.BackendTSOff, BackendTWSec: backendTW,
+		RRConns: cfg.RRConns, RRS: max(0, cfg.RRFor.Seconds()), RRSize: cfg.RRSize, RRVIPPort: rrVIPPort, RRBackendPort: rrBackendPort}}
 	if cfg.OutDir != "" {
 		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
@@ -192,6 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cell := runCell(ctx, cfg, name, fmt.Sprintf("%d/%d", i+1, len(cfg.Cells)))
 		r.Cells = append(r.Cells, cell)
 	}
+	rrCPU(r.Cells)
 	if cfg.OutDir != "" {
 		if err := r.WriteFiles(cfg.OutDir); err != nil {
 			return r, err
@@ -233,7 +262,8 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 	case CellNFTStrip, CellNFTPass, CellHAProxy:
 		lc.Mode = lab.ModeKernelNAT
 		lc.NAT = lab.NATConfig{VIPPort: vipPort, BackendPort: backendPort, PortMin: cfg.PortMin,
-			PortMax: cfg.PortMin + uint16(cfg.Ports-1), StripTS: name == CellNFTStrip, CTTimeWait: cfg.CTTimeWait}
+			PortMax: cfg.PortMin + uint16(cfg.Ports-1), StripTS: name == CellNFTStrip, CTTimeWait: cfg.CTTimeWait,
+			ExtraPorts: []lab.PortMap{{VIPPort: rrVIPPort, BackendPort: rrBackendPort}}}
 	case CellDirect:
 		// The extra backend namespaces are the clients: on the backends'
 		// bridge, no balancer in between.
@@ -268,6 +298,11 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 	if _, err := l.StartBackends(lab.ServerConfig{Port: backendPort, CloseFirst: true}); err != nil {
 		return fail(StatusFailed, err)
 	}
+	if cfg.RRFor > 0 {
+		if _, err := l.StartRRServers(lab.RRConfig{Port: rrBackendPort, Size: cfg.RRSize}); err != nil {
+			return fail(StatusFailed, err)
+		}
+	}
 	dir := cfg.OutDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "tslb-bench-"); err != nil {
@@ -296,9 +331,11 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 	cell.Balancer = b.desc
 
 	var targets []Target
+	var dialers []*Dialer
 	for i, ns := range clientNS {
 		d := NewDialer(ns)
 		defer d.Close()
+		dialers = append(dialers, d)
 		dst := netip.AddrPortFrom(l.VIP, vipPort)
 		if name == CellDirect {
 			dst = netip.AddrPortFrom(backends[i%len(backends)].Addr, backendPort)
@@ -322,8 +359,8 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 		exchange(ctx, t.Dialer, t.Dst, request(t.Dst), cfg.Timeout, time.Time{}, make([]byte, 4096))
 	}
 
-	cpu0, _, cpuErr := netnsCPU(l.LB.Name)
-	soft0 := softirqSeconds()
+	meter := cpuMeter{ns: l.LB.Name, process: !b.kernel}
+	m0 := meter.sample()
 
 	// Open loop, captured between balancer and backends.
 	var capt, ccapt *lab.Capture
@@ -345,9 +382,11 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 		progress("open loop %4.1fs  %d/%d connects started", time.Since(t0).Seconds(), started.Load(), cfg.Conns)
 	})
 	conns := OpenLoop(ctx, targets, cfg.Conns, cfg.Rate, cfg.Timeout, cfg.Duration, &started)
+	openCPU := meter.since(m0)
 	stopTick()
 	var open *OpenStats
 	open, cell.ConnectMS = summarizeOpen(conns)
+	open.CPU = openCPU
 	cell.Open = open
 	if capt != nil {
 		frames := capt.Stop()
@@ -391,14 +430,17 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 		stop := ticker(func() {
 			progress("closed loop %4.1fs  %d requests", time.Since(t1).Seconds(), done.Load())
 		})
+		m := meter.sample()
 		cr := ClosedLoop(ctx, targets, cfg.Workers, cfg.ClosedFor, cfg.Timeout, &done)
+		cpu := meter.since(m)
 		stop()
-		cell.Closed = &ClosedStats{Requests: cr.OK, Errors: cr.Errors, PerSecond: float64(cr.OK) / cr.Elapsed.Seconds(), DurationS: cr.Elapsed.Seconds()}
+		cell.Closed = &ClosedStats{Requests: cr.OK, Errors: cr.Errors, PerSecond: float64(cr.OK) / cr.Elapsed.Seconds(), DurationS: cr.Elapsed.Seconds(), CPU: cpu}
 	}
 	if cfg.BulkFor > 0 {
 		progress("bulk %v", cfg.BulkFor)
+		m := meter.sample()
 		n, el, err := Bulk(ctx, targets[0], cfg.BulkFor)
-		bs := &BulkStats{Bytes: n, DurationS: el.Seconds()}
+		bs := &BulkStats{Bytes: n, DurationS: el.Seconds(), CPU: meter.since(m)}
 		if el > 0 {
 			bs.Gbps = float64(n) * 8 / el.Seconds() / 1e9
 		}
@@ -408,19 +450,81 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 		cell.Bulk = bs
 	}
 
-	cpu := &CPUStats{SoftirqSystemS: softirqSeconds() - soft0, BalancerNote: b.cpuNote}
-	if !b.kernel && cpuErr == nil {
-		if cpu1, _, err := netnsCPU(l.LB.Name); err == nil {
-			v := cpu1 - cpu0
-			cpu.BalancerS = &v
+	if cfg.RRFor > 0 {
+		// Last, on its own service: the phases above run as they did
+		// before it existed.
+		progress("request/response: opening %d connections", cfg.RRConns)
+		var bs []netip.Addr
+		for _, b := range backends {
+			bs = append(bs, b.Addr)
+		}
+		rc := dialRR(ctx, rrTargets(dialers, bs, l.VIP, name == CellDirect, cfg.RRConns), cfg.RRConns, cfg.Timeout)
+		var done atomic.Int64
+		t2 := time.Now()
+		stop := ticker(func() {
+			progress("request/response %4.1fs  %d transactions on %d connections", time.Since(t2).Seconds(), done.Load(), len(rc.fds))
+		})
+		// The client loops and the servers' loops block in epoll_wait;
+		// with a P for each, a loop woken by the kernel never waits for
+		// the Go scheduler to hand it one (which showed as 10 ms p99
+		// stalls in the direct cell with GOMAXPROCS = 2).
+		loops := runtime.NumCPU()
+		prev := runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), loops+len(l.Backends)+2))
+		rx0, rxErr := tslbRxFrames(ctx, b.tslb)
+		m := meter.sample()
+		res := runRR(ctx, rc.fds, cfg.RRSize, cfg.RRFor, cfg.Timeout, loops, &done)
+		cpu := meter.since(m)
+		rx1, rxErr1 := tslbRxFrames(ctx, b.tslb)
+		runtime.GOMAXPROCS(prev)
+		stop()
+		cell.RR = summarizeRR(cfg.RRConns, rc, cfg.RRSize, res, cpu)
+		rc.close()
+		if rxErr == nil && rxErr1 == nil && res.Transactions > 0 {
+			v := (rx1 - rx0) / float64(res.Transactions)
+			cell.RR.TSLBFramesPerTx = &v
 		}
 	}
-	cell.CPU = cpu
+
+	phases := cell.phaseCPU()
+	cell.CPU = sumCPU(b.cpuNote, phases[:]...)
 	if cfg.Progress != nil {
-		fmt.Fprintf(cfg.Progress, "\r[%s %s] %d/%d ok, %d failed, %d > 500 ms, p99 %s ms\033[K\n", pos, name,
-			open.Succeeded, open.Attempted, open.Failed(), open.Slow500, ms(open.ConnectP99MS))
+		rr := ""
+		if cell.RR != nil {
+			rr = fmt.Sprintf("; RR %.0f tx/s, %d errors", cell.RR.PerSecond, cell.RR.Errors+cell.RR.ConnectErrors)
+		}
+		fmt.Fprintf(cfg.Progress, "\r[%s %s] %d/%d ok, %d failed, %d > 500 ms, p99 %s ms%s\033[K\n", pos, name,
+			open.Succeeded, open.Attempted, open.Failed(), open.Slow500, ms(open.ConnectP99MS), rr)
 	}
 	return cell
+}
+
+// tslbRxFrames returns the frames tslb has received on all links so far
+// (an error if t is nil: not a tslb cell).
+func tslbRxFrames(ctx context.Context, t *harness.TSLB) (float64, error) {
+	if t == nil {
+		return 0, errors.New("bench: not a tslb cell")
+	}
+	m, err := t.Metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return m.Sum("tslb_link_packets_total", "direction=rx"), nil
+}
+
+// rrTargets returns one target per request/response connection:
+// connection i comes from dialers[i%len(dialers)] and goes to the VIP's
+// request/response port, or for the direct cell to backend
+// (i/len(dialers))%len(backends), so that every client namespace reaches
+// every backend.
+func rrTargets(dialers []*Dialer, backends []netip.Addr, vip netip.Addr, direct bool, n int) []Target {
+	ts := make([]Target, n)
+	for i := range ts {
+		ts[i] = Target{Dialer: dialers[i%len(dialers)], Dst: netip.AddrPortFrom(vip, rrVIPPort)}
+		if direct {
+			ts[i].Dst = netip.AddrPortFrom(backends[i/len(dialers)%len(backends)], rrBackendPort)
+		}
+	}
+	return ts
 }
 
 // oneLine folds s into one line of at most 300 bytes, keeping the end
@@ -470,18 +574,7 @@ func startBalancer(ctx context.Context, cfg Config, name string, l *lab.Lab, dir
 	case CellHAProxy:
 		return startHAProxy(l, dir, cfg.PortMin, pmax)
 	}
-	o := harness.Options{Binary: cfg.Binary, Dir: dir, PortMin: cfg.PortMin, PortMax: pmax, LogLevel: cfg.LogLevel,
-		Port: vipPort, BackendPort: backendPort}
-	switch name {
-	case CellTSLBStrip:
-		o.Timestamps = config.TSStrip
-	case CellTSLBPass:
-		o.Timestamps = config.TSPassthrough
-	case CellTSLBRewrite:
-		o.Timestamps = config.TSRewrite
-	case CellTSLBStripBroken:
-		o.Timestamps, o.NoISN, o.Exhaustion, o.NoRepair = config.TSStrip, true, config.ExhaustReuse, true
-	}
+	o := tslbOptions(cfg, name, dir)
 	if cfg.Binary == "" {
 		return nil, errors.New("bench: no tslb binary given")
 	}
@@ -504,15 +597,40 @@ func startBalancer(ctx context.Context, cfg Config, name string, l *lab.Lab, dir
 	}}, nil
 }
 
+// tslbOptions returns the harness options of tslb cell name: the HTTP
+// service VIP:80 → backends:8080 and the request/response service
+// VIP:81 → backends:8081, with the cell's timestamp mode and policies.
+func tslbOptions(cfg Config, name, dir string) harness.Options {
+	o := harness.Options{Binary: cfg.Binary, Dir: dir, PortMin: cfg.PortMin, PortMax: cfg.PortMin + uint16(cfg.Ports-1), LogLevel: cfg.LogLevel,
+		Port: vipPort, BackendPort: backendPort, ExtraPorts: []lab.PortMap{{VIPPort: rrVIPPort, BackendPort: rrBackendPort}}}
+	switch name {
+	case CellTSLBStrip:
+		o.Timestamps = config.TSStrip
+	case CellTSLBPass:
+		o.Timestamps = config.TSPassthrough
+	case CellTSLBRewrite:
+		o.Timestamps = config.TSRewrite
+	case CellTSLBStripBroken:
+		o.Timestamps, o.NoISN, o.Exhaustion, o.NoRepair = config.TSStrip, true, config.ExhaustReuse, true
+	}
+	return o
+}
+
 // haproxyConfig returns the HAProxy configuration of the haproxy cell: a
-// TCP proxy on VIP:80, round-robin to the backends, connecting from
-// snat:portMin-portMax.
+// TCP proxy on VIP:80 and one on VIP:81 (request/response), each
+// round-robin to its backend port, connecting from snat:portMin-portMax.
+// HAProxy sets TCP_NODELAY on both sides of every connection.
 func haproxyConfig(vip, snat netip.Addr, backends []netip.Addr, portMin, portMax uint16) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "global\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\n")
-	fmt.Fprintf(&s, "frontend fe\n  bind %s:%d\n  default_backend be\n\nbackend be\n  balance roundrobin\n", vip, vipPort)
-	for i, b := range backends {
-		fmt.Fprintf(&s, "  server b%d %s:%d source %s:%d-%d\n", i+1, b, backendPort, snat, portMin, portMax)
+	fmt.Fprintf(&s, "global\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n")
+	for _, p := range []struct {
+		name        string
+		port, bport int
+	}{{"", vipPort, backendPort}, {"_rr", rrVIPPort, rrBackendPort}} {
+		fmt.Fprintf(&s, "\nfrontend fe%s\n  bind %s:%d\n  default_backend be%s\n\nbackend be%s\n  balance roundrobin\n", p.name, vip, p.port, p.name, p.name)
+		for i, b := range backends {
+			fmt.Fprintf(&s, "  server b%d %s:%d source %s:%d-%d\n", i+1, b, p.bport, snat, portMin, portMax)
+		}
 	}
 	return s.String()
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"tslb/config"
+	"tslb/test/harness"
 	"tslb/test/lab"
 )
 
@@ -186,15 +188,29 @@ func sampleReport() *Report {
 		{Start: t0, Connect: 1005 * time.Millisecond, Total: time.Second},
 		{Start: t0, Total: 5 * time.Second, Outcome: Timeout, Err: os.ErrDeadlineExceeded},
 	})
-	cpu := 1.5
-	return &Report{Schema: SchemaVersion, Started: t0, Machine: machine(), Config: ConfigJSON{Cells: []string{"nft-strip", "tslb-rewrite", "haproxy"}, Rate: 100, Ports: 256, PortMin: 20000},
+	open.CPU = &PhaseCPU{SoftirqSystemS: 0.1, WallS: 1}
+	tslbOpen := *open
+	tslbOpen.CPU = &PhaseCPU{BalancerS: f64(0.5), SoftirqSystemS: 0.1, WallS: 1}
+	r := &Report{Schema: SchemaVersion, Started: t0, Machine: machine(), Config: ConfigJSON{Cells: []string{"nft-strip", "tslb-rewrite", "haproxy"}, Rate: 100, Ports: 256, PortMin: 20000,
+		RRConns: 64, RRS: 5, RRSize: 64, RRVIPPort: rrVIPPort, RRBackendPort: rrBackendPort},
 		Cells: []Cell{
 			{Name: "nft-strip", Status: StatusOK, Open: open, ConnectMS: ms, Capture: &CaptureStats{SYNs: 3, OldACKs: 1},
-				Closed: &ClosedStats{Requests: 10, PerSecond: 5}, Bulk: &BulkStats{Bytes: 1e9, Gbps: 4}, CPU: &CPUStats{SoftirqSystemS: 0.3}},
-			{Name: "tslb-rewrite", Status: StatusOK, Open: open, ConnectMS: ms, TSLB: map[string]float64{"collisions_old_ack": 0},
-				CPU: &CPUStats{BalancerS: &cpu}},
+				Closed: &ClosedStats{Requests: 10, PerSecond: 5, CPU: &PhaseCPU{SoftirqSystemS: 0.1}}, Bulk: &BulkStats{Bytes: 1e9, Gbps: 4, CPU: &PhaseCPU{SoftirqSystemS: 0.05}},
+				RR: &RRStats{Conns: 64, Established: 64, Transactions: 250000, PerSecond: 50000, DurationS: 5, CPU: &PhaseCPU{SoftirqSystemS: 0.05}}},
+			{Name: "tslb-rewrite", Status: StatusOK, Open: &tslbOpen, ConnectMS: ms, TSLB: map[string]float64{"collisions_old_ack": 0},
+				RR: &RRStats{Conns: 64, Established: 64, Transactions: 100000, PerSecond: 20000, DurationS: 5, CPU: &PhaseCPU{BalancerS: f64(1), SoftirqSystemS: 0.7},
+					TSLBFramesPerTx: f64(2)}},
 			{Name: "haproxy", Status: StatusUnavailable, Error: "haproxy not installed"},
 		}}
+	for i := range r.Cells {
+		c := &r.Cells[i]
+		if c.Status == StatusOK {
+			p := c.phaseCPU()
+			c.CPU = sumCPU("note", p[:]...)
+		}
+	}
+	rrCPU(r.Cells)
+	return r
 }
 
 func TestReportFiles(t *testing.T) {
@@ -207,8 +223,13 @@ func TestReportFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got.Schema != "tslb-bench/2" || got.Config.RRConns != 64 || got.Config.RRVIPPort != 81 {
+		t.Errorf("schema %q, config %+v", got.Schema, got.Config)
+	}
 	if len(got.Cells) != 3 || got.Cells[2].Status != StatusUnavailable || got.Cells[0].Open.FailedTimeout != 1 ||
-		got.Cells[0].Capture.OldACKs != 1 || *got.Cells[1].CPU.BalancerS != 1.5 || got.Cells[0].CPU.BalancerS != nil {
+		got.Cells[0].Capture.OldACKs != 1 || *got.Cells[1].CPU.BalancerS != 1.5 || got.Cells[0].CPU.BalancerS != nil ||
+		got.Cells[0].CPU.SoftirqSystemS != 0.3 || got.Cells[1].RR.Transactions != 100000 || *got.Cells[1].RR.BalancerUSPerTx != 10 ||
+		*got.Cells[1].Open.CPU.BalancerS != 0.5 || got.Cells[0].Open.CPU.BalancerS != nil || got.Cells[0].RR.BalancerMethod != RRMethodNeedsDirect {
 		t.Errorf("round trip lost data: %+v", got.Cells)
 	}
 	// The documented field names are the schema.
@@ -218,10 +239,35 @@ func TestReportFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	cell := generic["cells"].([]any)[0].(map[string]any)
-	for _, k := range []string{"name", "status", "open", "closed", "bulk", "capture", "cpu"} {
+	for _, k := range []string{"name", "status", "open", "closed", "bulk", "rr", "capture", "cpu"} {
 		if _, ok := cell[k]; !ok {
 			t.Errorf("results.json cell lacks %q", k)
 		}
+	}
+	for _, phase := range []string{"open", "closed", "bulk", "rr"} {
+		pc, ok := cell[phase].(map[string]any)["cpu"].(map[string]any)
+		if !ok {
+			t.Errorf("results.json %s lacks its cpu object", phase)
+			continue
+		}
+		for _, k := range []string{"balancer_s", "softirq_system_s", "generator_s", "wall_s"} {
+			if _, ok := pc[k]; !ok {
+				t.Errorf("results.json %s.cpu lacks %q", phase, k)
+			}
+		}
+		if pc["balancer_s"] != nil {
+			t.Errorf("nft cell %s.cpu.balancer_s = %v, want null", phase, pc["balancer_s"])
+		}
+	}
+	rr := cell["rr"].(map[string]any)
+	for _, k := range []string{"conns", "established", "connect_errors", "size_bytes", "transactions", "errors", "transactions_per_s",
+		"latency_p50_ms", "latency_p99_ms", "softirq_system_us_per_tx", "generator_cpu_us_per_tx", "balancer_cpu_us_per_tx", "balancer_cpu_method", "tslb_frames_per_tx"} {
+		if _, ok := rr[k]; !ok {
+			t.Errorf("results.json rr lacks %q", k)
+		}
+	}
+	if rr["balancer_cpu_us_per_tx"] != nil || rr["balancer_cpu_method"] != "needs_direct" || rr["tslb_frames_per_tx"] != nil {
+		t.Errorf("nft cell without direct: rr %v, want a null balancer figure that needs direct", rr)
 	}
 	for _, k := range []string{"attempted", "succeeded", "failed_reset", "failed_timeout", "connect_p50_ms", "connect_p99_ms", "connect_p999_ms", "connect_max_ms", "slow_connects_500ms"} {
 		if _, ok := cell["open"].(map[string]any)[k]; !ok {
@@ -232,7 +278,10 @@ func TestReportFiles(t *testing.T) {
 		t.Errorf("nft cell balancer_s = %v (present %v), want null", v, ok)
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
-	for _, want := range []string{"| nft-strip | 2/3 | 0 | 1 |", "**unavailable**: haproxy not installed", "| kernel |", "| 1.50 |"} {
+	for _, want := range []string{"| nft-strip | 2/3 | 0 | 1 |", "**unavailable**: haproxy not installed", "| kernel |", "| 1.50 |",
+		"| 50000 (0 err) | n/a (needs direct) |", "| 20000 (0 err) | 10.0 |", "| tslb-rewrite | 64/64 | 100000 | 0 | 20000 |",
+		"| 0.50 / – / – / 1.00 | 0.10 / – / – / 0.70 |", "| – / – / – / – | 0.10 / 0.10 / 0.05 / 0.05 |",
+		"2.00 frames received by tslb per transaction", "request/response 64 connections"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q:\n%s", want, md)
 		}
@@ -273,10 +322,19 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Rate != 100 || c.Conns != 1200 || c.Ports != 256 || c.CTTimeWait != 5*time.Second || len(c.Cells) != len(DefaultCells) {
+	if c.Rate != 100 || c.Conns != 1200 || c.Ports != 256 || c.CTTimeWait != 5*time.Second || len(c.Cells) != len(DefaultCells) ||
+		c.RRConns != 64 || c.RRFor != 5*time.Second || c.RRSize != 64 {
 		t.Errorf("defaults %+v", c)
 	}
+	if c, err := (Config{RRFor: -1}).withDefaults(); err != nil || c.RRFor >= 0 {
+		t.Errorf("negative RRFor (skip) = %v, %v", c.RRFor, err)
+	}
 	for _, bad := range []Config{
+		{RRConns: -1},
+		{RRConns: 5000},
+		{RRSize: -1},
+		{RRSize: 1<<16 + 1},
+		{RRFor: time.Hour},
 		{Cells: []string{"nope"}},
 		{Ports: 70000},
 		{CTTimeWait: time.Millisecond},
@@ -292,7 +350,8 @@ func TestConfigDefaults(t *testing.T) {
 func TestHAProxyConfig(t *testing.T) {
 	got := haproxyConfig(netip.MustParseAddr("198.18.0.100"), snat, []netip.Addr{be1, netip.MustParseAddr("198.18.1.12")}, 20000, 20255)
 	for _, want := range []string{"mode tcp", "bind 198.18.0.100:80", "server b1 198.18.1.11:8080 source 198.18.1.100:20000-20255",
-		"server b2 198.18.1.12:8080 source 198.18.1.100:20000-20255"} {
+		"server b2 198.18.1.12:8080 source 198.18.1.100:20000-20255", "frontend fe_rr\n  bind 198.18.0.100:81\n  default_backend be_rr",
+		"backend be_rr\n  balance roundrobin\n  server b1 198.18.1.11:8081 source 198.18.1.100:20000-20255\n  server b2 198.18.1.12:8081"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("haproxy config lacks %q:\n%s", want, got)
 		}
@@ -321,11 +380,49 @@ func TestTestdataResults(t *testing.T) {
 	}
 	for i, c := range r.Cells {
 		if c.Name != DefaultCells[i] || c.Status != StatusOK || c.Open == nil || c.Open.Attempted == 0 ||
-			c.Capture == nil || c.ClientCapture == nil || c.Closed == nil || c.Bulk == nil || c.CPU == nil {
+			c.Capture == nil || c.ClientCapture == nil || c.Closed == nil || c.Bulk == nil || c.CPU == nil || c.RR == nil {
 			t.Errorf("cell %d: %+v", i, c)
+			continue
+		}
+		if c.RR.Transactions == 0 || c.RR.Errors+c.RR.ConnectErrors != 0 || c.Open.CPU == nil || c.Closed.CPU == nil || c.Bulk.CPU == nil || c.RR.CPU == nil {
+			t.Errorf("cell %s: rr %+v, phase CPU %v %v %v", c.Name, c.RR, c.Open.CPU, c.Closed.CPU, c.Bulk.CPU)
 		}
 		if strings.HasPrefix(c.Name, "tslb-") != (c.TSLB != nil) {
 			t.Errorf("cell %s: tslb counters %v", c.Name, c.TSLB)
+		}
+	}
+}
+
+// TestTSLBOptions: every tslb cell's configuration loads and has the HTTP
+// service and the request/response service, on their own ports.
+func TestTSLBOptions(t *testing.T) {
+	l := &lab.Lab{VIP: netip.MustParseAddr("198.18.0.100"), SNAT: snat, ClientNet: netip.MustParsePrefix("198.18.0.0/24"),
+		BackendNet: netip.MustParsePrefix("198.18.1.0/24"), LBClientIf: "tslb-c0", LBBackendIf: "tslb-b0",
+		Backends: []*lab.NS{{Name: "x-b1", Addr: be1}, {Name: "x-b2", Addr: netip.MustParseAddr("198.18.1.12")}}}
+	cfg, err := Config{Binary: "/bin/true"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{CellTSLBStrip, CellTSLBPass, CellTSLBRewrite, CellTSLBStripBroken} {
+		c := harness.Config(l, tslbOptions(cfg, name, t.TempDir()))
+		c.ApplyDefaults()
+		data, err := c.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := config.Parse(data, name)
+		if err != nil {
+			t.Fatalf("%s: generated config does not load: %v", name, err)
+		}
+		if len(got.Services) != 2 {
+			t.Fatalf("%s: %d services, want 2", name, len(got.Services))
+		}
+		for i, want := range []struct{ port, backend uint16 }{{vipPort, backendPort}, {rrVIPPort, rrBackendPort}} {
+			s := got.Services[i]
+			if s.VIP != l.VIP || s.Port != want.port || len(s.Backends) != 2 || s.Backends[1].Address != netip.AddrPortFrom(l.Backends[1].Addr, want.backend) ||
+				s.Timestamps != got.Services[0].Timestamps || s.NoISNTranslation != got.Services[0].NoISNTranslation {
+				t.Errorf("%s: service %d = %+v", name, i, s)
+			}
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // clkTck is USER_HZ, the unit of /proc tick counts (100 on Linux).
@@ -83,6 +84,51 @@ func softirqSeconds() float64 {
 	}
 	v, _ := strconv.ParseUint(f[7], 10, 64)
 	return float64(v) / clkTck
+}
+
+// cpuMeter samples the CPU figures of one cell: the processes of the lb
+// namespace ns (if process), this process (the load generator and the
+// in-process servers) and the system's softirq time.
+type cpuMeter struct {
+	ns      string
+	process bool
+}
+
+// cpuSample is one reading of a cpuMeter.
+type cpuSample struct {
+	at     time.Time
+	proc   float64 // seconds; valid if procOK
+	procOK bool
+	soft   float64
+	self   float64 // this process's utime+stime, seconds
+}
+
+// sample reads the figures now.
+func (m cpuMeter) sample() cpuSample {
+	s := cpuSample{at: time.Now(), soft: softirqSeconds()}
+	if t, err := procTicks(os.Getpid()); err == nil {
+		s.self = float64(t) / clkTck
+	}
+	if m.process {
+		if v, _, err := netnsCPU(m.ns); err == nil {
+			s.proc, s.procOK = v, true
+		}
+	}
+	return s
+}
+
+// since returns the CPU used from a until now.
+func (m cpuMeter) since(a cpuSample) *PhaseCPU { return phaseBetween(a, m.sample()) }
+
+// phaseBetween returns the CPU used between two samples; BalancerS is
+// null unless both read the processes.
+func phaseBetween(a, b cpuSample) *PhaseCPU {
+	p := &PhaseCPU{SoftirqSystemS: b.soft - a.soft, GeneratorS: b.self - a.self, WallS: b.at.Sub(a.at).Seconds()}
+	if a.procOK && b.procOK {
+		v := b.proc - a.proc
+		p.BalancerS = &v
+	}
+	return p
 }
 
 // machine describes this host.

@@ -26,11 +26,25 @@
 // backends, decoded with gopacket. tslb's own detector counters are
 // reported beside them for tslb cells, never instead of them.
 //
-// Each cell runs three phases: an open-loop run (Config.Conns new
+// Each cell runs four phases: an open-loop run (Config.Conns new
 // connections at Config.Rate per second, one HTTP/1.1 GET each, the server
 // closes first, captured), a closed-loop run (Config.Workers connections in
-// flight for Config.ClosedFor: the maximum request rate) and a bulk run (one
-// download for Config.BulkFor: Gbit/s).
+// flight for Config.ClosedFor: the maximum request rate), a bulk run (one
+// download for Config.BulkFor: Gbit/s) and, last, a request/response run
+// (Config.RRConns connections opened first, each then carrying one
+// Config.RRSize-byte request and its answer at a time for Config.RRFor,
+// TCP_NODELAY on both ends, like netperf TCP_RR: transactions per second
+// and balancer CPU per transaction, i.e. the per-packet cost). The
+// request/response run uses a service of its own (VIP port 81 to
+// lab.RRServer on backend port 8081), so it never meets the TIME_WAIT the
+// HTTP phases leave on port 8080.
+//
+// CPU is measured per phase: utime+stime of the processes in the lb
+// namespace (tslb, haproxy) and the system-wide softirq time, from /proc.
+// For the request/response run the balancer's CPU per transaction is its
+// process CPU divided by the transactions; for nftables, whose work is
+// softirq, it is the cell's softirq per transaction minus the direct
+// cell's, which needs a direct cell in the same run (RRMethodSoftirq).
 //
 // Results are written as results.md, results.json (schema SchemaVersion,
 // described on Report) and connect-latency.svg.

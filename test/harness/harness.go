@@ -51,6 +51,9 @@ type Options struct {
 	NoRepair    bool              // detector.repair: false
 	PcapDir     string            // detector.pcap_dir
 	TimeWait    time.Duration     // services[].time_wait, 0 means 60s
+	// ExtraPorts adds one service per entry on the same VIP and backends,
+	// named "web-<VIP port>", with the settings of the main one.
+	ExtraPorts []lab.PortMap
 
 	HealthCheck *config.HealthCheck // services[].health_check; also puts HealthSource on the lb ns kernel
 	// ShutdownTimeout is shutdown.timeout (0: stop at once).
@@ -105,12 +108,22 @@ func Config(l *lab.Lab, o Options) *config.Config {
 		}
 		svc.Backends = append(svc.Backends, config.Backend{Address: netip.AddrPortFrom(b.Addr, o.BackendPort), Weight: w})
 	}
+	svcs := []config.Service{svc}
+	for _, p := range o.ExtraPorts {
+		x := svc
+		x.Name, x.Port, x.Backends = fmt.Sprintf("web-%d", p.VIPPort), p.VIPPort, nil
+		for _, b := range svc.Backends {
+			b.Address = netip.AddrPortFrom(b.Address.Addr(), p.BackendPort)
+			x.Backends = append(x.Backends, b)
+		}
+		svcs = append(svcs, x)
+	}
 	c := &config.Config{
 		Links: []config.Link{
 			{Name: "clients", Interface: l.LBClientIf, Subnets: []netip.Prefix{l.ClientNet}},
 			{Name: "backends", Interface: l.LBBackendIf, Subnets: []netip.Prefix{l.BackendNet}},
 		},
-		Services: []config.Service{svc},
+		Services: svcs,
 		SNAT:     config.SNAT{Addresses: []netip.Addr{l.SNAT}, PortMin: o.PortMin, PortMax: o.PortMax},
 		Flows: config.Flows{Max: o.FlowsMax, Timeouts: config.Timeouts{
 			Syn: 30 * time.Second, Established: time.Hour, Fin: 2 * time.Minute,

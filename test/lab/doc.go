@@ -19,9 +19,15 @@
 // net.ipv4.ip_forward=0, so its kernel neither answers nor forwards. In
 // ModeKernelNAT the lb namespace is the peer balancer used for
 // comparisons: it owns both addresses, forwards, and runs an nftables
-// table "tslbpeer" that DNATs VIP:port to the backends round-robin and
-// SNATs to 198.18.1.100 with a given port range, optionally stripping the
-// TCP timestamp option from SYNs.
+// table "tslbpeer" that DNATs VIP:port (and NATConfig.ExtraPorts) to the
+// backends round-robin and SNATs to 198.18.1.100 with a given port range,
+// optionally stripping the TCP timestamp option from SYNs.
+//
+// Servers run in-process, listening inside the backend namespaces:
+// Lab.StartBackends starts an HTTP server per backend (Backend),
+// Lab.StartRRServers a request/response server (RRServer: fixed-size
+// requests, each answered at once, one epoll loop per backend) for
+// per-packet measurements.
 //
 // Every lab namespace has IPv6 disabled (to keep the wire quiet) and its
 // loopback up (tslb's metrics listen on 127.0.0.1 in the lb namespace).

@@ -69,6 +69,10 @@ type NATConfig struct {
 	VIPPort uint16
 	// BackendPort is the port the backends listen on (0 means 8080).
 	BackendPort uint16
+	// ExtraPorts are further services on the VIP, each DNATed to its
+	// backend port on the same backends, round-robin with its own counter
+	// (none by default). Both ports of an entry must be nonzero.
+	ExtraPorts []PortMap
 	// PortMin and PortMax bound the SNAT source ports (0 means 20000 and
 	// 60999).
 	PortMin, PortMax uint16
@@ -79,6 +83,11 @@ type NATConfig struct {
 	// the lb namespace (whole seconds, at least 1); 0 keeps the kernel
 	// default (120 s).
 	CTTimeWait time.Duration
+}
+
+// PortMap maps a VIP port to the port the backends serve it on.
+type PortMap struct {
+	VIPPort, BackendPort uint16
 }
 
 // Lab is a set of network namespaces wired as in the package comment.
@@ -104,6 +113,8 @@ type Lab struct {
 	mu       sync.Mutex
 	all      []*NS // every namespace created, in creation order
 	backends []*Backend
+	// rrServers are the request/response servers of StartRRServers.
+	rrServers []*RRServer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -204,6 +215,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if n.PortMax == 0 {
 		n.PortMax = 60999
+	}
+	for _, p := range n.ExtraPorts {
+		if p.VIPPort == 0 || p.BackendPort == 0 || p.VIPPort == n.VIPPort {
+			return c, fmt.Errorf("lab: NAT extra port %d->%d: ports must be nonzero and differ from VIPPort %d", p.VIPPort, p.BackendPort, n.VIPPort)
+		}
 	}
 	if n.PortMin > n.PortMax {
 		return c, fmt.Errorf("lab: NAT port range %d-%d is empty", n.PortMin, n.PortMax)
@@ -499,9 +515,10 @@ func (n *NS) addPort(br netlink.Link, swName string, peer *NS, peerName string, 
 	return nil
 }
 
-// Close stops the lab's backend servers and captures and removes every
-// namespace the lab created. It is idempotent and safe on a partially
-// built lab; later calls return the first call's error.
+// Close stops the lab's backend servers (HTTP and request/response) and
+// captures and removes every namespace the lab created. It is idempotent
+// and safe on a partially built lab; later calls return the first call's
+// error.
 //
 // The kernel frees a namespace, and the veth pairs in it, once nothing
 // refers to it: processes started with NS.Command and sockets the caller
@@ -513,11 +530,18 @@ func (l *Lab) Close() error {
 		l.mu.Lock()
 		bs := l.backends
 		l.backends = nil
+		rs := l.rrServers
+		l.rrServers = nil
 		all := l.all
 		l.all = nil
 		l.mu.Unlock()
 		for _, b := range bs {
 			if err := b.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, s := range rs {
+			if err := s.Close(); err != nil {
 				errs = append(errs, err)
 			}
 		}

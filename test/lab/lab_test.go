@@ -83,6 +83,9 @@ func TestConfigWithDefaults(t *testing.T) {
 		{"bad_mode", Config{Mode: Mode(7)}, false},
 		{"empty_port_range", Config{Mode: ModeKernelNAT, NAT: NATConfig{PortMin: 3000, PortMax: 2000}}, false},
 		{"subsecond_timewait", Config{Mode: ModeKernelNAT, NAT: NATConfig{CTTimeWait: time.Millisecond}}, false},
+		{"extra_port", Config{Mode: ModeKernelNAT, NAT: NATConfig{ExtraPorts: []PortMap{{81, 8081}}}}, true},
+		{"extra_port_zero", Config{Mode: ModeKernelNAT, NAT: NATConfig{ExtraPorts: []PortMap{{81, 0}}}}, false},
+		{"extra_port_is_vip_port", Config{Mode: ModeKernelNAT, NAT: NATConfig{ExtraPorts: []PortMap{{80, 8081}}}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,6 +140,15 @@ func TestNATRuleset(t *testing.T) {
 				`oifname "tslb-b0" ct status dnat meta l4proto tcp snat to 198.18.1.100:20000-60999`,
 			},
 			notWant: []string{"timestamp"},
+		},
+		{
+			name: "extra_ports",
+			cfg:  NATConfig{VIPPort: 80, BackendPort: 8080, PortMin: 20000, PortMax: 60999, ExtraPorts: []PortMap{{81, 8081}, {7, 9007}}},
+			want: []string{
+				"tcp dport 80 dnat to numgen inc mod 2 map { 0 : 198.18.1.11, 1 : 198.18.1.12 } : 8080\n",
+				"tcp dport 81 dnat to numgen inc mod 2 map { 0 : 198.18.1.11, 1 : 198.18.1.12 } : 8081\n",
+				"tcp dport 7 dnat to numgen inc mod 2 map { 0 : 198.18.1.11, 1 : 198.18.1.12 } : 9007\n  }\n",
+			},
 		},
 		{
 			name: "strip_ts",
@@ -904,4 +916,95 @@ func benchLab(b *testing.B) *Lab {
 	b.Helper()
 	l := NewT(b, Config{Clients: 2, Backends: 1})
 	return l
+}
+
+func TestRRResponse(t *testing.T) {
+	if got := string(RRResponse(30)); got != "abcdefghijklmnopqrstuvwxyzabcd" {
+		t.Errorf("RRResponse(30) = %q", got)
+	}
+	if len(RRResponse(0)) != 0 || len(RRResponse(-1)) != 0 {
+		t.Error("RRResponse of a size < 1 is not empty")
+	}
+}
+
+// TestRRServer talks to the request/response server from inside its own
+// backend namespace: split and pipelined requests, the answers' bytes,
+// the counters, and Close ending the connection.
+func TestRRServer(t *testing.T) {
+	t.Parallel()
+	l := NewT(t, Config{Backends: 2})
+	if _, err := l.StartRRServers(RRConfig{Size: MaxRRSize + 1}); err == nil {
+		t.Fatal("StartRRServers accepted a size above MaxRRSize")
+	}
+	ss, err := l.StartRRServers(RRConfig{Size: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ss) != 2 || ss[1].ID != "b2" || ss[1].Addr != netip.MustParseAddrPort("198.18.1.12:8081") {
+		t.Fatalf("servers %+v", ss)
+	}
+	s := ss[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := s.NS.DialContext(ctx, "tcp4", s.Addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	want := RRResponse(10)
+	read := func(n int) {
+		t.Helper()
+		got := make([]byte, n*10)
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatalf("reading %d answers: %v", n, err)
+		}
+		if !bytes.Equal(got, bytes.Repeat(want, n)) {
+			t.Fatalf("answers %q, want %d × %q", got, n, want)
+		}
+	}
+	// A request in two parts gets one answer, after its last byte.
+	io.WriteString(c, "012345")
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("answer to a partial request: %d bytes, %v", n, err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "6789")
+	read(1)
+	// Three and a half pipelined requests: three answers, then the fourth
+	// once it is complete.
+	io.WriteString(c, strings.Repeat("x", 35))
+	read(3)
+	io.WriteString(c, "yyyyy")
+	read(1)
+	if s.Transactions() != 5 || s.Accepted() != 1 || ss[1].Transactions() != 0 {
+		t.Errorf("transactions %d, accepted %d, other server %d; want 5, 1, 0", s.Transactions(), s.Accepted(), ss[1].Transactions())
+	}
+	// A pipelined burst larger than the socket buffers, read only after a
+	// pause, is answered in full: the server's writes would block, so it
+	// keeps what it owes and stops reading until it has written it.
+	burst := 1500000
+	wrote := make(chan error, 1)
+	go func() { _, err := c.Write(bytes.Repeat([]byte("z"), burst*10)); wrote <- err }()
+	time.Sleep(300 * time.Millisecond)
+	read(burst)
+	if err := <-wrote; err != nil {
+		t.Fatalf("writing the burst: %v", err)
+	}
+	if s.Transactions() != int64(5+burst) {
+		t.Errorf("transactions %d after the burst, want %d", s.Transactions(), 5+burst)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("after Close: %d bytes, %v; want EOF", n, err)
+	}
+	if _, err := s.NS.DialContext(ctx, "tcp4", s.Addr.String()); err == nil {
+		t.Error("server still accepts after Close")
+	}
 }

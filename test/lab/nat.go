@@ -17,7 +17,8 @@ import (
 const NATTable = "tslbpeer"
 
 // natRuleset returns the nft -f input for the kernel peer balancer: DNAT
-// VIP:VIPPort to the backends round-robin, SNAT everything DNATed towards
+// VIP:VIPPort (and every ExtraPorts entry) to the backends round-robin
+// (one counter per port), SNAT everything DNATed towards
 // the backends to snat with the configured port range, and optionally
 // overwrite the timestamp option of client SYNs with NOPs.
 func natRuleset(c NATConfig, vip, snat netip.Addr, backends []netip.Addr) string {
@@ -31,8 +32,11 @@ func natRuleset(c NATConfig, vip, snat netip.Addr, backends []netip.Addr) string
 	var s strings.Builder
 	fmt.Fprintf(&s, "table ip %s {\n", NATTable)
 	fmt.Fprintf(&s, "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n")
-	fmt.Fprintf(&s, "    ip daddr %s tcp dport %d dnat to numgen inc mod %d map { %s } : %d\n  }\n",
-		vip, c.VIPPort, len(backends), m.String(), c.BackendPort)
+	for _, p := range append([]PortMap{{c.VIPPort, c.BackendPort}}, c.ExtraPorts...) {
+		fmt.Fprintf(&s, "    ip daddr %s tcp dport %d dnat to numgen inc mod %d map { %s } : %d\n",
+			vip, p.VIPPort, len(backends), m.String(), p.BackendPort)
+	}
+	s.WriteString("  }\n")
 	fmt.Fprintf(&s, "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n")
 	fmt.Fprintf(&s, "    oifname %q ct status dnat meta l4proto tcp snat to %s:%d-%d\n  }\n",
 		lbBackendIf, snat, c.PortMin, c.PortMax)
