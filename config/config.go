@@ -62,7 +62,10 @@ const (
 	DefaultPortMin        = 20000            // snat.port_range low end
 	DefaultPortMax        = 60999            // snat.port_range high end
 	DefaultFlowsMax       = 1 << 20          // flows.max
-	DefaultSynTimeout     = 30 * time.Second // flows.timeouts.syn
+	DefaultSynTimeout     = 5 * time.Second  // flows.timeouts.syn
+	DefaultHalfOpenMax    = 65536            // flows.half_open_max
+	DefaultSYNProxy       = SYNProxyAuto     // services[].syn_proxy
+	DefaultSYNProxyThresh = 256              // services[].syn_proxy_threshold
 	DefaultEstTimeout     = time.Hour        // flows.timeouts.established
 	DefaultFinTimeout     = 2 * time.Minute  // flows.timeouts.fin
 	DefaultTWTimeout      = 2 * time.Second  // flows.timeouts.time_wait
@@ -179,7 +182,29 @@ type Service struct {
 	Backends []Backend
 	// HealthCheck probes the backends; nil means no health checking.
 	HealthCheck *HealthCheck
+	// HalfOpenMax bounds the service's half-open flows (a SYN forwarded,
+	// the handshake not complete); 0 means only flows.half_open_max
+	// applies. A new SYN beyond it evicts the service's oldest half-open
+	// flow, never an established one.
+	HalfOpenMax int
+	// SYNProxy is SYNProxyOff, SYNProxyAuto (the default: tslb answers
+	// client SYNs itself with SYN cookies while the service has more than
+	// SYNProxyThreshold half-open flows) or SYNProxyOn (always).
+	SYNProxy SYNProxyMode
+	// SYNProxyThreshold is the half-open count above which SYNProxyAuto
+	// answers with cookies (1 to 1000000).
+	SYNProxyThreshold int
 }
+
+// SYNProxyMode is services[].syn_proxy.
+type SYNProxyMode string
+
+// SYN proxy modes.
+const (
+	SYNProxyOff  SYNProxyMode = "off"
+	SYNProxyAuto SYNProxyMode = "auto"
+	SYNProxyOn   SYNProxyMode = "on"
+)
 
 // Backend is one real server of a service.
 type Backend struct {
@@ -227,6 +252,11 @@ type SNAT struct {
 type Flows struct {
 	// Max is the maximum number of tracked flows (1 to 100000000).
 	Max int
+	// HalfOpenMax bounds the flows whose handshake is not complete, all
+	// services (1 to Max; 0 means DefaultHalfOpenMax, or Max if smaller).
+	// Past it a new SYN evicts the oldest half-open flow: a SYN flood
+	// never takes established flows' room or every SNAT tuple.
+	HalfOpenMax int
 	// Timeouts are the idle timeouts per TCP state.
 	Timeouts Timeouts
 }
@@ -353,6 +383,8 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&s.Timestamps, DefaultTimestamps)
 		setDefault(&s.TimeWait, DefaultTimeWait)
 		setDefault(&s.Exhaustion, DefaultExhaustion)
+		setDefault(&s.SYNProxy, DefaultSYNProxy)
+		setDefault(&s.SYNProxyThreshold, DefaultSYNProxyThresh)
 		if s.Exhaustion == ExhaustWait {
 			setDefault(&s.ExhaustionWait, DefaultExhaustionWait)
 		}
@@ -371,6 +403,7 @@ func (c *Config) ApplyDefaults() {
 		c.SNAT.PortMin, c.SNAT.PortMax = DefaultPortMin, DefaultPortMax
 	}
 	setDefault(&c.Flows.Max, DefaultFlowsMax)
+	setDefault(&c.Flows.HalfOpenMax, min(DefaultHalfOpenMax, c.Flows.Max))
 	t := &c.Flows.Timeouts
 	setDefault(&t.Syn, DefaultSynTimeout)
 	setDefault(&t.Established, DefaultEstTimeout)

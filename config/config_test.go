@@ -289,8 +289,8 @@ snat:
 	if c.SNAT.PortMin != 20000 || c.SNAT.PortMax != 60999 {
 		t.Errorf("port range = %d-%d, want 20000-60999", c.SNAT.PortMin, c.SNAT.PortMax)
 	}
-	wantFlows := config.Flows{Max: 1048576, Timeouts: config.Timeouts{
-		Syn: 30 * time.Second, Established: time.Hour, Fin: 2 * time.Minute, TimeWait: 2 * time.Second, Closed: 5 * time.Second,
+	wantFlows := config.Flows{Max: 1048576, HalfOpenMax: 65536, Timeouts: config.Timeouts{
+		Syn: 5 * time.Second, Established: time.Hour, Fin: 2 * time.Minute, TimeWait: 2 * time.Second, Closed: 5 * time.Second,
 	}}
 	if c.Flows != wantFlows {
 		t.Errorf("Flows = %+v, want %+v", c.Flows, wantFlows)
@@ -710,6 +710,9 @@ func TestWrongTypes(t *testing.T) {
 		{"ring_frames not power of two", "", "datapath:\n  ring_frames: 1000\n", "datapath.ring_frames", 15, "power of two"},
 		{"ring_frames small", "", "datapath:\n  ring_frames: 8\n", "datapath.ring_frames", 15, "out of range 64..65536"},
 		{"datapath unknown key", "", "datapath:\n  threads: 2\n", "datapath.threads", 15, "unknown key"},
+		{"syn_proxy unknown", "port: 80", "port: 80\n    syn_proxy: maybe", "services[0].syn_proxy", 10, "unknown mode"},
+		{"syn_proxy_threshold zero", "port: 80", "port: 80\n    syn_proxy_threshold: 0", "services[0].syn_proxy_threshold", 10, "out of range 1..1000000"},
+		{"half_open_max negative", "port: 80", "port: 80\n    half_open_max: -1", "services[0].half_open_max", 10, "out of range"},
 		{"health source int", "", "health:\n  source: 7\n", "health.source", 15, "expected a string"},
 		{"health source bad", "", "health:\n  source: 198.18.1.256\n", "health.source", 15, "not a valid IP address"},
 		{"health source ipv6", "", "health:\n  source: \"::1\"\n", "health.source", 15, "not an IPv4 address"},
@@ -895,6 +898,7 @@ func TestValidateGoConfig(t *testing.T) {
 		{"pcap_max_files big", func(c *config.Config) { c.Detector.PcapMaxFiles = 100_001 }, "detector.pcap_max_files", "out of range 1..100000"},
 		{"workers above ports", func(c *config.Config) { c.Datapath.Workers, c.SNAT.PortMin, c.SNAT.PortMax = 4, 20000, 20002 }, "snat.port_range", "fewer ports than datapath.workers (4)"},
 		{"io empty", func(c *config.Config) { c.Datapath.IO = "" }, "datapath.io", "unknown I/O mode"},
+		{"half open above max", func(c *config.Config) { c.Flows.HalfOpenMax = c.Flows.Max + 1 }, "flows.half_open_max", "out of range 1..flows.max"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := base()

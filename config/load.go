@@ -475,7 +475,7 @@ func (d *decoder) portRange(v *yaml.Node, p string) (lo, hi uint16, ok bool) {
 func (d *decoder) root(n *yaml.Node) *Config {
 	c := &Config{
 		SNAT:    SNAT{PortMin: DefaultPortMin, PortMax: DefaultPortMax},
-		Flows:   Flows{Max: DefaultFlowsMax},
+		Flows:   Flows{Max: DefaultFlowsMax, HalfOpenMax: DefaultHalfOpenMax},
 		Metrics: Metrics{Listen: DefaultMetricsListen},
 		Log:     Log{Level: DefaultLogLevel},
 		Detector: Detector{
@@ -569,12 +569,14 @@ func (d *decoder) link(n *yaml.Node, path string, l *Link) {
 // which service fills in once it knows the exhaustion policy.
 func newService() Service {
 	return Service{
-		Protocol:         DefaultProtocol,
-		Scheduler:        DefaultScheduler,
-		Timestamps:       DefaultTimestamps,
-		TimeWait:         DefaultTimeWait,
-		NoISNTranslation: !DefaultISNTranslation,
-		Exhaustion:       DefaultExhaustion,
+		Protocol:          DefaultProtocol,
+		Scheduler:         DefaultScheduler,
+		Timestamps:        DefaultTimestamps,
+		TimeWait:          DefaultTimeWait,
+		NoISNTranslation:  !DefaultISNTranslation,
+		Exhaustion:        DefaultExhaustion,
+		SYNProxy:          DefaultSYNProxy,
+		SYNProxyThreshold: DefaultSYNProxyThresh,
 	}
 }
 
@@ -583,6 +585,7 @@ func (d *decoder) service(n *yaml.Node, path string, s *Service) {
 	known := []string{
 		"name", "vip", "port", "protocol", "scheduler", "timestamps", "time_wait",
 		"isn_translation", "exhaustion", "exhaustion_wait", "backends", "health_check",
+		"half_open_max", "syn_proxy", "syn_proxy_threshold",
 	}
 	haveWait := false
 	d.mapping(n, path, known, func(key string, v *yaml.Node, p string) {
@@ -616,6 +619,17 @@ func (d *decoder) service(n *yaml.Node, path string, s *Service) {
 			s.Backends = list(d, v, p, func() Backend { return Backend{Weight: DefaultWeight} }, d.backend)
 		case "health_check":
 			s.HealthCheck = d.healthCheck(v, p)
+		case "half_open_max":
+			if x, ok := d.integer(v, p, 0, 100_000_000); ok {
+				s.HalfOpenMax = int(x)
+			}
+		case "syn_proxy":
+			x, _ := d.str(v, p)
+			s.SYNProxy = SYNProxyMode(x)
+		case "syn_proxy_threshold":
+			if x, ok := d.integer(v, p, 1, 1_000_000); ok {
+				s.SYNProxyThreshold = int(x)
+			}
 		}
 	})
 	if s.Exhaustion == ExhaustWait && !haveWait && !d.m.bad[joinPath(path, "exhaustion_wait")] {
@@ -719,11 +733,21 @@ func (d *decoder) detector(n *yaml.Node, path string, det *Detector) {
 
 // flows decodes the flows mapping.
 func (d *decoder) flows(n *yaml.Node, path string, f *Flows) {
-	d.mapping(n, path, []string{"max", "timeouts"}, func(key string, v *yaml.Node, p string) {
+	haveHalfOpen := false
+	defer func() {
+		if !haveHalfOpen {
+			f.HalfOpenMax = min(DefaultHalfOpenMax, f.Max)
+		}
+	}()
+	d.mapping(n, path, []string{"max", "half_open_max", "timeouts"}, func(key string, v *yaml.Node, p string) {
 		switch key {
 		case "max":
 			if x, ok := d.integer(v, p, 1, 100_000_000); ok {
 				f.Max = int(x)
+			}
+		case "half_open_max":
+			if x, ok := d.integer(v, p, 1, 100_000_000); ok {
+				f.HalfOpenMax, haveHalfOpen = int(x), true
 			}
 		case "timeouts":
 			t := &f.Timeouts

@@ -52,6 +52,9 @@ type (
 		Exhaustion     string           `yaml:"exhaustion,omitempty"`
 		ExhaustionWait string           `yaml:"exhaustion_wait,omitempty"`
 		Backends       []yamlBackend    `yaml:"backends"`
+		HalfOpenMax    int              `yaml:"half_open_max,omitempty"`
+		SYNProxy       string           `yaml:"syn_proxy,omitempty"`
+		SYNProxyThresh int              `yaml:"syn_proxy_threshold,omitempty"`
 		HealthCheck    *yamlHealthCheck `yaml:"health_check,omitempty"`
 	}
 	yamlBackend struct {
@@ -73,8 +76,9 @@ type (
 		PortRange string   `yaml:"port_range,omitempty"`
 	}
 	yamlFlows struct {
-		Max      int          `yaml:"max,omitempty"`
-		Timeouts yamlTimeouts `yaml:"timeouts"`
+		Max         int          `yaml:"max,omitempty"`
+		HalfOpenMax int          `yaml:"half_open_max,omitempty"`
+		Timeouts    yamlTimeouts `yaml:"timeouts"`
 	}
 	yamlTimeouts struct {
 		Syn         string `yaml:"syn,omitempty"`
@@ -117,7 +121,8 @@ func (c *Config) Marshal() ([]byte, error) {
 	y := yamlConfig{
 		SNAT: yamlSNAT{Addresses: make([]string, 0, len(c.SNAT.Addresses))},
 		Flows: yamlFlows{
-			Max: c.Flows.Max,
+			Max:         c.Flows.Max,
+			HalfOpenMax: c.Flows.HalfOpenMax,
 			Timeouts: yamlTimeouts{
 				Syn:         formatDuration(c.Flows.Timeouts.Syn),
 				Established: formatDuration(c.Flows.Timeouts.Established),
@@ -153,14 +158,15 @@ func (c *Config) Marshal() ([]byte, error) {
 	}
 	for _, s := range c.Services {
 		ys := yamlService{
-			Name:       s.Name,
-			VIP:        addrString(s.VIP),
-			Port:       s.Port,
-			Protocol:   s.Protocol,
-			Scheduler:  s.Scheduler,
-			Timestamps: string(s.Timestamps),
-			TimeWait:   formatDuration(s.TimeWait),
-			Exhaustion: string(s.Exhaustion),
+			Name:        s.Name,
+			VIP:         addrString(s.VIP),
+			Port:        s.Port,
+			Protocol:    s.Protocol,
+			Scheduler:   s.Scheduler,
+			Timestamps:  string(s.Timestamps),
+			TimeWait:    formatDuration(s.TimeWait),
+			Exhaustion:  string(s.Exhaustion),
+			HalfOpenMax: s.HalfOpenMax, SYNProxy: string(s.SYNProxy), SYNProxyThresh: s.SYNProxyThreshold,
 		}
 		ys.ExhaustionWait = formatDuration(s.ExhaustionWait)
 		if s.NoISNTranslation {

@@ -298,6 +298,17 @@ func (v *validator) services() {
 		if s.TimeWait < time.Second || s.TimeWait > 10*time.Minute {
 			v.add(p+".time_wait", "%s is out of range 1s..10m", s.TimeWait)
 		}
+		switch s.SYNProxy {
+		case SYNProxyOff, SYNProxyAuto, SYNProxyOn:
+		default:
+			v.add(p+".syn_proxy", "unknown mode %q (supported: off, auto, on)", s.SYNProxy)
+		}
+		if s.SYNProxyThreshold < 1 || s.SYNProxyThreshold > 1_000_000 {
+			v.add(p+".syn_proxy_threshold", "%d is out of range 1..1000000", s.SYNProxyThreshold)
+		}
+		if s.HalfOpenMax < 0 {
+			v.add(p+".half_open_max", "%d must not be negative (0: only flows.half_open_max)", s.HalfOpenMax)
+		}
 		switch s.Exhaustion {
 		case ExhaustWait:
 			if s.ExhaustionWait < 10*time.Millisecond || s.ExhaustionWait > 30*time.Second {
@@ -455,6 +466,8 @@ func (v *validator) flows() {
 	f := v.c.Flows
 	if f.Max < 1 || f.Max > 100_000_000 {
 		v.add("flows.max", "%d is out of range 1..100000000", f.Max)
+	} else if f.HalfOpenMax < 1 || f.HalfOpenMax > f.Max {
+		v.add("flows.half_open_max", "%d is out of range 1..flows.max (%d)", f.HalfOpenMax, f.Max)
 	}
 	t := f.Timeouts
 	for _, x := range []struct {

@@ -51,8 +51,9 @@ type shared struct {
 	noRepair atomic.Bool
 	stopping atomic.Bool // SIGTERM: no new flows
 
-	flowsMax   int64
-	flowsCount atomic.Int64 // flows in every worker's table (the flows.max bound)
+	flowsMax    int64
+	flowsCount  atomic.Int64 // flows in every worker's table (the flows.max bound)
+	halfOpenMax int          // flows.half_open_max (each worker holds its share)
 
 	neighDropped atomic.Uint64 // frames dropped from neighbour queues by expiry
 
@@ -96,7 +97,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 	}
 	sh := &shared{
 		log: opts.Logger, clock: opts.Clock, seed: opts.Seed, workers: nw,
-		flowsMax: int64(cfg.Flows.Max), pcapDir: cfg.Detector.PcapDir, pcapMax: cfg.Detector.PcapMaxFiles,
+		flowsMax: int64(cfg.Flows.Max), halfOpenMax: cfg.Flows.HalfOpenMax, pcapDir: cfg.Detector.PcapDir, pcapMax: cfg.Detector.PcapMaxFiles,
 	}
 	if sh.pcapMax <= 0 {
 		sh.pcapMax = config.DefaultPcapMaxFiles

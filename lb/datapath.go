@@ -215,6 +215,9 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 	}
 	f.state = st
 	f.last = now
+	if f.halfOpen && st >= nat.StateEstablished {
+		w.closeHalf(f)
+	}
 	if grow > 0 {
 		w.grow(frame, grow)
 	}
@@ -293,6 +296,9 @@ func (w *worker) fromBackend(frame []byte) {
 	}
 	f.state = st
 	f.last = w.now
+	if f.halfOpen && st >= nat.StateEstablished {
+		w.closeHalf(f)
+	}
 	if !p.DecTTL() {
 		w.c.drop(dropTTLExpired)
 		return
@@ -321,6 +327,10 @@ func (w *worker) newFlow(svc *service, k flowKey) (*flow, snat.Verdict) {
 		return nil, snat.Reject
 	}
 	sh := w.sh
+	if !w.makeRoom(svc) {
+		w.c.drop(dropHalfOpenFull)
+		return nil, snat.Reject
+	}
 	if sh.flowsCount.Add(1) > sh.flowsMax {
 		sh.flowsCount.Add(-1)
 		w.c.drop(dropTableFull)
@@ -379,6 +389,7 @@ func (w *worker) newFlow(svc *service, k flowKey) (*flow, snat.Verdict) {
 	w.flows.insert(f)
 	w.c.flows.Add(1)
 	w.c.open.Add(1)
+	w.openHalf(f)
 	svc.created.Inc()
 	svc.active.Inc()
 	be.created.Inc()

@@ -1066,7 +1066,14 @@ func TestSYNRefused(t *testing.T) {
 			h.prime(t)
 			var conns []*conn
 			for i := range tc.accepted {
-				conns = append(conns, h.connect(t, uint16(31000+i), uint32(i)*100000))
+				c := h.connect(t, uint16(31000+i), uint32(i)*100000)
+				if tc.reason == "table_full" {
+					// Established: a full table of half-open flows would
+					// evict the oldest instead (TestHalfOpenEviction).
+					h.accept(t, c, 5555)
+					h.clientData(t, c, 1, 1, nil)
+				}
+				conns = append(conns, c)
 			}
 			// One more SYN is refused: silently when the table is full; with
 			// an RST when the reject policy meets no usable tuple.
@@ -1117,7 +1124,9 @@ func TestSYNRefused(t *testing.T) {
 			tuples := map[netip.AddrPort]netip.AddrPort{}
 			for _, c := range conns {
 				tuples[c.snatAP()] = c.backend
-				h.accept(t, c, 5555)
+				if tc.reason != "table_full" {
+					h.accept(t, c, 5555)
+				}
 				h.clientData(t, c, 1, 1, []byte("x"))
 				h.backendData(t, c, 1, 2, []byte("y"))
 			}
@@ -1613,6 +1622,15 @@ func TestFlowExpiry(t *testing.T) {
 	}
 	if d := time.Since(sent); d < time.Second {
 		t.Errorf("flow expired after %v, before its 1s timeout", d)
+	}
+	// The backend is reset (it may hold a request socket for the SYN) and
+	// the tuple leaves no ledger record.
+	rst := tcpOf(t, decode(t, h.b0.next(t)))
+	if rst.flags != nat.TCPFlagRST || rst.seq != 2 || rst.src != c.snatAP() || rst.dst != c.backend {
+		t.Errorf("expiry of a half-open flow sent %+v, want an RST seq 2 to the backend", rst)
+	}
+	if got := metric(t, h.b, "tslb_snat_ports_time_wait"); got != 0 {
+		t.Errorf("tuple of an expired half-open flow in TIME_WAIT (%v), want free", got)
 	}
 	if got := metric(t, h.b, "tslb_flows_expired_total", "state", "syn_sent"); got != 1 {
 		t.Errorf("tslb_flows_expired_total{syn_sent} = %v, want 1", got)

@@ -56,6 +56,13 @@ type flow struct {
 	// backendFIN: the backend sent a FIN; backendTW: it will hold the
 	// tuple in TIME_WAIT (it closed first, or simultaneously).
 	backendFIN, backendTW bool
+
+	// Half-open list (halfopen.go): halfOpen says the flow is on it.
+	halfOpen       bool
+	hoPrev, hoNext *flow
+	// noLedger: tslb reset the backend's half of the flow; its tuple
+	// goes back free.
+	noLedger bool
 }
 
 func (f *flow) clientKey() flowKey  { return flowKey{f.client, f.vip, f.cport, f.vport} }

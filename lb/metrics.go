@@ -43,6 +43,8 @@ const (
 	dropSourceWrongLink                    // SYN whose source is not reachable through the link it came in on
 	dropVLANTagged                         // 802.1Q/802.1ad-tagged frame on an untagged link
 	dropARPSpoof                           // ARP claiming one of tslb's own addresses (not learned)
+	dropHalfOpenFull                       // SYN refused: the service's half-open flows are all other workers'
+
 	numDropReasons
 
 	// dropCounted: admitSYN counted the drop itself (a nat reason).
@@ -55,7 +57,7 @@ var dropReasonNames = [numDropReasons]string{
 	"tx_error", "table_full", "no_backend", "snat_exhausted", "rst_out_of_window",
 	"arp_not_ours", "shutting_down", "after_close", "owner_gone",
 	"port_zero", "bad_tcp_flags", "source_owned", "source_martian", "source_wrong_link",
-	"vlan_tagged", "arp_spoof",
+	"vlan_tagged", "arp_spoof", "half_open_full",
 }
 
 // decodeIndex maps nat.Reason labels to their index in nat.Reasons.
@@ -78,6 +80,8 @@ type workerCounters struct {
 	icmpEchoReplies atomic.Uint64
 	icmpTranslated  atomic.Uint64
 	handoffs        atomic.Uint64 // frames this worker handed to the owning worker
+	halfOpen        atomic.Int64  // half-open flows in this worker's table
+	halfOpenEvicted atomic.Uint64 // half-open flows evicted to make room
 	probesSent      atomic.Uint64 // probes of tuples of unknown state (probe.go)
 	probesFreed     atomic.Uint64 // ... answered with an RST: freed
 	probesReset     atomic.Uint64 // ... answered with an ACK: reset, freed
@@ -268,6 +272,10 @@ var (
 	recoveredDesc = prometheus.NewDesc("tslb_ledger_recovered_tuples",
 		"Tuples read back at start from the previous run's ledger files, by state: time_wait (records kept), unknown (live when tslb stopped: quarantined and probed).",
 		[]string{"state"}, nil)
+	halfOpenDesc = prometheus.NewDesc("tslb_half_open_flows",
+		"Flows whose handshake is not complete (a SYN forwarded), all services.", nil, nil)
+	evictedDesc = prometheus.NewDesc("tslb_half_open_evicted_total",
+		"Half-open flows evicted to make room for a new SYN (flows.half_open_max, services[].half_open_max); their backends were reset.", nil, nil)
 	handoffDesc = prometheus.NewDesc("tslb_worker_handoffs_total",
 		"Frames a worker received for a flow another worker owns and handed over (fanout steering missed; ICMP errors).", []string{"worker"}, nil)
 )
@@ -279,7 +287,7 @@ type datapathCollector struct{ b *Balancer }
 func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, kernelPacketsDesc, kernelDropsDesc, kernelFreezeDesc, copiedDesc,
 		dropsDesc, strippedDesc, echoDesc, icmpTrDesc, entriesDesc, workerRxDesc, workerFlowsDesc, handoffDesc,
-		probeDesc, recoveredDesc} {
+		probeDesc, recoveredDesc, halfOpenDesc, evictedDesc} {
 		ch <- d
 	}
 }
@@ -313,7 +321,8 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	var drops [numDropReasons]uint64
 	decode := make([]uint64, len(nat.Reasons))
 	var stripped, echo, icmpTr, pSent, pFreed, pReset uint64
-	var entries int64
+	var entries, halfOpen int64
+	var evicted uint64
 	for i, w := range b.workers {
 		wc := w.c
 		for r := range drops {
@@ -330,6 +339,8 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		pReset += wc.probesReset.Load()
 		f := wc.flows.Load()
 		entries += f
+		halfOpen += wc.halfOpen.Load()
+		evicted += wc.halfOpenEvicted.Load()
 		id := strconv.Itoa(i)
 		counter(workerRxDesc, workerRx[i], id)
 		ch <- prometheus.MustNewConstMetric(workerFlowsDesc, prometheus.GaugeValue, float64(f), id)
@@ -352,6 +363,8 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(echoDesc, echo)
 	counter(icmpTrDesc, icmpTr)
 	ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.GaugeValue, float64(entries))
+	ch <- prometheus.MustNewConstMetric(halfOpenDesc, prometheus.GaugeValue, float64(halfOpen))
+	counter(evictedDesc, evicted)
 }
 
 var (

@@ -24,6 +24,11 @@ type service struct {
 	// schedulers share one instance.
 	scheds []Scheduler
 
+	halfOpenMax int64 // services[].half_open_max (0: none)
+	*serviceState
+	synProxy   config.SYNProxyMode
+	proxyAbove int64 // syn_proxy_threshold
+
 	hc            *config.HealthCheck
 	timeWaitNs    int64 // the backends' TIME_WAIT (services[].time_wait)
 	isn           bool  // isn_translation
@@ -34,6 +39,12 @@ type service struct {
 	active    prometheus.Gauge
 	refused   [numRefusals]prometheus.Counter
 	exhausted [numExhaust]prometheus.Counter
+}
+
+// serviceState is the part of a service that outlives reloads (by name):
+// its flows do.
+type serviceState struct {
+	halfOpen atomic.Int64 // half-open flows, every worker
 }
 
 // Refusal reasons of a new SYN, as metric labels.

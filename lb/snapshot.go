@@ -59,8 +59,10 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 		}
 	}
 	oldStates := make(map[string]*backendState)
+	oldServices := make(map[string]*serviceState)
 	if prev != nil {
 		for _, ps := range prev.svcList {
+			oldServices[ps.name] = ps.serviceState
 			for _, be := range ps.backends {
 				oldStates[ps.name+"|"+be.ap.String()] = be.backendState
 			}
@@ -78,7 +80,12 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 		own(sc.VIP, ownedVIP)
 		sv := &service{name: sc.Name, vip: nat.Addr4From(sc.VIP), port: sc.Port, ts: sc.Timestamps,
 			timeWaitNs: int64(sc.TimeWait), isn: !sc.NoISNTranslation, exhaustion: sc.Exhaustion,
-			exhaustWaitNs: int64(sc.ExhaustionWait), hc: sc.HealthCheck}
+			exhaustWaitNs: int64(sc.ExhaustionWait), hc: sc.HealthCheck,
+			halfOpenMax: int64(sc.HalfOpenMax), synProxy: sc.SYNProxy, proxyAbove: int64(sc.SYNProxyThreshold)}
+		sv.serviceState = oldServices[sc.Name]
+		if sv.serviceState == nil {
+			sv.serviceState = &serviceState{}
+		}
 		m := sh.m
 		for i := range sv.exhausted {
 			sv.exhausted[i] = m.exhaustion.WithLabelValues(sv.name, exhaustNames[i])

@@ -17,6 +17,7 @@ func ledgerRecord(f *flow) snat.Record {
 	t, x := &f.tr, &f.x
 	rec := snat.Record{NextSeq: x.NextSeq, LastTS: x.LastTS, HasTS: x.SentTS && x.BackendUsedTS}
 	switch {
+	case f.noLedger: // tslb reset the backend's half
 	case t.ResetBy != nat.SideNone:
 	case t.State < nat.StateSynRecv:
 	case f.backendFIN && !f.backendTW:
@@ -57,6 +58,7 @@ func (w *worker) releaseTuple(f *flow) {
 	}
 	f.released = true
 	w.c.open.Add(-1)
+	w.closeHalf(f)
 	w.flows.removeKey(f.backendKey(), f)
 	w.pools.release(f.pool, f.sport, w.now, ledgerRecord(f))
 }
@@ -67,6 +69,7 @@ func (w *worker) removeFlow(f *flow) {
 	if f.dead {
 		return
 	}
+	w.closeHalf(f)
 	f.dead = true
 	w.flows.remove(f)
 	w.c.flows.Add(-1)
@@ -103,6 +106,10 @@ func (w *worker) reap() {
 		list := w.flows.collect(i, expired[:0], w.expired)
 		for _, f := range list {
 			w.sh.m.flowsExpired[f.state].Inc()
+			// A half-open flow that timed out (the backend never
+			// answered, or the client never completed): reset the
+			// backend's half and free the tuple at once.
+			w.resetBackendHalf(f)
 			w.removeFlow(f)
 		}
 		clear(expired[:])

@@ -53,6 +53,9 @@ type worker struct {
 	probes   []probe
 	probeIdx map[flowKey]*probe
 
+	halfOpen    halfOpenList // this worker's half-open flows, oldest first
+	halfOpenMax int          // its share of flows.half_open_max
+
 	// Per batch.
 	now     int64
 	s       *snapshot
@@ -89,6 +92,7 @@ func newWorker(id int, sh *shared, pools *poolShard) (*worker, error) {
 	for _, l := range sh.nics {
 		w.qs = append(w.qs, l.queues[id])
 	}
+	w.halfOpenMax = max(1, (sh.halfOpenMax+sh.workers-1)/sh.workers)
 	p, err := link.NewPoller(w.qs)
 	if err != nil {
 		return nil, err
@@ -193,8 +197,8 @@ func (w *worker) timers() {
 	}
 	if w.probes != nil {
 		w.runProbes()
-		w.flush()
 	}
+	w.flush() // what the timers sent (RSTs of expired half-open flows, probes)
 }
 
 // sendQueue queues frame on link l (this worker's queue). frame must stay

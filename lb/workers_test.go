@@ -194,3 +194,69 @@ func TestStateFileAcrossWorkerCounts(t *testing.T) {
 		}
 	}
 }
+
+// Half-open flows are bounded: a SYN past flows.half_open_max evicts the
+// oldest half-open flow (its backend reset, its tuple free at once), never
+// an established one; services[].half_open_max bounds one service.
+func TestHalfOpenEviction(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) {
+		c.Flows.HalfOpenMax = 2
+		c.SNAT.PortMax = 20099
+	}))
+	h.prime(t)
+	est := h.establish(t, 46000) // never evicted
+	a := h.connect(t, 46001, 100)
+	b := h.connect(t, 46002, 200)
+	if got := metric(t, h.b, "tslb_half_open_flows"); got != 2 {
+		t.Fatalf("half-open flows = %v, want 2", got)
+	}
+	// A third SYN: a is evicted (RST to its backend), then the SYN goes.
+	in := tcpFrame(t, clientSeg(46003, nat.TCPFlagSYN, 300, 0))
+	h.c0.inject(t, in)
+	rst := tcpOf(t, decode(t, h.b0.next(t)))
+	if rst.flags != nat.TCPFlagRST || rst.src != a.snatAP() || rst.dst != a.backend || rst.seq != 101 {
+		t.Errorf("eviction sent %+v, want an RST seq 101 from %s to %s", rst, a.snatAP(), a.backend)
+	}
+	syn := tcpOf(t, decode(t, h.b0.next(t)))
+	if syn.flags != nat.TCPFlagSYN || syn.seq != 300 {
+		t.Errorf("then %+v, want the new SYN", syn)
+	}
+	if got := metric(t, h.b, "tslb_half_open_evicted_total"); got != 1 {
+		t.Errorf("evicted = %v, want 1", got)
+	}
+	if got := metric(t, h.b, "tslb_flow_table_entries"); got != 3 {
+		t.Errorf("flows = %v, want 3 (established, b, the new one)", got)
+	}
+	if got := metric(t, h.b, "tslb_snat_ports_time_wait"); got != 0 {
+		t.Errorf("evicted tuple in TIME_WAIT (%v), want free", got)
+	}
+	// The evicted flow's late SYN-ACK finds no flow; b and the established
+	// flow still work.
+	h.b0.inject(t, tcpFrame(t, backendSeg(t, a.backend, a.sport, nat.TCPFlagSYN|nat.TCPFlagACK, 9, 101)))
+	h.quiet(t, h.b0)
+	h.accept(t, b, 777)
+	h.clientData(t, b, 1, 1, nil) // b's handshake completes: no longer half-open
+	h.clientData(t, est, 1, 1, []byte("alive"))
+	if got := metric(t, h.b, "tslb_half_open_flows"); got != 1 {
+		t.Errorf("half-open flows = %v, want 1 (the new one)", got)
+	}
+}
+
+func TestHalfOpenPerService(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) {
+		c.Services[0].HalfOpenMax = 1
+		c.SNAT.PortMax = 20099
+	}))
+	h.prime(t)
+	a := h.connect(t, 46100, 100)
+	h.c0.inject(t, tcpFrame(t, clientSeg(46101, nat.TCPFlagSYN, 200, 0)))
+	rst := tcpOf(t, decode(t, h.b0.next(t)))
+	if rst.flags != nat.TCPFlagRST || rst.src != a.snatAP() {
+		t.Errorf("service bound: %+v, want the RST evicting the first SYN", rst)
+	}
+	if syn := tcpOf(t, decode(t, h.b0.next(t))); syn.seq != 200 {
+		t.Errorf("then %+v, want the new SYN", syn)
+	}
+}
