@@ -260,6 +260,10 @@ func (t *TSLB) Metrics(ctx context.Context) (Samples, error) {
 	return ParseMetrics(body)
 }
 
+// RawMetrics returns tslb's /metrics body as served (Prometheus text
+// format, # HELP and # TYPE lines included).
+func (t *TSLB) RawMetrics(ctx context.Context) ([]byte, error) { return t.get(ctx, "/metrics") }
+
 // Samples maps a sample's name and labels to its value.
 type Samples map[string]float64
 
