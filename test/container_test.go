@@ -321,3 +321,43 @@ func TestContainerImage(t *testing.T) {
 	}
 	t.Logf("podman stop drained 2 transfers in %v, exit code %s, %d JSON log lines, ulimits %v", took.Round(time.Millisecond), code, lines, ulimits)
 }
+
+// TestDockerfileMatchesContainerfile: the top-level Dockerfile (the
+// multi-stage build for machines with a registry) stays a file whose
+// runtime stage is the same image as deploy/container/Containerfile: a
+// static binary (CGO_ENABLED=0) on FROM scratch with the same entrypoint.
+func TestDockerfileMatchesContainerfile(t *testing.T) {
+	read := func(p string) string {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			t.Fatalf("%s: want a regular file (%v)", p, err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	docker := read(filepath.Join("..", "Dockerfile"))
+	podmanFile := read(filepath.Join("..", "deploy", "container", "Containerfile"))
+	last := func(s, prefix string) string {
+		v := ""
+		for _, line := range strings.Split(s, "\n") {
+			if strings.HasPrefix(line, prefix) {
+				v = line
+			}
+		}
+		return v
+	}
+	for _, f := range []struct{ name, text string }{{"Dockerfile", docker}, {"Containerfile", podmanFile}} {
+		if last(f.text, "FROM ") != "FROM scratch" {
+			t.Errorf("%s: the runtime stage is %q, want FROM scratch", f.name, last(f.text, "FROM "))
+		}
+	}
+	if !strings.Contains(docker, "CGO_ENABLED=0") {
+		t.Errorf("Dockerfile does not build a static binary (CGO_ENABLED=0)")
+	}
+	if a, b := last(docker, "ENTRYPOINT"), last(podmanFile, "ENTRYPOINT"); a == "" || a != b {
+		t.Errorf("entrypoints differ: Dockerfile %q, Containerfile %q", a, b)
+	}
+}

@@ -462,6 +462,30 @@ func exportedNames(body []byte) map[string]bool {
 	return names
 }
 
+func TestExportedNames(t *testing.T) {
+	body := []byte(`# HELP a_seconds A histogram without samples yet.
+# TYPE a_seconds histogram
+# HELP b_seconds A summary.
+# TYPE b_seconds summary
+b_seconds{quantile="0.5"} 1
+b_seconds_sum 3
+b_seconds_count 2
+# TYPE c_total counter
+c_total{link="x"} 1
+untyped_sample 4
+`)
+	got := exportedNames(body)
+	want := []string{"a_seconds", "a_seconds_bucket", "a_seconds_count", "a_seconds_sum", "b_seconds", "b_seconds_count", "b_seconds_sum", "c_total", "untyped_sample"}
+	var names []string
+	for n := range got {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if !slices.Equal(names, want) {
+		t.Errorf("exportedNames = %v, want %v", names, want)
+	}
+}
+
 // TestDeployFilesUseExportedMetrics runs the real tslb in a lab with a
 // health check, a reload and some traffic, so every metric family has
 // samples, scrapes it, and checks that every metric name the rules and
