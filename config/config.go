@@ -72,6 +72,7 @@ const (
 	DefaultClosedTimeout  = 5 * time.Second  // flows.timeouts.closed
 	DefaultMetricsListen  = "127.0.0.1:9100" // metrics.listen (Parse only: "" disables)
 	DefaultLogLevel       = "info"           // log.level
+	DefaultLogFormat      = "text"           // log.format
 	DefaultRepair         = true             // detector.repair (Detector.NoRepair false)
 	DefaultPcapMaxFiles   = 100              // detector.pcap_max_files
 )
@@ -314,6 +315,10 @@ type Metrics struct {
 type Log struct {
 	// Level is one of "debug", "info", "warn" or "error".
 	Level string
+	// Format is the log line format: "text" (logfmt key=value pairs, the
+	// log/slog text handler) or "json" (one JSON object per line, the
+	// log/slog JSON handler). `tslb run -log-format` overrides it.
+	Format string
 }
 
 // Detector configures the SNAT collision detector.
@@ -411,6 +416,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&t.TimeWait, DefaultTWTimeout)
 	setDefault(&t.Closed, DefaultClosedTimeout)
 	setDefault(&c.Log.Level, DefaultLogLevel)
+	setDefault(&c.Log.Format, DefaultLogFormat)
 	setDefault(&c.Detector.PcapMaxFiles, DefaultPcapMaxFiles)
 	setDefault(&c.Datapath.IO, DefaultDatapathIO)
 	setDefault(&c.Datapath.RingFrames, DefaultRingFrames)

@@ -179,7 +179,7 @@ func TestBadFiles(t *testing.T) {
 		"health_source_off_link", "health_source_not_ipv4",
 		"control_socket_relative", "control_socket_too_long",
 		"shutdown_timeout_range", "state_file_relative",
-		"bad_drain", "all_backends_drained",
+		"bad_drain", "all_backends_drained", "bad_log_format",
 	}
 	have := map[string]bool{}
 	for _, f := range files {
@@ -295,7 +295,7 @@ snat:
 	if c.Flows != wantFlows {
 		t.Errorf("Flows = %+v, want %+v", c.Flows, wantFlows)
 	}
-	if c.Metrics.Listen != "127.0.0.1:9100" || c.Log.Level != "info" || c.Detector != (config.Detector{PcapMaxFiles: 100}) {
+	if c.Metrics.Listen != "127.0.0.1:9100" || c.Log != (config.Log{Level: "info", Format: "text"}) || c.Detector != (config.Detector{PcapMaxFiles: 100}) {
 		t.Errorf("Metrics/Log/Detector = %+v %+v %+v", c.Metrics, c.Log, c.Detector)
 	}
 
@@ -737,6 +737,11 @@ func TestWrongTypes(t *testing.T) {
 		{"ifname too long", "tslb-c0", "tslb-c0-much-too-long", "links[0].interface", 2, "not a valid interface name"},
 		{"missing interface", "  - interface: tslb-c0\n    subnets", "  - subnets", "links[0].interface", 2, "required"},
 		{"gateway off subnet", "[198.18.0.0/24]\n", "[198.18.0.0/24]\n    gateway: 198.18.9.1\n", "links[0].gateway", 4, "not inside"},
+		{"log format unknown", "", "log:\n  format: logfmt\n", "log.format", 15, `unknown format "logfmt" (supported: text, json)`},
+		{"log format upper case", "", "log:\n  format: JSON\n", "log.format", 15, "unknown format"},
+		{"log format empty", "", "log:\n  format: \"\"\n", "log.format", 15, "unknown format"},
+		{"log format int", "", "log:\n  format: 1\n", "log.format", 15, "expected a string, got integer"},
+		{"log unknown key", "", "log:\n  formatter: json\n", "log.formatter", 15, "unknown key (valid keys here: level, format)"},
 		{"second document", "", "---\nlog: {}\n", "", 14, "second YAML document"},
 		{"tab indent", "    port: 80", "	port: 80", "", 9, "YAML syntax"},
 	} {
@@ -755,6 +760,51 @@ func TestWrongTypes(t *testing.T) {
 				t.Errorf("want %q line %d containing %q; got:\n%v", tt.key, tt.line, tt.msg, errs)
 			}
 		})
+	}
+}
+
+// TestLogFormat: log.format text and json parse, survive Marshal, and
+// default to text when absent or null.
+func TestLogFormat(t *testing.T) {
+	for _, tt := range []struct{ src, want string }{
+		{"", "text"},
+		{"log:\n  format:\n", "text"},
+		{"log:\n  format: text\n", "text"},
+		{"log:\n  format: json\n", "json"},
+		{"log:\n  level: debug\n  format: json\n", "json"},
+	} {
+		c := mustParse(t, minimal+tt.src)
+		if c.Log.Format != tt.want {
+			t.Errorf("%q: Log.Format = %q, want %q", tt.src, c.Log.Format, tt.want)
+		}
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		if c2 := mustParse(t, string(out)); c2.Log != c.Log {
+			t.Errorf("%q: after Marshal and Parse Log = %+v, want %+v", tt.src, c2.Log, c.Log)
+		}
+	}
+	for _, f := range []string{"text", "json"} {
+		if !config.ValidLogFormat(f) {
+			t.Errorf("ValidLogFormat(%q) = false", f)
+		}
+	}
+	for _, f := range []string{"", "JSON", "logfmt", "text "} {
+		if config.ValidLogFormat(f) {
+			t.Errorf("ValidLogFormat(%q) = true", f)
+		}
+	}
+	// A Config built in Go gets the default from ApplyDefaults and an
+	// unknown format from Validate.
+	c := goConfig()
+	c.ApplyDefaults()
+	if c.Log.Format != config.DefaultLogFormat {
+		t.Errorf("ApplyDefaults: Log.Format = %q, want %q", c.Log.Format, config.DefaultLogFormat)
+	}
+	c.Log.Format = "xml"
+	if errs := c.Validate(); !hasError(errs, "log.format", 0, `unknown format "xml"`) {
+		t.Errorf("Validate with format xml: %v", errs)
 	}
 }
 

@@ -477,7 +477,7 @@ func (d *decoder) root(n *yaml.Node) *Config {
 		SNAT:    SNAT{PortMin: DefaultPortMin, PortMax: DefaultPortMax},
 		Flows:   Flows{Max: DefaultFlowsMax, HalfOpenMax: DefaultHalfOpenMax},
 		Metrics: Metrics{Listen: DefaultMetricsListen},
-		Log:     Log{Level: DefaultLogLevel},
+		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Detector: Detector{
 			PcapMaxFiles: DefaultPcapMaxFiles,
 			NoRepair:     !DefaultRepair,
@@ -514,8 +514,13 @@ func (d *decoder) root(n *yaml.Node) *Config {
 				c.Metrics.Listen, _ = d.str(v, p)
 			})
 		case "log":
-			d.mapping(v, p, []string{"level"}, func(_ string, v *yaml.Node, p string) {
-				c.Log.Level, _ = d.str(v, p)
+			d.mapping(v, p, []string{"level", "format"}, func(key string, v *yaml.Node, p string) {
+				switch key {
+				case "level":
+					c.Log.Level, _ = d.str(v, p)
+				case "format":
+					c.Log.Format, _ = d.str(v, p)
+				}
 			})
 		case "detector":
 			d.detector(v, p, &c.Detector)

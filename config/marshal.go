@@ -91,7 +91,8 @@ type (
 		Listen string `yaml:"listen"`
 	}
 	yamlLog struct {
-		Level string `yaml:"level,omitempty"`
+		Level  string `yaml:"level,omitempty"`
+		Format string `yaml:"format,omitempty"`
 	}
 	yamlDetector struct {
 		PcapDir      string `yaml:"pcap_dir,omitempty"`
@@ -132,7 +133,7 @@ func (c *Config) Marshal() ([]byte, error) {
 			},
 		},
 		Metrics:   yamlMetrics{Listen: c.Metrics.Listen},
-		Log:       yamlLog{Level: c.Log.Level},
+		Log:       yamlLog{Level: c.Log.Level, Format: c.Log.Format},
 		Control:   yamlControl{Socket: c.Control.Socket},
 		Shutdown:  yamlShutdown{Timeout: formatDuration(c.Shutdown.Timeout)},
 		StateFile: c.StateFile,

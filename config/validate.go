@@ -500,6 +500,9 @@ func (v *validator) misc() {
 	default:
 		v.add("log.level", "unknown level %q (supported: debug, info, warn, error)", v.c.Log.Level)
 	}
+	if !ValidLogFormat(v.c.Log.Format) {
+		v.add("log.format", "unknown format %q (supported: text, json)", v.c.Log.Format)
+	}
 }
 
 // health checks health.source: an IPv4 address the kernel owns, so none of
@@ -559,3 +562,6 @@ func (v *validator) process() {
 		v.add("state_file", "%q must be an absolute path (or \"\" for none)", s)
 	}
 }
+
+// ValidLogFormat reports whether f is a log.format value: "text" or "json".
+func ValidLogFormat(f string) bool { return f == "text" || f == "json" }

@@ -4,8 +4,13 @@
 #
 # It is idempotent: running it again only re-checks. It installs packages and
 # downloads Go modules; it starts no service, and it stops and disables the
-# haproxy package's own service so that nothing binds ports in the root
-# namespace. One line of output per step.
+# haproxy and prometheus packages' own services so that nothing binds ports
+# in the root namespace. One line of output per step.
+#
+# prometheus (promtool, and the server the lab runs in tslb's namespace),
+# podman, buildah and runc (the container image; no registry is used),
+# systemd (systemd-analyze verify) and util-linux (setpriv) are for the
+# tests of deploy/.
 set -eu
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -22,13 +27,14 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null || die "apt-get update failed"
 log "apt-get update: done"
 
-pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy ca-certificates curl git gcc libc6-dev"
+pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy ca-certificates curl git gcc libc6-dev prometheus podman buildah runc systemd util-linux"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
-	# policy-rc.d 101 keeps dpkg from starting haproxy while it installs.
+	# policy-rc.d 101 keeps dpkg from starting haproxy and prometheus while
+	# they install.
 	prc=/usr/sbin/policy-rc.d
 	made_prc=0
 	if [ ! -e "$prc" ]; then
@@ -44,11 +50,12 @@ else
 fi
 
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-	systemctl disable --now haproxy >/dev/null 2>&1 || true
-	log "haproxy service: disabled and stopped (systemd)"
+	systemctl disable --now haproxy prometheus >/dev/null 2>&1 || true
+	log "haproxy, prometheus services: disabled and stopped (systemd)"
 else
 	service haproxy stop >/dev/null 2>&1 || true
-	log "haproxy service: no systemd; stopped if it was running"
+	service prometheus stop >/dev/null 2>&1 || true
+	log "haproxy, prometheus services: no systemd; stopped if they were running"
 fi
 
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then

@@ -13,7 +13,8 @@ var version = "dev"
 const usage = `usage: tslb <command> [flags]
 
 commands:
-  run -c FILE          run the balancer with the configuration in FILE
+  run -c FILE [-log-format text|json]
+                       run the balancer with the configuration in FILE
   check-config FILE    validate FILE; print every error with its key and line
   reload [-socket S]   make a running tslb re-read its configuration file
   demo                 build a network-namespace lab, balance HTTP through it, print a table

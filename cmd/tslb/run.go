@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -48,7 +49,11 @@ func printConfigErrors(path string, err error) {
 	fmt.Fprintf(os.Stderr, "%s: %v\n", path, err)
 }
 
-func newLogger(level string) *slog.Logger {
+// newLogger returns a logger writing to w at level ("debug", "info",
+// "warn", "error"; anything else means info) in format: "json" is the
+// log/slog JSON handler (one object per line), anything else the text
+// handler (key=value pairs). Both write time, level and msg first.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	switch level {
 	case "debug":
@@ -60,13 +65,26 @@ func newLogger(level string) *slog.Logger {
 	default:
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func cmdRun(args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	path := fs.String("c", "/etc/tslb/tslb.yaml", "configuration file")
+	logFormat := fs.String("log-format", "", "log format, text or json; overrides log.format of the configuration")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(os.Stderr, "tslb run: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *logFormat != "" && !config.ValidLogFormat(*logFormat) {
+		fmt.Fprintf(os.Stderr, "tslb run: -log-format %q: want text or json\n", *logFormat)
 		return 2
 	}
 	cfg, err := config.Load(*path)
@@ -74,7 +92,11 @@ func cmdRun(args []string) int {
 		printConfigErrors(*path, err)
 		return 2
 	}
-	log := newLogger(cfg.Log.Level)
+	format := cfg.Log.Format
+	if *logFormat != "" {
+		format = *logFormat
+	}
+	log := newLogger(os.Stderr, cfg.Log.Level, format)
 	b, err := lb.New(cfg, lb.Options{Logger: log})
 	if err != nil {
 		log.Error("start", "err", err)

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,6 +67,13 @@ type Options struct {
 	// ring).
 	Workers int
 	IO      string
+	// ControlSocket, if set, is control.socket instead (Control is then
+	// implied).
+	ControlSocket string
+	// Wrapper, if set, is a command tslb runs under: Start runs
+	// Wrapper... Binary run -c FILE in the lb namespace (such as setpriv
+	// dropping to a user with ambient capabilities).
+	Wrapper []string
 }
 
 // HealthSource is the address the harness gives the kernel of the lb
@@ -141,6 +149,9 @@ func Config(l *lab.Lab, o Options) *config.Config {
 	if o.Control {
 		c.Control.Socket = filepath.Join(o.Dir, "tslb.sock")
 	}
+	if o.ControlSocket != "" {
+		c.Control.Socket = o.ControlSocket
+	}
 	return c
 }
 
@@ -189,7 +200,8 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := l.LB.Command(context.Background(), o.Binary, "run", "-c", path)
+	argv := append(append(slices.Clone(o.Wrapper), o.Binary), "run", "-c", path)
+	cmd := l.LB.Command(context.Background(), argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -277,6 +289,10 @@ func (t *TSLB) Metrics(ctx context.Context) (Samples, error) {
 	}
 	return ParseMetrics(body)
 }
+
+// RawMetrics returns tslb's /metrics body as served (Prometheus text
+// format, # HELP and # TYPE lines included).
+func (t *TSLB) RawMetrics(ctx context.Context) ([]byte, error) { return t.get(ctx, "/metrics") }
 
 // Samples maps a sample's name and labels to its value.
 type Samples map[string]float64
