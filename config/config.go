@@ -45,36 +45,40 @@ const (
 
 // Defaults applied by Parse (and by ApplyDefaults) to keys that are absent.
 const (
-	DefaultProtocol       = "tcp"            // services[].protocol
-	DefaultScheduler      = "wrr"            // services[].scheduler
-	DefaultTimestamps     = TSPassthrough    // services[].timestamps
-	DefaultTimeWait       = 60 * time.Second // services[].time_wait
-	DefaultISNTranslation = true             // services[].isn_translation (Service.NoISNTranslation false)
-	DefaultExhaustion     = ExhaustWait      // services[].exhaustion
-	DefaultExhaustionWait = 1 * time.Second  // services[].exhaustion_wait (exhaustion wait only)
-	DefaultWeight         = 1                // services[].backends[].weight (Parse only)
-	DefaultHCInterval     = 2 * time.Second  // health_check.interval
-	DefaultHCTimeout      = 1 * time.Second  // health_check.timeout
-	DefaultHCRise         = 2                // health_check.rise
-	DefaultHCFall         = 3                // health_check.fall
-	DefaultHCPath         = "/"              // health_check.path (http only)
-	DefaultHCStatus       = 200              // health_check.expect_status (http only)
-	DefaultPortMin        = 20000            // snat.port_range low end
-	DefaultPortMax        = 60999            // snat.port_range high end
-	DefaultFlowsMax       = 1 << 20          // flows.max
-	DefaultSynTimeout     = 5 * time.Second  // flows.timeouts.syn
-	DefaultHalfOpenMax    = 65536            // flows.half_open_max
-	DefaultSYNProxy       = SYNProxyAuto     // services[].syn_proxy
-	DefaultSYNProxyThresh = 256              // services[].syn_proxy_threshold
-	DefaultEstTimeout     = time.Hour        // flows.timeouts.established
-	DefaultFinTimeout     = 2 * time.Minute  // flows.timeouts.fin
-	DefaultTWTimeout      = 2 * time.Second  // flows.timeouts.time_wait
-	DefaultClosedTimeout  = 5 * time.Second  // flows.timeouts.closed
-	DefaultMetricsListen  = "127.0.0.1:9100" // metrics.listen (Parse only: "" disables)
-	DefaultLogLevel       = "info"           // log.level
-	DefaultLogFormat      = "text"           // log.format
-	DefaultRepair         = true             // detector.repair (Detector.NoRepair false)
-	DefaultPcapMaxFiles   = 100              // detector.pcap_max_files
+	DefaultProtocol       = "tcp"                  // services[].protocol
+	DefaultScheduler      = "wrr"                  // services[].scheduler
+	DefaultTimestamps     = TSPassthrough          // services[].timestamps
+	DefaultTimeWait       = 60 * time.Second       // services[].time_wait
+	DefaultISNTranslation = true                   // services[].isn_translation (Service.NoISNTranslation false)
+	DefaultExhaustion     = ExhaustWait            // services[].exhaustion
+	DefaultExhaustionWait = 1 * time.Second        // services[].exhaustion_wait (exhaustion wait only)
+	DefaultWeight         = 1                      // services[].backends[].weight (Parse only)
+	DefaultHCInterval     = 2 * time.Second        // health_check.interval
+	DefaultHCTimeout      = 1 * time.Second        // health_check.timeout
+	DefaultHCRise         = 2                      // health_check.rise
+	DefaultHCFall         = 3                      // health_check.fall
+	DefaultHCPath         = "/"                    // health_check.path (http only)
+	DefaultHCStatus       = 200                    // health_check.expect_status (http only)
+	DefaultPortMin        = 20000                  // snat.port_range low end
+	DefaultPortMax        = 60999                  // snat.port_range high end
+	DefaultFlowsMax       = 1 << 20                // flows.max
+	DefaultSynTimeout     = 5 * time.Second        // flows.timeouts.syn
+	DefaultHalfOpenMax    = 65536                  // flows.half_open_max
+	DefaultSYNProxy       = SYNProxyAuto           // services[].syn_proxy
+	DefaultSYNProxyThresh = 256                    // services[].syn_proxy_threshold
+	DefaultPassiveSYN     = 500 * time.Millisecond // health.passive.syn_timeout
+	DefaultPassiveRetries = 2                      // health.passive.retries
+	DefaultPassiveFall    = 3                      // health.passive.fall
+	DefaultPassiveDownFor = 10 * time.Second       // health.passive.down_for
+	DefaultEstTimeout     = time.Hour              // flows.timeouts.established
+	DefaultFinTimeout     = 2 * time.Minute        // flows.timeouts.fin
+	DefaultTWTimeout      = 2 * time.Second        // flows.timeouts.time_wait
+	DefaultClosedTimeout  = 5 * time.Second        // flows.timeouts.closed
+	DefaultMetricsListen  = "127.0.0.1:9100"       // metrics.listen (Parse only: "" disables)
+	DefaultLogLevel       = "info"                 // log.level
+	DefaultLogFormat      = "text"                 // log.format
+	DefaultRepair         = true                   // detector.repair (Detector.NoRepair false)
+	DefaultPcapMaxFiles   = 100                    // detector.pcap_max_files
 )
 
 // Defaults of the control, shutdown and state keys and of backend draining.
@@ -345,6 +349,30 @@ type Health struct {
 	// no VIP, SNAT address or backend address, and lies inside one of the
 	// links' subnets unless a link has a gateway.
 	Source netip.Addr
+	// Passive is passive health checking and SYN re-dispatch.
+	Passive PassiveHealth
+}
+
+// PassiveHealth configures what tslb learns from the SYNs it forwards: a
+// backend that answers a SYN with an RST, or not at all within SYNTimeout,
+// gets the SYN re-sent to another backend (the client sees no error), up
+// to Retries times per connection, and counts a failure; Fall consecutive
+// failures take it out of new flows for DownFor (or until an active health
+// check brings it back). The zero value is off; Parse and ApplyDefaults
+// turn it on with the Default* values.
+type PassiveHealth struct {
+	// Off disables it (health.passive.enabled: false).
+	Off bool
+	// SYNTimeout is how long a backend may take to answer a SYN (10ms..10s).
+	SYNTimeout time.Duration
+	// Retries bounds re-dispatches per connection (0..8; 0 only counts
+	// failures; ApplyDefaults, for a Config built in Go, takes 0 as unset).
+	Retries int
+	// Fall is how many consecutive failures mark a backend down (1..100).
+	Fall int
+	// DownFor is how long a passively failed backend gets no new flows
+	// (1s..1h).
+	DownFor time.Duration
 }
 
 // Control configures the control socket.
@@ -419,6 +447,13 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Log.Format, DefaultLogFormat)
 	setDefault(&c.Detector.PcapMaxFiles, DefaultPcapMaxFiles)
 	setDefault(&c.Datapath.IO, DefaultDatapathIO)
+	if !c.Health.Passive.Off {
+		p := &c.Health.Passive
+		setDefault(&p.SYNTimeout, DefaultPassiveSYN)
+		setDefault(&p.Fall, DefaultPassiveFall)
+		setDefault(&p.DownFor, DefaultPassiveDownFor)
+		setDefault(&p.Retries, DefaultPassiveRetries) // Go callers: 0 counts as unset
+	}
 	setDefault(&c.Datapath.RingFrames, DefaultRingFrames)
 }
 

@@ -486,7 +486,9 @@ func (d *decoder) root(n *yaml.Node) *Config {
 		Shutdown:  Shutdown{Timeout: DefaultShutdownTimeout},
 		StateFile: DefaultStateFile,
 		Datapath:  Datapath{IO: DefaultDatapathIO, RingFrames: DefaultRingFrames},
-		meta:      d.m,
+		Health: Health{Passive: PassiveHealth{SYNTimeout: DefaultPassiveSYN, Retries: DefaultPassiveRetries,
+			Fall: DefaultPassiveFall, DownFor: DefaultPassiveDownFor}},
+		meta: d.m,
 	}
 	c.Flows.Timeouts = Timeouts{
 		Syn:         DefaultSynTimeout,
@@ -525,8 +527,13 @@ func (d *decoder) root(n *yaml.Node) *Config {
 		case "detector":
 			d.detector(v, p, &c.Detector)
 		case "health":
-			d.mapping(v, p, []string{"source"}, func(_ string, v *yaml.Node, p string) {
-				c.Health.Source, _ = d.addr(v, p)
+			d.mapping(v, p, []string{"source", "passive"}, func(key string, v *yaml.Node, p string) {
+				switch key {
+				case "source":
+					c.Health.Source, _ = d.addr(v, p)
+				case "passive":
+					d.passive(v, p, &c.Health.Passive)
+				}
 			})
 		case "control":
 			d.mapping(v, p, []string{"socket"}, func(_ string, v *yaml.Node, p string) {
@@ -783,6 +790,34 @@ func (d *decoder) datapath(n *yaml.Node, path string, dp *Datapath) {
 		case "ring_frames":
 			if x, ok := d.integer(v, p, 64, 65536); ok {
 				dp.RingFrames = int(x)
+			}
+		}
+	})
+}
+
+// passive decodes health.passive.
+func (d *decoder) passive(n *yaml.Node, path string, ph *PassiveHealth) {
+	d.mapping(n, path, []string{"enabled", "syn_timeout", "retries", "fall", "down_for"}, func(key string, v *yaml.Node, p string) {
+		switch key {
+		case "enabled":
+			if x, ok := d.boolean(v, p); ok {
+				ph.Off = !x
+			}
+		case "syn_timeout":
+			if x, ok := d.duration(v, p); ok {
+				ph.SYNTimeout = x
+			}
+		case "retries":
+			if x, ok := d.integer(v, p, 0, 8); ok {
+				ph.Retries = int(x)
+			}
+		case "fall":
+			if x, ok := d.integer(v, p, 1, 100); ok {
+				ph.Fall = int(x)
+			}
+		case "down_for":
+			if x, ok := d.duration(v, p); ok {
+				ph.DownFor = x
 			}
 		}
 	})

@@ -100,7 +100,15 @@ type (
 		Repair       *bool  `yaml:"repair,omitempty"`
 	}
 	yamlHealth struct {
-		Source string `yaml:"source,omitempty"`
+		Source  string       `yaml:"source,omitempty"`
+		Passive *yamlPassive `yaml:"passive,omitempty"`
+	}
+	yamlPassive struct {
+		Enabled    *bool  `yaml:"enabled,omitempty"`
+		SYNTimeout string `yaml:"syn_timeout,omitempty"`
+		Retries    *int   `yaml:"retries,omitempty"`
+		Fall       int    `yaml:"fall,omitempty"`
+		DownFor    string `yaml:"down_for,omitempty"`
 	}
 	yamlControl struct {
 		Socket string `yaml:"socket"`
@@ -143,6 +151,19 @@ func (c *Config) Marshal() ([]byte, error) {
 	}
 	if c.Health.Source.IsValid() {
 		y.Health = &yamlHealth{Source: c.Health.Source.String()}
+	}
+	if ph := c.Health.Passive; ph != (PassiveHealth{}) {
+		if y.Health == nil {
+			y.Health = &yamlHealth{}
+		}
+		yp := &yamlPassive{SYNTimeout: formatDuration(ph.SYNTimeout), Fall: ph.Fall, DownFor: formatDuration(ph.DownFor)}
+		if ph.Off {
+			yp.Enabled = new(false)
+		}
+		if !ph.Off || ph.Retries != 0 {
+			yp.Retries = new(ph.Retries)
+		}
+		y.Health.Passive = yp
 	}
 	for _, l := range c.Links {
 		yl := yamlLink{Interface: l.Interface, Subnets: make([]string, 0, len(l.Subnets))}

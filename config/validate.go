@@ -23,6 +23,7 @@ func (c *Config) Validate() Errors {
 	v.flows()
 	v.misc()
 	v.health()
+	v.passive()
 	v.process()
 	v.errs.sort()
 	return v.errs
@@ -508,6 +509,25 @@ func (v *validator) misc() {
 // health checks health.source: an IPv4 address the kernel owns, so none of
 // the addresses tslb itself answers for or talks to, and on-link unless a
 // link has a gateway.
+func (v *validator) passive() {
+	ph := v.c.Health.Passive
+	if ph.Off {
+		return
+	}
+	if ph.SYNTimeout < 10*time.Millisecond || ph.SYNTimeout > 10*time.Second {
+		v.add("health.passive.syn_timeout", "%s is out of range 10ms..10s", ph.SYNTimeout)
+	}
+	if ph.Retries < 0 || ph.Retries > 8 {
+		v.add("health.passive.retries", "%d is out of range 0..8", ph.Retries)
+	}
+	if ph.Fall < 1 || ph.Fall > 100 {
+		v.add("health.passive.fall", "%d is out of range 1..100", ph.Fall)
+	}
+	if ph.DownFor < time.Second || ph.DownFor > time.Hour {
+		v.add("health.passive.down_for", "%s is out of range 1s..1h", ph.DownFor)
+	}
+}
+
 func (v *validator) health() {
 	const p = "health.source"
 	c := v.c

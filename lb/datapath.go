@@ -191,6 +191,11 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 		fresh = true
 	}
 	now := w.now
+	if fresh && !w.s.cfg.Health.Passive.Off && len(frame) <= arenaSlotLen {
+		// Kept, as the client sent it, until the backend answers: to be
+		// re-dispatched if it does not (passive.go).
+		f.csyn = append(f.csyn[:0], frame...)
+	}
 	st, rstIgnored := f.tr.Update(nat.SideClient, p.TCPFlags, p.Seq, p.Ack, p.Payload, 0, false)
 	if rstIgnored {
 		w.c.drop(dropRSTOutOfWindow)
@@ -270,6 +275,13 @@ func (w *worker) fromBackend(frame []byte) {
 			return
 		case p.TCPFlags&nat.TCPFlagRST != 0:
 			f.be.collisions[sigRSTOnSYN].Inc()
+			// A refusal acknowledges the SYN (RFC 9293 §3.10.7.3: any
+			// other RST in SYN-SENT is ignored).
+			if p.TCPFlags&nat.TCPFlagACK != 0 && p.Ack == f.isn+1 && w.redispatch(f, false) {
+				return // the client never sees the refusal
+			}
+		case p.TCPFlags&(nat.TCPFlagSYN|nat.TCPFlagACK) == nat.TCPFlagSYN|nat.TCPFlagACK:
+			w.passiveSuccess(f)
 		}
 	}
 	// The tracker works in the client's sequence space.
@@ -340,7 +352,7 @@ func (w *worker) newFlow(svc *service, k flowKey) (*flow, snat.Verdict) {
 	// Schedulers get a hash with a fixed key, so that every tslb instance
 	// (same configuration) maps a client tuple to the same backend with
 	// Maglev; the seeded hash spreads SNAT choices.
-	be := svc.pick(k.hash(schedulerHashKey), w.id)
+	be := svc.pick(k.hash(schedulerHashKey), w.id, w.now)
 	if be == nil {
 		sh.flowsCount.Add(-1)
 		w.c.drop(dropNoBackend)
@@ -384,7 +396,7 @@ func (w *worker) newFlow(svc *service, k flowKey) (*flow, snat.Verdict) {
 	f := &flow{svc: svc, be: be, pool: t.Pool,
 		client: k.src, vip: k.dst, cport: k.sport, vport: k.dport,
 		snat: t.Pool.SNAT, sport: t.Port, baddr: be.addr, bport: be.port,
-		clientNIC: cl, clientHop: hop, created: now, last: now,
+		clientNIC: cl, clientHop: hop, created: now, last: now, sentAt: now,
 		isn: t.ISN, synTS: t.TSVal}
 	w.flows.insert(f)
 	w.c.flows.Add(1)

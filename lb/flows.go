@@ -63,6 +63,13 @@ type flow struct {
 	// noLedger: tslb reset the backend's half of the flow; its tuple
 	// goes back free.
 	noLedger bool
+
+	// Passive health (passive.go): the client's SYN as it came (until the
+	// backend answers), when it was last sent, and the backends tried.
+	csyn         []byte
+	sentAt       int64
+	redispatches uint8
+	tried        [9]*backend
 }
 
 func (f *flow) clientKey() flowKey  { return flowKey{f.client, f.vip, f.cport, f.vport} }

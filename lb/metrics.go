@@ -120,10 +120,13 @@ type metrics struct {
 	closedClient, closedBackend, closedReset prometheus.Counter
 	arpSent                                  *prometheus.CounterVec // link, op
 
-	exhaustion *prometheus.CounterVec // service, outcome
-	collisions *prometheus.CounterVec // backend, signature
-	repairs    *prometheus.CounterVec // backend
-	trEvents   [numTrEvents]prometheus.Counter
+	exhaustion      *prometheus.CounterVec // service, outcome
+	redispatched    *prometheus.CounterVec // service, reason
+	passiveFailures *prometheus.CounterVec // service, backend
+	passiveDowns    *prometheus.CounterVec // service, backend
+	collisions      *prometheus.CounterVec // backend, signature
+	repairs         *prometheus.CounterVec // backend
+	trEvents        [numTrEvents]prometheus.Counter
 
 	reloads           *prometheus.CounterVec // result
 	lastReloadOK      prometheus.Gauge
@@ -192,6 +195,18 @@ func newMetrics(b *Balancer) *metrics {
 		Name: "tslb_snat_exhaustion_total",
 		Help: "Exhaustion policy decisions when no tuple could be used safely, by service and outcome: waited, wait_served, wait_timeout, rejected, reused.",
 	}, []string{"service", "outcome"})
+	m.redispatched = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_syn_redispatched_total",
+		Help: "Client SYNs re-sent to another backend because the first refused them (rst) or did not answer within health.passive.syn_timeout (timeout), by service.",
+	}, []string{"service", "reason"})
+	m.passiveFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_backend_passive_failures_total",
+		Help: "SYNs a backend refused or did not answer (passive health), by service and backend.",
+	}, []string{"service", "backend"})
+	m.passiveDowns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_backend_passive_downs_total",
+		Help: "Times passive health took a backend out of new flows (health.passive.fall failures in a row), by service and backend.",
+	}, []string{"service", "backend"})
 	m.collisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tslb_collisions_total",
 		Help: "Collision signatures seen on tslb's own flows, by backend: old_ack (SYN answered by an ACK that does not acknowledge it), rst_on_syn, syn_retransmit.",
@@ -230,7 +245,7 @@ func newMetrics(b *Balancer) *metrics {
 	}, []string{"service", "backend", "result"})
 	m.lastReloadOK.Set(1)
 	m.reg.MustRegister(m.flowsActive, m.flowsCreated, m.synRefused, m.backendCreated, m.backendActive,
-		expired, closed, m.arpSent, m.exhaustion, m.collisions, m.repairs, translation,
+		expired, closed, m.arpSent, m.exhaustion, m.redispatched, m.passiveFailures, m.passiveDowns, m.collisions, m.repairs, translation,
 		m.reloads, m.lastReloadOK, m.lastReloadTime, m.configVersion, m.backendUp, m.healthTransitions, m.healthChecks)
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tslb_flow_table_capacity", Help: "Configured maximum number of flows (flows.max).",

@@ -35,10 +35,11 @@ type service struct {
 	exhaustion    config.Exhaustion
 	exhaustWaitNs int64
 
-	created   prometheus.Counter
-	active    prometheus.Gauge
-	refused   [numRefusals]prometheus.Counter
-	exhausted [numExhaust]prometheus.Counter
+	created      prometheus.Counter
+	active       prometheus.Gauge
+	redispatched [2]prometheus.Counter // SYN re-dispatched after the backend's RST, after its silence
+	refused      [numRefusals]prometheus.Counter
+	exhausted    [numExhaust]prometheus.Counter
 }
 
 // serviceState is the part of a service that outlives reloads (by name):
@@ -70,12 +71,24 @@ type backend struct {
 
 // backendState is the part of a backend that outlives reloads.
 type backendState struct {
-	up         atomic.Bool  // health: false after fall failed checks
-	flows      atomic.Int64 // live flows, for least_conn
-	created    prometheus.Counter
-	active     prometheus.Gauge
-	collisions [numSignatures]prometheus.Counter
-	repairs    prometheus.Counter
+	up    atomic.Bool  // health: false after fall failed checks
+	flows atomic.Int64 // live flows, for least_conn
+	// Passive health: consecutive refused or unanswered SYNs, and until
+	// when (unix ns) the backend gets no new flows.
+	passiveFails    atomic.Int32
+	downUntil       atomic.Int64
+	passiveFailures prometheus.Counter
+	passiveDowns    prometheus.Counter
+	created         prometheus.Counter
+	active          prometheus.Gauge
+	collisions      [numSignatures]prometheus.Counter
+	repairs         prometheus.Counter
+}
+
+// usable reports whether be may get a new flow at now: up by the active
+// health check and not taken out by the passive one.
+func (be *backend) usable(now int64) bool {
+	return be.up.Load() && be.downUntil.Load() <= now
 }
 
 // nic is one of tslb's links as every worker sees it: its addresses and

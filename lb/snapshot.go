@@ -95,6 +95,8 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 		for i, r := range refusalNames {
 			sv.refused[i] = m.synRefused.WithLabelValues(sv.name, r)
 		}
+		sv.redispatched[0] = m.redispatched.WithLabelValues(sv.name, "rst")
+		sv.redispatched[1] = m.redispatched.WithLabelValues(sv.name, "timeout")
 		for _, bc := range sc.Backends {
 			// Backend objects are per snapshot and immutable (schedulers
 			// read weight without locks); what must outlive a reload —
@@ -114,6 +116,8 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 					st.collisions[i] = m.collisions.WithLabelValues(bc.Address.String(), signatureNames[i])
 				}
 				st.repairs = m.repairs.WithLabelValues(bc.Address.String())
+				st.passiveFailures = m.passiveFailures.WithLabelValues(sv.name, bc.Address.String())
+				st.passiveDowns = m.passiveDowns.WithLabelValues(sv.name, bc.Address.String())
 				be.backendState = st
 			}
 			be.nic, be.hop = sh.route(be.addr)
@@ -151,15 +155,33 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 // know health: a down backend it returns is skipped by asking again with
 // another hash (round-robin schedulers advance anyway), at most once per
 // backend.
-func (s *service) pick(h uint64, worker int) *backend {
+func (s *service) pick(h uint64, worker int, now int64) *backend {
+	return s.pickExcept(h, worker, now, nil)
+}
+
+// pickExcept is pick avoiding the backends in not (a SYN re-dispatched
+// after they failed it).
+func (s *service) pickExcept(h uint64, worker int, now int64, not []*backend) *backend {
 	sched := s.scheds[worker]
 	for i := 0; i <= len(s.backends); i++ {
 		be := sched.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
-		if be == nil || be.up.Load() {
+		if be == nil {
+			return nil
+		}
+		if be.usable(now) && !tried(not, be) {
 			return be
 		}
 	}
 	return nil
+}
+
+func tried(not []*backend, be *backend) bool {
+	for _, b := range not {
+		if b != nil && b.ap == be.ap {
+			return true
+		}
+	}
+	return false
 }
 
 // restartKeys lists the configuration keys whose change a hot reload cannot

@@ -80,8 +80,8 @@ type worker struct {
 	// stillWaiting reports that it must keep waiting.
 	retrying, stillWaiting bool
 
-	nextReap, nextWait int64
-	reapShard          int
+	nextReap, nextWait, nextPassive int64
+	reapShard                       int
 }
 
 func newWorker(id int, sh *shared, pools *poolShard) (*worker, error) {
@@ -180,6 +180,9 @@ func (w *worker) sleepFor() time.Duration {
 	if w.probes != nil {
 		d = min(d, 100*time.Millisecond)
 	}
+	if w.halfOpen.head != nil {
+		d = min(d, passiveEvery)
+	}
 	return d
 }
 
@@ -197,6 +200,10 @@ func (w *worker) timers() {
 	}
 	if w.probes != nil {
 		w.runProbes()
+	}
+	if w.halfOpen.head != nil && now >= w.nextPassive {
+		w.nextPassive = now + int64(passiveEvery)
+		w.passiveTimeouts()
 	}
 	w.flush() // what the timers sent (RSTs of expired half-open flows, probes)
 }
