@@ -34,6 +34,7 @@ type Mem struct {
 	c         counters
 	closeOnce sync.Once
 	done      chan struct{}
+	pollers   pollerSet
 }
 
 // NewMem returns a Mem queue whose Out channel buffers outCap frames.
@@ -150,15 +151,18 @@ func (m *Mem) Closed() bool {
 	}
 }
 
-// Close implements Queue.
+// Close implements Queue. It wakes the Pollers built over m.
 func (m *Mem) Close() error {
 	m.closeOnce.Do(func() {
 		m.mu.Lock()
 		close(m.done)
 		unix.Close(m.efd)
 		m.mu.Unlock()
+		m.pollers.wake()
 	})
 	return nil
 }
+
+func (m *Mem) wakeOnClose(p *Poller) { m.pollers.add(p) }
 
 var _ Queue = (*Mem)(nil)
