@@ -120,6 +120,12 @@ func (m *Mem) Send(frame []byte) error {
 // Flush implements Queue: every pending frame is copied to Out (blocking
 // while Out is full, until Close).
 func (m *Mem) Flush() error {
+	if m.Closed() {
+		m.c.local.TxErrors += uint64(len(m.pending))
+		m.pending = m.pending[:0]
+		m.c.publish()
+		return ErrClosed
+	}
 	defer func() { m.pending = m.pending[:0]; m.c.publish() }()
 	for _, f := range m.pending {
 		if m.FailSend.Load() {

@@ -50,18 +50,27 @@ func NewPoller(qs []Queue) (*Poller, error) {
 
 // Wait blocks until a queue is readable, Wake is called, a queue is
 // closed, or timeout passes (a negative timeout waits without limit). It
-// reports whether it was woken by Wake (or a queue's Close).
+// reports whether it was woken by Wake (or a queue's Close). A signal
+// does not end the wait early: poll(2) is restarted with the time left
+// (the Go runtime's own signals interrupt it with EINTR).
 func (p *Poller) Wait(timeout time.Duration) (woken bool, err error) {
-	ms := -1
+	var deadline time.Time
 	if timeout >= 0 {
-		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+		deadline = time.Now().Add(timeout)
 	}
-	for i := range p.fds {
-		p.fds[i].Revents = 0
-	}
-	_, err = unix.Poll(p.fds, ms)
-	if err == unix.EINTR {
-		err = nil
+	for {
+		ms := -1
+		if timeout >= 0 {
+			left := time.Until(deadline)
+			ms = int((max(left, 0) + time.Millisecond - 1) / time.Millisecond)
+		}
+		for i := range p.fds {
+			p.fds[i].Revents = 0
+		}
+		_, err = unix.Poll(p.fds, ms)
+		if err != unix.EINTR {
+			break
+		}
 	}
 	if err != nil {
 		return false, fmt.Errorf("link: poll: %w", err)
