@@ -167,4 +167,3 @@ func fold(s uint32) uint16 {
 func withVnet(eth []byte) []byte {
 	return append(make([]byte, vnetLen, vnetLen+len(eth)), eth...)
 }
-
