@@ -285,6 +285,18 @@ func (q *ringQueue) Close() error { return q.close() }
 
 func (q *ringQueue) wakeOnClose(p *Poller) { q.pollers.add(p) }
 
+// ready reports whether Recv would find a frame (or an error, or the
+// queue closed) without a system call: for Poller.SetSpin. It is called
+// by the worker, like Recv.
+func (q *ringQueue) ready() bool {
+	if !q.enter() {
+		return true
+	}
+	r := q.sockErr != 0 || (q.held < q.frames && atomic.LoadUint32(q.status(q.head))&unix.TP_STATUS_USER != 0)
+	q.leave()
+	return r
+}
+
 func (q *ringQueue) pollErr() { clearSockErr(&q.life) }
 
 func flushBatch(l *life, tx *txBatch) error {

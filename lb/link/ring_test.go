@@ -876,3 +876,59 @@ func TestCopyOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestPollerSpin: a spinning Wait returns when a frame lands in the ring,
+// when Wake is called, and when the queue is closed; with nothing, it
+// spins for the spin time and then sleeps in poll(2) until the timeout.
+func TestPollerSpin(t *testing.T) {
+	l := newLab(t)
+	tx := l.raw(t, l.a, l.aIf, false, false)
+	qs, _ := l.openB(t, Config{})
+	q := qs[0]
+	p, err := NewPoller(qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.SetSpin(20 * time.Millisecond)
+
+	start := time.Now()
+	if woken, err := p.Wait(60 * time.Millisecond); woken || err != nil {
+		t.Fatalf("idle Wait: %v, %v", woken, err)
+	}
+	if d := time.Since(start); d < 55*time.Millisecond {
+		t.Errorf("idle Wait returned after %v, want the 60 ms timeout", d)
+	}
+
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		tx.write(t, ipv4TCP(l.bMAC, l.aMAC, [4]byte{198, 18, 0, 1}, farIP, 1, 2, 5, 0x4000, 1))
+	}()
+	if _, err := p.Wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([][]byte, 4)
+	if n, _ := q.Recv(buf); n != 1 {
+		t.Fatalf("after a spinning Wait: Recv = %d", n)
+	}
+	q.Release()
+
+	go func() { time.Sleep(5 * time.Millisecond); p.Wake() }()
+	start = time.Now()
+	if woken, _ := p.Wait(5 * time.Second); !woken {
+		t.Error("Wake during spin: not woken")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Wake during spin took %v", d)
+	}
+
+	go func() { time.Sleep(5 * time.Millisecond); q.Close() }()
+	start = time.Now()
+	p.Wait(5 * time.Second)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Close during spin took %v", d)
+	}
+	if _, err := q.Recv(buf); err != ErrClosed {
+		t.Errorf("Recv after Close: %v", err)
+	}
+}
