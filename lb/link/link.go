@@ -9,6 +9,84 @@
 // any other tslb package but nat (for header lengths). Every frame it
 // hands out or takes starts with a virtio_net_hdr (nat.VirtioNetHdrLen
 // bytes) followed by the Ethernet frame, as PACKET_VNET_HDR delivers it.
+//
+// # Using a queue
+//
+// Open returns one Queue per worker. A worker loops: Recv a batch, work
+// on the frames in place (a ModeRing frame is a slice of the ring slot,
+// with room to grow behind it), Send frames (zero copy: Send keeps only
+// the address), Flush, Release. A frame Sent on any queue must be Flushed
+// before the queue it was received on is Released: Release hands the
+// memory back to the kernel, which may overwrite it at once. Between
+// batches the worker sleeps in a Poller over its queues.
+//
+// Close may come from any goroutine, also while the worker is blocked in
+// Poller.Wait (the Poller is woken) or holds frames (their memory stays
+// mapped until the worker's Release, which then frees the queue); every
+// later call returns ErrClosed. The queues of one link are closed
+// together: the kernel renumbers a fanout group when a member leaves.
+//
+// # Steering
+//
+// With more than one queue the sockets form one PACKET_FANOUT_CBPF group;
+// Config.Steering's program sends each received frame to one queue, and
+// Steering.Pick (FlowOwner, FlowOwner6, PortOwner) tells the datapath
+// which, without looking at the kernel. The lab tests check every frame
+// of several hundred, in both modes, against the kernel's choice.
+//
+// # Why a TPACKET_V2 ring, sendmmsg, and no PACKET_QDISC_BYPASS
+//
+// Measured on this project's 2-vCPU VM (kernel 6.18, veth, minimum-size
+// frames, sender and receiver threads on different CPUs; median of 5
+// runs, a machine shared with other work; commands in bench_test.go):
+//
+//   - Receive cost in userspace (BenchmarkRXDrain, no wakeups): ModeSocket
+//     626 ns of receiver CPU per frame (a recvfrom each), the V2 ring 8.2
+//     ns, a V3 ring 4.0 ns. The kernel's delivery costs the ring a little
+//     more than the socket queue (softirq 860 vs 620 ns per frame; V3 510).
+//   - Request/response (BenchmarkPingPong, one frame in flight): the V2
+//     ring answers in 63 µs (p50; 14,100 round trips/s), as the socket
+//     does; a V3 ring hands a block out only when it is full or its retire
+//     timer fires (prb_retire_rx_blk_timer_expired), so every round trip
+//     waits for the timer: 8 ms with the kernel's default timeout for a
+//     veth, 1.0 ms at the smallest one can ask for; 125 and 970 round
+//     trips/s. With 64 in flight: V2 369,000 round trips/s, V3 8,000
+//     (62,000 at 1 ms). A balancer cannot add a millisecond to every
+//     packet of a quiet connection, so ModeRing is TPACKET_V2.
+//   - Bulk (BenchmarkRX, a receiver that does nothing with the frames): V3
+//     is cheaper (1.04 Mpps received, 55 ns receiver CPU and 550 ns
+//     softirq per frame, no drops) than V2 (0.59 Mpps, 517 ns and 1,260
+//     ns, some drops) because a V2 ring wakes its reader for every frame
+//     (tpacket_rcv calls sk_data_ready per slot; perf puts 26% of the
+//     samples in that wakeup, tpacket_rcv → sock_def_readable). A busy
+//     worker is not asleep and pays nothing for it; Poller.SetSpin keeps
+//     an idle one awake across short gaps (20 µs: ping-pong p50 28 µs),
+//     which pays on dedicated cores but lost frames here, where other
+//     processes shared the CPUs and a spinning thread is preempted.
+//   - Transmit (BenchmarkTX): write(2) per frame 1.15 Mpps at 802 ns of
+//     CPU per frame; sendmmsg(2) of 64 1.32 Mpps at 690 ns; a
+//     PACKET_TX_RING 1.08 Mpps at 726 ns (a copy into the slot, and a
+//     second path would be needed for superframes larger than a slot).
+//     PACKET_QDISC_BYPASS gained nothing on a veth (noqueue: 1.18 vs 1.32
+//     Mpps with sendmmsg, within the noise) and hides the queue's frames
+//     from every tap on the interface (packet_direct_xmit never reaches
+//     dev_queue_xmit_nit; checked in the lab: tcpdump would not see
+//     tslb's transmissions), so it is off.
+//
+// # Limits
+//
+//   - More than one queue needs PACKET_FANOUT_FLAG_IGNORE_OUTGOING (Linux
+//     6.2): without it every queue would read the link's transmissions.
+//   - Steering loads relative to the network header; on kernels without
+//     the 2025 fix for classic-BPF negative-offset loads, headers that a
+//     driver leaves in page fragments are read as out of range and those
+//     frames go to queue 0 (see steer.go).
+//   - A ModeRing queue holds at most 4 superframes (TP_STATUS_COPY) per
+//     batch; a superframe arrives whole only while the socket's receive
+//     buffer (8 MiB) has room for its copy, else it is counted Truncated
+//     and dropped. Frames longer than 64 KiB (BIG TCP) are Truncated.
+//   - ModeSocket holds one frame at a time: Recv returns nothing until the
+//     last frame is released.
 package link
 
 import (
@@ -46,15 +124,18 @@ type Queue interface {
 	// be modified in place, until the next Release; its capacity may
 	// exceed its length, and bytes up to cap may be used to grow it.
 	Recv(frames [][]byte) (int, error)
-	// Release hands the frames of the last Recv back (to the kernel's
-	// ring). Frames passed to Send since must have been flushed first.
+	// Release hands the frames of the last Recv (of every Recv since the
+	// last Release) back (to the kernel's ring). Frames passed to Send
+	// since, on any queue, must have been flushed first.
 	Release()
 	// Send queues frame for transmission. frame must stay unchanged until
 	// the next Flush (it may point into a received frame). In ModeSocket
 	// it is written at once.
 	Send(frame []byte) error
 	// Flush transmits every queued frame. Frames the kernel refuses (a
-	// full socket buffer) are dropped and counted in Stats.TxErrors.
+	// full socket buffer) are dropped and counted in Stats.TxErrors; an
+	// error means the link itself failed (the interface is down or gone)
+	// or the queue is closed (ErrClosed).
 	Flush() error
 	// Stats returns the queue's counters so far.
 	Stats() Stats
@@ -63,15 +144,18 @@ type Queue interface {
 }
 
 // Stats are a queue's cumulative counters. The frame and byte counts are
-// tslb's own; the Kernel* fields are the socket's PACKET_STATISTICS
-// (accumulated: the kernel clears them on every read).
+// tslb's own, published by the worker once per call; the Kernel* fields
+// are the socket's PACKET_STATISTICS (accumulated: the kernel clears them
+// on every read), which Stats reads at most every 5 ms and once more at
+// Close. Byte counts are of the Ethernet frames, without the
+// virtio_net_hdr.
 type Stats struct {
 	RxFrames, RxBytes uint64 // frames handed out by Recv, and their Ethernet bytes
 	TxFrames, TxBytes uint64 // frames the kernel accepted
 	TxErrors          uint64 // frames the kernel refused (dropped)
 	CopyFrames        uint64 // frames larger than a ring slot, read by TP_STATUS_COPY
 	Truncated         uint64 // frames larger than a ring slot with no copy (dropped)
-	KernelPackets     uint64 // tp_packets: frames the kernel gave the socket
+	KernelPackets     uint64 // tp_packets: frames that reached the socket, the dropped ones included
 	KernelDrops       uint64 // tp_drops: frames lost because the ring or buffer was full
 	FreezeCount       uint64 // tp_freeze_q_cnt (TPACKET_V3 only; 0 otherwise)
 }

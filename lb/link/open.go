@@ -20,7 +20,10 @@ type Config struct {
 	// received frame (ignored with one queue).
 	Steering Steering
 	// RingFrames is the number of slots of each queue's receive ring (0
-	// means DefaultRingFrames).
+	// means DefaultRingFrames), rounded up to whole pages. A slot holds
+	// one frame: 2048 bytes for an MTU of 1500 (the next power of two
+	// that fits the slot header, the virtio_net_hdr, the frame and 64
+	// bytes of room to grow it).
 	RingFrames int
 	// SendBatch bounds the frames of one sendmmsg(2) (0 means
 	// DefaultSendBatch).
@@ -38,16 +41,17 @@ const (
 
 // Steering is how a link's fanout group picks the queue (worker) of a
 // received frame. Each value is a classic-BPF fanout program
-// (PACKET_FANOUT_CBPF) with a Go mirror (Pick, FlowOwner, PortOwner) that
-// gives the same answer, so the datapath knows which worker owns a tuple.
-// Frames that are not IPv4 TCP go to queue 0.
+// (PACKET_FANOUT_CBPF) with a Go mirror (Pick, FlowOwner, FlowOwner6,
+// PortOwner) that gives the same answer, so the datapath knows which
+// worker owns a tuple. Frames that are not TCP over IPv4 (not a fragment)
+// or IPv6 (no extension header) go to queue 0.
 type Steering uint8
 
 // Steerings.
 const (
-	// SteerFlowHash picks by a hash of the IPv4 source address and the TCP
-	// ports (FlowOwner): client links, where a flow is known by its
-	// client tuple.
+	// SteerFlowHash picks by a hash of the source address and the TCP
+	// ports (FlowOwner, FlowOwner6): client links, where a flow is known
+	// by its client tuple.
 	SteerFlowHash Steering = iota
 	// SteerDstPort picks by the TCP destination port modulo the number of
 	// queues (PortOwner): backend links, where each worker owns the SNAT
