@@ -2,10 +2,14 @@ package link
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // TestSteeringLab proves the mirror against the kernel: frames sent from
@@ -106,5 +110,76 @@ func testSteering(t *testing.T, l *vlab, tx *rawSock, qs []Queue, s Steering, mo
 		if st.Truncated != 0 || st.KernelDrops != 0 {
 			t.Errorf("queue %d (%s): %+v", i, mode, st)
 		}
+	}
+}
+
+// TestLinkFlap: the interface goes down and up under the queues. The
+// worker learns of it (Recv returns the pending ENETDOWN once, through
+// the Poller for a ring), and afterwards frames flow again, still to the
+// queue Pick names (packet_notifier re-registers the members in socket
+// creation order, so the group keeps its numbering).
+func TestLinkFlap(t *testing.T) {
+	l := newLab(t)
+	tx := l.raw(t, l.a, l.aIf, false, false)
+	for _, mode := range []Mode{ModeRing, ModeSocket} {
+		t.Run(string(mode), func(t *testing.T) {
+			qs, _ := l.openB(t, Config{Mode: mode, Queues: 3, Steering: SteerDstPort})
+			h, err := netlink.NewHandleAt(l.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			lk, err := h.LinkByName(l.bIf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.LinkSetDown(lk); err != nil {
+				t.Fatal(err)
+			}
+			p, _ := NewPoller(qs)
+			defer p.Close()
+			errs := 0
+			buf := make([][]byte, 8)
+			for deadline := time.Now().Add(2 * time.Second); errs < len(qs) && time.Now().Before(deadline); {
+				p.Wait(20 * time.Millisecond)
+				for _, q := range qs {
+					if _, err := q.Recv(buf); err != nil {
+						if !errors.Is(err, unix.ENETDOWN) {
+							t.Fatalf("Recv: %v", err)
+						}
+						errs++
+					}
+					q.Release()
+				}
+			}
+			if errs != len(qs) {
+				t.Errorf("%d of %d queues reported ENETDOWN", errs, len(qs))
+			}
+			if err := h.LinkSetUp(lk); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.waitReady(); err != nil {
+				t.Fatal(err)
+			}
+			var sent [][]byte
+			for i := range 90 {
+				f := ipv4TCP(l.bMAC, l.aMAC, [4]byte{198, 18, 0, 1}, farIP, 40000, uint16(1000+i), 5, 0x4000, uint32(i))
+				sent = append(sent, f)
+				tx.write(t, f)
+			}
+			got, _ := drain(t, qs, len(sent), 3*time.Second)
+			total := 0
+			for qi, ms := range got {
+				for _, m := range ms {
+					total++
+					if want := PortOwner(uint16(1000+m), len(qs)); qi != want {
+						t.Errorf("after the flap: frame %d on queue %d, want %d", m, qi, want)
+					}
+				}
+			}
+			if total != len(sent) {
+				t.Errorf("after the flap: %d of %d frames", total, len(sent))
+			}
+		})
 	}
 }
