@@ -19,18 +19,23 @@ import (
 )
 
 // Lab benchmarks: they run only with -bench (each builds its own pair of
-// namespaces), and every load loop is bounded by b.N and a deadline. Run,
-// as root:
+// namespaces), and every load loop is bounded by b.N and a deadline.
+// The figures in the package doc come from, as root:
 //
-//	go test ./lb/link -run '^$' -bench . -benchtime 2000000x -count 5
+//	go test -c -o /tmp/lb.test ./lb/link
+//	/tmp/lb.test -test.run '^$' -test.bench 'BenchmarkTX$|BenchmarkRXDrain$|BenchmarkRX$' \
+//		-test.benchtime 1000000x -test.count 5
+//	/tmp/lb.test -test.run '^$' -test.bench 'BenchmarkPingPong$' -test.benchtime 2000x -test.count 5
 //
-// (BenchmarkPingPong is slower per iteration with V3; see its comment for
-// the -benchtime used in the package doc's figures.)
+// (with V3 a ping-pong round trip waits for the block retire timer, 8 ms
+// by default: keep -benchtime small there).
 //
 // Figures are frames per second and CPU time per frame: of the thread
-// under test (getrusage RUSAGE_THREAD), and of the whole machine's
-// softirq time (/proc/stat), where the kernel's per-frame receive work on
-// a veth runs.
+// under test (getrusage RUSAGE_THREAD; this kernel has no
+// CONFIG_IRQ_TIME_ACCOUNTING, so a softirq that runs in a thread's system
+// call is charged to it), and the machine's softirq time (/proc/stat, in
+// 10 ms ticks), where the kernel's per-frame receive work on a veth runs.
+// Sender and receiver threads are bound to different CPUs.
 
 // benchFrame is a minimum-size Ethernet frame (60 bytes, 64 on the wire
 // with the FCS; plus the virtio header) from a to b, to an address nobody
@@ -317,13 +322,11 @@ func BenchmarkRX(b *testing.B) {
 }
 
 // BenchmarkPingPong: request/response. The client on a (a V2 ring queue,
-// batched sends) keeps `inflight` requests outstanding, one per
-// "connection": each reply is answered with the next request on that
+// batched sends, no spinning) keeps `inflight` requests outstanding, one
+// per "connection": each reply is answered with the next request on that
 // connection until b.N round trips are done. The server on b, the mode
 // under test, echoes every frame back (zero copy, Flush per batch).
 // Reported: round trips per second and the round-trip time percentiles.
-// With V3 a round trip waits for the block retire timer, so use a small
-// count there: -benchtime 3000x.
 func BenchmarkPingPong(b *testing.B) {
 	for _, kind := range []string{"socket", "ring", "ring+spin20us", "ring+spin100us", "ringV3", "ringV3-1ms"} {
 		for _, inflight := range []int{1, 64} {

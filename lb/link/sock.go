@@ -392,6 +392,7 @@ func (t *txBatch) flush(c *Stats) error {
 			uintptr(unsafe.Pointer(&t.hdrs[i])), uintptr(t.n-i), unix.MSG_DONTWAIT, 0, 0)
 		if e == 0 {
 			if r == 0 { // cannot happen: sendmmsg sends one or fails
+				c.TxErrors += uint64(t.n - i)
 				break
 			}
 			for k := i; k < i+int(r); k++ {
