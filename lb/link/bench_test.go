@@ -120,6 +120,12 @@ func openRX(b *testing.B, l *vlab, kind string) Queue {
 				return err
 			}
 			q = qs[0]
+		case "ring-8k": // 8192 slots, 16 MiB: as deep as the socket's 8 MiB buffer for small frames
+			qs, _, err := Open(l.bIf, Config{Mode: ModeRing, RingFrames: 8192})
+			if err != nil {
+				return err
+			}
+			q = qs[0]
 		case "ringV3", "ringV3-1ms":
 			// The same 2 MiB as the V2 ring: 32 blocks of 64 KiB. The
 			// retire timeout is the kernel's choice (prb_calc_retire_
@@ -245,7 +251,7 @@ func BenchmarkTX(b *testing.B) {
 // frame received, the machine's softirq time per frame (the kernel's
 // delivery into the ring or socket), and kernel drops.
 func BenchmarkRX(b *testing.B) {
-	for _, kind := range []string{"socket", "ring", "ring+spin20us", "ring+spin100us", "ringV3"} {
+	for _, kind := range []string{"socket", "ring", "ring-8k", "ring+spin20us", "ring+spin100us", "ringV3"} {
 		b.Run(kind, func(b *testing.B) {
 			l := newLab(b)
 			rx := openRX(b, l, kind)

@@ -36,42 +36,55 @@
 //
 // # Why a TPACKET_V2 ring, sendmmsg, and no PACKET_QDISC_BYPASS
 //
-// Measured on this project's 2-vCPU VM (kernel 6.18, veth, minimum-size
-// frames, sender and receiver threads on different CPUs; median of 5
-// runs, a machine shared with other work; commands in bench_test.go):
+// Measured on this project's 2-vCPU VM (kernel 6.18, HZ=250, a veth pair
+// between two namespaces, minimum-size frames, sender and receiver
+// threads bound to different CPUs, a machine shared with other work).
+// Each figure is the median of 5 runs; where two sets of runs were made,
+// the second is in brackets. Commands in bench_test.go.
 //
-//   - Receive cost in userspace (BenchmarkRXDrain, no wakeups): ModeSocket
-//     626 ns of receiver CPU per frame (a recvfrom each), the V2 ring 8.2
-//     ns, a V3 ring 4.0 ns. The kernel's delivery costs the ring a little
-//     more than the socket queue (softirq 860 vs 620 ns per frame; V3 510).
 //   - Request/response (BenchmarkPingPong, one frame in flight): the V2
-//     ring answers in 63 µs (p50; 14,100 round trips/s), as the socket
-//     does; a V3 ring hands a block out only when it is full or its retire
-//     timer fires (prb_retire_rx_blk_timer_expired), so every round trip
-//     waits for the timer: 8 ms with the kernel's default timeout for a
-//     veth, 1.0 ms at the smallest one can ask for; 125 and 970 round
-//     trips/s. With 64 in flight: V2 369,000 round trips/s, V3 8,000
-//     (62,000 at 1 ms). A balancer cannot add a millisecond to every
-//     packet of a quiet connection, so ModeRing is TPACKET_V2.
-//   - Bulk (BenchmarkRX, a receiver that does nothing with the frames): V3
-//     is cheaper (1.04 Mpps received, 55 ns receiver CPU and 550 ns
-//     softirq per frame, no drops) than V2 (0.59 Mpps, 517 ns and 1,260
-//     ns, some drops) because a V2 ring wakes its reader for every frame
+//     ring answers in 48 µs p50 [63], 13,300 round trips/s [14,100], like
+//     the socket (51 µs [64]). A V3 ring hands a block out only when it is
+//     full or its retire timer fires (prb_retire_rx_blk_timer_expired), so
+//     every round trip waits for the timer: 8.0 ms with the kernel's
+//     default for a veth (DEFAULT_PRB_RETIRE_TOV: a veth reports no link
+//     speed), 1.0 ms at the smallest one can ask for; 125 and 976 round
+//     trips/s. With 64 in flight: V2 252,000 [369,000] round trips/s, V3
+//     7,900 (56,600 at 1 ms). A balancer cannot add a millisecond to every
+//     packet of a quiet connection: ModeRing is TPACKET_V2.
+//   - Receive cost with a busy worker (BenchmarkRXDrain: the queue is
+//     filled, then drained without sleeping): receiver CPU per frame
+//     ModeSocket 617 ns [626] (a recvfrom each), V2 ring 5.3 ns [8.2], V3
+//     2.8 ns [4.0]. The kernel's delivery costs the ring more than the
+//     socket queue: softirq 830 ns [860] per frame against 590 [620] (V3
+//     590 [510]).
+//   - Receive cost with an idle worker (BenchmarkRX: the receiver does
+//     nothing with the frames and sleeps whenever the ring is empty; three
+//     sets of runs, noisy): V2 370–870 ns of receiver CPU and 1,120–1,340
+//     ns of softirq per frame, the socket 890 ns and 815–980 ns, V3 55–70
+//     ns and 550–570 ns. A V2 ring wakes its reader for every frame
 //     (tpacket_rcv calls sk_data_ready per slot; perf puts 26% of the
-//     samples in that wakeup, tpacket_rcv → sock_def_readable). A busy
-//     worker is not asleep and pays nothing for it; Poller.SetSpin keeps
-//     an idle one awake across short gaps (20 µs: ping-pong p50 28 µs),
-//     which pays on dedicated cores but lost frames here, where other
-//     processes shared the CPUs and a spinning thread is preempted.
-//   - Transmit (BenchmarkTX): write(2) per frame 1.15 Mpps at 802 ns of
-//     CPU per frame; sendmmsg(2) of 64 1.32 Mpps at 690 ns; a
-//     PACKET_TX_RING 1.08 Mpps at 726 ns (a copy into the slot, and a
-//     second path would be needed for superframes larger than a slot).
-//     PACKET_QDISC_BYPASS gained nothing on a veth (noqueue: 1.18 vs 1.32
-//     Mpps with sendmmsg, within the noise) and hides the queue's frames
-//     from every tap on the interface (packet_direct_xmit never reaches
-//     dev_queue_xmit_nit; checked in the lab: tcpdump would not see
-//     tslb's transmissions), so it is off.
+//     samples in that wakeup, tpacket_rcv → sock_def_readable), so a
+//     reader faster than the traffic is woken per frame and the ring's
+//     gain is lost; a busy worker does not sleep and does not pay.
+//     Poller.SetSpin keeps an idle worker awake across short gaps (20 µs:
+//     ping-pong p50 30 µs [28]); it pays on dedicated cores, but here,
+//     with other processes on the CPUs, a spinning thread is preempted and
+//     lost frames. A 1024-slot ring (2 MiB) holds 1024 frames, against
+//     20,000 small ones in the socket's buffer (8 MiB, which the kernel
+//     doubles; measured) or 13,800 in a V3 ring of 2 MiB: it dropped 0.2–10% of a 0.5–0.6 Mpps burst (median; up to
+//     30% in single runs), 8192 slots dropped none. Size RingFrames for
+//     the bursts a worker must absorb.
+//   - Transmit (BenchmarkTX): write(2) per frame 1.06 [1.15] Mpps at 884
+//     [802] ns of CPU per frame; sendmmsg(2) of 64 1.31 [1.32] Mpps at 677
+//     [690] ns; a PACKET_TX_RING 1.24 [1.08] Mpps at 739 [726] ns (and it
+//     copies each frame into a slot, and would need a second path for
+//     superframes larger than a slot). PACKET_QDISC_BYPASS made no
+//     consistent difference on a veth (noqueue: sendmmsg 1.33 [1.18]
+//     Mpps) and hides the queue's frames from every tap on the interface
+//     (packet_direct_xmit does not go through dev_queue_xmit_nit; checked
+//     in the lab: tcpdump would not see tslb's transmissions), so it is
+//     off.
 //
 // # Limits
 //
