@@ -765,6 +765,35 @@ func TestRingAllocs(t *testing.T) {
 	if st := q.Stats(); st.TxFrames < runs*batch || st.TxErrors != 0 {
 		t.Errorf("stats %+v", st)
 	}
+
+	// The TP_STATUS_COPY path too: superframes and small frames mixed.
+	vtx := l.raw(t, l.a, l.aIf, true, false)
+	const copyRuns = 20
+	for i := range (copyRuns + 2) * 4 {
+		if i%2 == 0 {
+			vtx.write(t, gsoFrame(l.bMAC, l.aMAC, [4]byte{198, 18, 0, 1}, farIP, 20000, uint32(i)))
+		} else {
+			vtx.write(t, withVnet(ipv4TCP(l.bMAC, l.aMAC, [4]byte{198, 18, 0, 1}, farIP, 40000, 80, 5, 0x4000, uint32(i))))
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	before := q.Stats().CopyFrames
+	short = 0
+	allocs = testing.AllocsPerRun(copyRuns, func() {
+		if n, err := q.Recv(buf[:4]); err != nil || n != 4 {
+			short++
+		}
+		q.Release()
+	})
+	if short != 0 {
+		t.Fatalf("%d runs got fewer than 4 frames", short)
+	}
+	if copied := q.Stats().CopyFrames - before; copied < copyRuns { // (8 small frames are left from above)
+		t.Fatalf("only %d frames through TP_STATUS_COPY", copied)
+	}
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per Recv/Release with superframes", allocs)
+	}
 }
 
 // gsoFrame returns a virtio_net_hdr + Ethernet frame carrying an IPv4 TCP
