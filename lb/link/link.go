@@ -22,8 +22,9 @@
 //
 // Close may come from any goroutine, also while the worker is blocked in
 // Poller.Wait (the Poller is woken) or holds frames (their memory stays
-// mapped until the worker's Release, which then frees the queue); every
-// later call returns ErrClosed. The queues of one link are closed
+// mapped until the worker's Release, which then frees the queue: a
+// worker that stops on ErrClosed releases what it holds); every later
+// call returns ErrClosed. The queues of one link are closed
 // together: the kernel renumbers a fanout group when a member leaves.
 //
 // # Steering
