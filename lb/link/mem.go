@@ -34,6 +34,7 @@ type Mem struct {
 	c         counters
 	closeOnce sync.Once
 	done      chan struct{}
+	pollers   pollerSet
 }
 
 // NewMem returns a Mem queue whose Out channel buffers outCap frames.
@@ -119,6 +120,12 @@ func (m *Mem) Send(frame []byte) error {
 // Flush implements Queue: every pending frame is copied to Out (blocking
 // while Out is full, until Close).
 func (m *Mem) Flush() error {
+	if m.Closed() {
+		m.c.local.TxErrors += uint64(len(m.pending))
+		m.pending = m.pending[:0]
+		m.c.publish()
+		return ErrClosed
+	}
 	defer func() { m.pending = m.pending[:0]; m.c.publish() }()
 	for _, f := range m.pending {
 		if m.FailSend.Load() {
@@ -150,15 +157,18 @@ func (m *Mem) Closed() bool {
 	}
 }
 
-// Close implements Queue.
+// Close implements Queue. It wakes the Pollers built over m.
 func (m *Mem) Close() error {
 	m.closeOnce.Do(func() {
 		m.mu.Lock()
 		close(m.done)
 		unix.Close(m.efd)
 		m.mu.Unlock()
+		m.pollers.wake()
 	})
 	return nil
 }
+
+func (m *Mem) wakeOnClose(p *Poller) { m.pollers.add(p) }
 
 var _ Queue = (*Mem)(nil)

@@ -2,6 +2,8 @@ package link
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -10,9 +12,25 @@ import (
 // Poller waits until one of a worker's queues has frames, a timeout
 // passes, or another goroutine calls Wake. It polls the queues'
 // descriptors together with an eventfd of its own, with poll(2).
+//
+// Closing a queue wakes every Poller built over it: closing a descriptor
+// does not wake a poll(2) already blocked on it (Linux keeps the file
+// referenced by the waiter; the wait ends only at its timeout, then
+// reporting POLLNVAL), so a queue's Close calls Wake on its Pollers. The
+// worker then sees ErrClosed from Recv and must stop waiting on that
+// queue: its descriptor number may be reused.
 type Poller struct {
 	fds []unix.PollFd
-	efd int
+	qs  []Queue // qs[i] owns fds[i+1]
+
+	// Spinning (SetSpin): queues whose readiness is a memory read.
+	spin   time.Duration
+	peek   []interface{ ready() bool }
+	wakeup atomic.Bool // Wake was called (seen by a spinning Wait)
+
+	mu     sync.Mutex // guards efd against Wake after Close
+	efd    int
+	closed bool
 }
 
 // NewPoller returns a Poller over the descriptors of qs (queues without
@@ -27,43 +45,145 @@ func NewPoller(qs []Queue) (*Poller, error) {
 	for _, q := range qs {
 		if fd := q.Fd(); fd >= 0 {
 			p.fds = append(p.fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+			p.qs = append(p.qs, q)
+		}
+		if w, ok := q.(interface{ wakeOnClose(*Poller) }); ok {
+			w.wakeOnClose(p)
+		}
+		if r, ok := q.(interface{ ready() bool }); ok {
+			p.peek = append(p.peek, r)
 		}
 	}
 	return p, nil
 }
 
-// Wait blocks until a queue is readable, Wake is called, or timeout
-// passes (a negative timeout waits without limit). It reports whether it
-// was woken by Wake.
+// Wait blocks until a queue is readable, Wake is called, a queue is
+// closed, or timeout passes (a negative timeout waits without limit). It
+// reports whether it was woken by Wake (or a queue's Close). A signal
+// does not end the wait early: poll(2) is restarted with the time left
+// (the Go runtime's own signals interrupt it with EINTR).
 func (p *Poller) Wait(timeout time.Duration) (woken bool, err error) {
-	ms := -1
+	var deadline time.Time
 	if timeout >= 0 {
-		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+		deadline = time.Now().Add(timeout)
 	}
-	for i := range p.fds {
-		p.fds[i].Revents = 0
+	if p.spin > 0 && len(p.peek) > 0 && p.spinning(deadline) {
+		return false, nil
 	}
-	_, err = unix.Poll(p.fds, ms)
-	if err == unix.EINTR {
-		err = nil
+	for {
+		ms := -1
+		if timeout >= 0 {
+			left := time.Until(deadline)
+			ms = int((max(left, 0) + time.Millisecond - 1) / time.Millisecond)
+		}
+		for i := range p.fds {
+			p.fds[i].Revents = 0
+		}
+		_, err = unix.Poll(p.fds, ms)
+		if err != unix.EINTR {
+			break
+		}
 	}
 	if err != nil {
 		return false, fmt.Errorf("link: poll: %w", err)
 	}
 	if p.fds[0].Revents&unix.POLLIN != 0 {
 		var buf [8]byte
+		p.wakeup.Store(false)
 		unix.Read(p.efd, buf[:])
 		woken = true
+	}
+	// A pending socket error (ENETDOWN) makes poll(2) report POLLERR
+	// until it is read; a ring queue reads it here and returns it from
+	// its next Recv, so the worker does not spin.
+	for i, fd := range p.fds[1:] {
+		if fd.Revents&unix.POLLERR != 0 {
+			if e, ok := p.qs[i].(interface{ pollErr() }); ok {
+				e.pollErr()
+			}
+		}
 	}
 	return woken, nil
 }
 
+// SetSpin makes Wait, before it sleeps in poll(2), look at the rings of
+// its ModeRing queues (a memory read each) for up to d, and return as
+// soon as one has a frame. A worker that drains its rings faster than
+// frames arrive otherwise sleeps and is woken (a context switch, and an
+// inter-processor wakeup paid by the kernel's receive path) for almost
+// every frame; spinning keeps it awake across short gaps at the price of
+// up to d of CPU each time the link goes idle. 0 (the default) disables
+// it. SetSpin must not be called while Wait runs.
+func (p *Poller) SetSpin(d time.Duration) { p.spin = d }
+
+// spinning looks at the rings until one has a frame (true), Wake is
+// called, d passes, or the deadline (if set) passes.
+func (p *Poller) spinning(deadline time.Time) bool {
+	end := time.Now().Add(p.spin)
+	if !deadline.IsZero() && deadline.Before(end) {
+		end = deadline
+	}
+	for i := 0; ; i++ {
+		for _, r := range p.peek {
+			if r.ready() {
+				return true
+			}
+		}
+		if p.wakeup.Load() || (i%16 == 15 && time.Now().After(end)) {
+			return false
+		}
+	}
+}
+
 // Wake makes a current or the next Wait return at once. It is safe from
-// any goroutine.
+// any goroutine, and a no-op after Close.
 func (p *Poller) Wake() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.wakeup.Store(true)
 	one := [8]byte{1}
 	unix.Write(p.efd, one[:])
 }
 
-// Close releases the eventfd.
-func (p *Poller) Close() error { return unix.Close(p.efd) }
+// Close releases the eventfd. It must not be called while Wait runs.
+func (p *Poller) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	return unix.Close(p.efd)
+}
+
+// pollerSet is the Pollers a queue wakes when it is closed.
+type pollerSet struct {
+	mu   sync.Mutex
+	ps   []*Poller
+	done bool // wake was called: later Pollers are woken at once
+}
+
+func (s *pollerSet) add(p *Poller) {
+	s.mu.Lock()
+	done := s.done
+	if !done {
+		s.ps = append(s.ps, p)
+	}
+	s.mu.Unlock()
+	if done {
+		p.Wake()
+	}
+}
+
+func (s *pollerSet) wake() {
+	s.mu.Lock()
+	ps := s.ps
+	s.ps, s.done = nil, true
+	s.mu.Unlock()
+	for _, p := range ps {
+		p.Wake()
+	}
+}
