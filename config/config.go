@@ -306,7 +306,7 @@ type Datapath struct {
 const (
 	MaxWorkers        = 256
 	DefaultDatapathIO = "ring"
-	DefaultRingFrames = 1024
+	DefaultRingFrames = 4096
 )
 
 // Metrics configures the Prometheus HTTP listener.

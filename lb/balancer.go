@@ -83,7 +83,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.Open == nil {
-		opts.Open = openLink
+		opts.Open = link.Open
 	}
 	if opts.Seed == 0 {
 		opts.Seed = rand.Uint64()

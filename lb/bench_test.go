@@ -66,7 +66,7 @@ func BenchmarkWorkerPath(b *testing.B) {
 		cq, bq := queues["c0"][wi], queues["b0"][wi]
 		var ctmpl, btmpl [][]byte
 		for cport := uint16(30000); len(ctmpl) < flowsPer; cport++ {
-			if flowOwner(a4(clientAddr), cport, 80, nw) != wi {
+			if link.FlowOwner([4]byte(a4(clientAddr)), cport, 80, nw) != wi {
 				continue
 			}
 			// Handshake through the real datapath of this worker.

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"tslb/lb/link"
 	"tslb/lb/snat"
 	"tslb/nat"
 )
@@ -103,7 +104,7 @@ func (w *worker) handleIPv4(frame []byte) {
 	switch p.Proto {
 	case nat.ProtoTCP:
 		if kind == ownedVIP {
-			if o := flowOwner(p.Src, p.SrcPort, p.DstPort, w.sh.workers); o != w.id {
+			if o := link.FlowOwner([4]byte(p.Src), p.SrcPort, p.DstPort, w.sh.workers); o != w.id {
 				w.handOff(w.peers[o], w.in, frame)
 				return
 			}
@@ -446,7 +447,7 @@ func (w *worker) handleICMP(frame []byte, kind ownedKind) {
 	k := flowKey{e.InnerDst, e.InnerSrc, e.InnerDstPort, e.InnerSrcPort}
 	owner := snat.PortOwner(k.dport, w.sh.workers)
 	if kind == ownedVIP {
-		owner = flowOwner(k.src, k.sport, k.dport, w.sh.workers)
+		owner = link.FlowOwner([4]byte(k.src), k.sport, k.dport, w.sh.workers)
 	}
 	if owner != w.id {
 		w.handOff(w.peers[owner], w.in, frame)

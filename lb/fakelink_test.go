@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"tslb/lb/link"
-	"tslb/lb/snat"
-	"tslb/nat"
 )
 
 // fakeLink is one link of the test harness: an in-memory link.Mem queue
@@ -61,22 +59,14 @@ func (l *fakeLink) queues() []link.Queue {
 	return out
 }
 
-// owner is the queue the fanout program would deliver frame to: the
-// worker owning its flow (client link: by client tuple; backend link: by
-// SNAT port), queue 0 for anything but TCP.
+// owner is the queue the link's fanout program delivers frame to (its Go
+// mirror, link.Steering.Pick): the worker owning the frame's flow.
 func (l *fakeLink) owner(frame []byte) int {
-	n := len(l.qs)
-	if n == 1 || len(frame) < nat.VirtioNetHdrLen {
-		return 0
-	}
-	var p nat.Packet
-	if p.Decode(frame[nat.VirtioNetHdrLen:]) != nil || p.EtherType != nat.EtherTypeIPv4 || p.Proto != nat.ProtoTCP {
-		return 0
-	}
+	steer := link.SteerFlowHash
 	if l.backend {
-		return snat.PortOwner(p.DstPort, n)
+		steer = link.SteerDstPort
 	}
-	return flowOwner(p.Src, p.SrcPort, p.DstPort, n)
+	return steer.Pick(frame, len(l.qs))
 }
 
 // injectErr hands frame to its owner's queue; usable from any goroutine.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"tslb/config"
+	"tslb/lb/link"
 	"tslb/lb/snat"
 	"tslb/nat"
 )
@@ -46,7 +47,7 @@ func TestWorkersOwnTheirFlows(t *testing.T) {
 	for i := range 30 {
 		cport := uint16(40000 + 7*i)
 		c := h.establish(t, cport)
-		o := flowOwner(a4(clientAddr), cport, 80, n)
+		o := link.FlowOwner([4]byte(a4(clientAddr)), cport, 80, n)
 		if po := snat.PortOwner(c.sport, n); po != o {
 			t.Errorf("client port %d: flow owned by worker %d got SNAT port %d of worker %d", cport, o, c.sport, po)
 		}
@@ -77,7 +78,7 @@ func TestWorkersHandOff(t *testing.T) {
 	h := start(t, workersConfig(n))
 	h.prime(t)
 	c := h.establish(t, 41000)
-	owner := flowOwner(a4(clientAddr), c.cport, 80, n)
+	owner := link.FlowOwner([4]byte(a4(clientAddr)), c.cport, 80, n)
 	wrong := 1 - owner
 	s := clientSeg(c.cport, nat.TCPFlagACK|nat.TCPFlagPSH, c.cisn+1, c.bisn+1)
 	s.payload = []byte("via the wrong worker")
@@ -109,7 +110,7 @@ func TestWorkerQueueGone(t *testing.T) {
 	var mine, theirs *conn
 	for i := 0; mine == nil || theirs == nil; i++ {
 		c := h.establish(t, uint16(42000+i))
-		if flowOwner(a4(clientAddr), c.cport, 80, n) == 0 {
+		if link.FlowOwner([4]byte(a4(clientAddr)), c.cport, 80, n) == 0 {
 			mine = c
 		} else {
 			theirs = c
@@ -147,7 +148,7 @@ func TestStateFileAcrossWorkerCounts(t *testing.T) {
 	var cports []uint16
 	per := [2]int{}
 	for cport := uint16(43000); len(cports) < 4; cport++ {
-		if o := flowOwner(a4(clientAddr), cport, 80, 2); per[o] < 2 {
+		if o := link.FlowOwner([4]byte(a4(clientAddr)), cport, 80, 2); per[o] < 2 {
 			per[o]++
 			cports = append(cports, cport)
 		}
@@ -185,7 +186,7 @@ func TestStateFileAcrossWorkerCounts(t *testing.T) {
 			continue
 		}
 		cport := uint16(44000)
-		for flowOwner(a4(clientAddr), cport, 80, 3) != w {
+		for link.FlowOwner([4]byte(a4(clientAddr)), cport, 80, 3) != w {
 			cport++
 		}
 		f, _ := h3.twSYN(t, cport, 1000, nil)
@@ -258,5 +259,18 @@ func TestHalfOpenPerService(t *testing.T) {
 	}
 	if syn := tcpOf(t, decode(t, h.b0.next(t))); syn.seq != 200 {
 		t.Errorf("then %+v, want the new SYN", syn)
+	}
+}
+
+// The SNAT port partition (snat.PortOwner) is exactly what the backend
+// link's fanout steering delivers (link.PortOwner): both directions of a
+// flow meet at one worker.
+func TestPortOwnerMatchesSteering(t *testing.T) {
+	for n := 1; n <= 9; n++ {
+		for port := 0; port <= 65535; port++ {
+			if a, b := snat.PortOwner(uint16(port), n), link.PortOwner(uint16(port), n); a != b {
+				t.Fatalf("port %d, %d workers: snat says %d, link %d", port, n, a, b)
+			}
+		}
 	}
 }

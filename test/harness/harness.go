@@ -7,6 +7,7 @@ package harness
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,7 +64,7 @@ type Options struct {
 	StateFile string
 	// Control enables the control socket at Dir/tslb.sock.
 	Control bool
-	// Workers is datapath.workers (0 means 1); IO is datapath.io ("" means
+	// Workers is datapath.workers (0 means 2, what CI runs); IO is datapath.io ("" means
 	// ring).
 	Workers int
 	IO      string
@@ -141,7 +142,7 @@ func Config(l *lab.Lab, o Options) *config.Config {
 		Detector:  config.Detector{PcapDir: o.PcapDir, NoRepair: o.NoRepair},
 		Shutdown:  config.Shutdown{Timeout: o.ShutdownTimeout},
 		StateFile: o.StateFile,
-		Datapath:  config.Datapath{Workers: max(o.Workers, 1), IO: o.IO},
+		Datapath:  config.Datapath{Workers: cmp.Or(o.Workers, 2), IO: o.IO},
 	}
 	if o.HealthCheck != nil {
 		c.Health.Source = HealthSource
