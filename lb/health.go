@@ -71,6 +71,10 @@ func (c *healthChecker) run(ctx context.Context) {
 			c.checksOK.Inc()
 			succ, fail = succ+1, 0
 			if !up && succ >= c.hc.Rise {
+				// Back up: whatever passive health concluded while it was
+				// down is over too.
+				c.be.downUntil.Store(0)
+				c.be.passiveFails.Store(0)
 				c.be.up.Store(true)
 				c.toUp.Inc()
 				c.log.Info("backend up", "service", c.svc, "backend", c.be.ap.String(), "successes", succ)

@@ -348,7 +348,8 @@ func TestSIGTERMDuringLoad(t *testing.T) {
 func TestStateFileAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state", "tslb-state.json")
-	o := harness.Options{Dir: dir, StateFile: state, PortMin: 20000, PortMax: 20003}
+	// Eight ports: each of the two workers owns four.
+	o := harness.Options{Dir: dir, StateFile: state, PortMin: 20000, PortMax: 20007}
 	l, _, tl := opsDeploy(t, 1, 1, lab.ServerConfig{Port: 8080, CloseFirst: true}, o)
 	res := lab.Requests(context.Background(), l.Clients, fmt.Sprintf("http://%s/", l.VIP), 4, 1, 3*time.Second, 20*time.Second, false)
 	if res.Errors != 0 {
