@@ -114,6 +114,13 @@ func trCheck(t testing.TB, frame []byte) trDecoded {
 	if s := trSum(seg, ph); s != 0xffff {
 		t.Fatalf("TCP checksum wrong (sum %#x)", s)
 	}
+	return trOptions(t, tcp)
+}
+
+// trOptions collects the options of tcp as gopacket decoded them, failing
+// t on a repeated TS option or options past the data offset.
+func trOptions(t testing.TB, tcp *layers.TCP) trDecoded {
+	t.Helper()
 	d := trDecoded{tcp: tcp}
 	ol := 0
 	for _, o := range tcp.Options {
