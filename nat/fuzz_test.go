@@ -125,3 +125,85 @@ func FuzzChecksumIncremental(f *testing.F) {
 		checkFull(t, frame)
 	})
 }
+
+// FuzzICMPv6Error wraps arbitrary quoted bytes in an ICMPv6 message of an
+// arbitrary type with a valid checksum, then parses and rewrites it:
+// nothing may panic, the frame keeps its length, the ICMPv6 checksum stays
+// valid (full mode) or untouched by the quote (partial mode), a re-parse
+// sees the new values, and a quoted TCP or UDP packet that was whole and
+// valid keeps a valid checksum under its new addresses. Lowering a Packet
+// Too Big's MTU and rewriting the outer addresses keep the checksum valid.
+func FuzzICMPv6Error(f *testing.F) {
+	seeds := [][]byte{
+		icmp6Inner(nil, false), icmp6Inner([]extHdr{hbh(), destOpts()}, false), icmp6Inner([]extHdr{destOpts()}, true),
+		icmp6Inner([]extHdr{routing(0), fragment(0, false)}, false), icmp6Inner(nil, false)[:48], icmp6Inner(nil, false)[:58],
+		icmp6Inner([]extHdr{fragment(3, true)}, false), goldenSYN[14:],
+	}
+	for i, s := range seeds {
+		f.Add(s, uint8(1+i%4), i%3 == 0, ip6C[:], ip6V[:], uint16(5555), uint16(443), uint32(i), uint32(12))
+	}
+	f.Add([]byte{0x60}, uint8(2), false, []byte{}, []byte{}, uint16(0), uint16(0), uint32(0), uint32(0))
+	f.Fuzz(func(t *testing.T, quote []byte, typ uint8, partial bool, nsrc, ndst []byte, sport, dport uint16, seq, by uint32) {
+		if len(quote) > 1232 {
+			quote = quote[:1232]
+		}
+		if typ&0x80 == 0 {
+			typ = 1 + typ%4 // mostly errors
+		}
+		var src, dst nat.Addr16
+		copy(src[:], nsrc)
+		copy(dst[:], ndst)
+		// Is the quote a whole, valid TCP or UDP packet?
+		whole := false
+		var q nat.Packet
+		qf := append(make([]byte, 14), quote...)
+		binary.BigEndian.PutUint16(qf[12:], nat.EtherTypeIPv6)
+		if q.Decode(qf) == nil && q.L4+q.L4Len == len(qf) && (q.Proto == nat.ProtoTCP || q.Proto == nat.ProtoUDP) &&
+			refL4Sum6(q.Src6, q.Dst6, q.Proto, qf[q.L4:]) == 0xffff {
+			whole = !(q.Proto == nat.ProtoUDP && qf[q.L4+6] == 0 && qf[q.L4+7] == 0)
+		}
+		frame := icmp6ErrorFrame(typ, 0, 1500, quote, len(quote), partial)
+		n := len(frame)
+		p := nat.Packet{PartialCsum: partial}
+		if err := p.Decode(frame); err != nil {
+			t.Fatalf("Decode: %v", err)
+		}
+		field := nat.ICMPv6(frame[54:]).Checksum()
+		var e nat.ICMPv6Error
+		err := p.ParseICMPv6Error(&e)
+		if whole && typ <= 4 && err != nil {
+			t.Fatalf("whole quote refused: %v", err)
+		}
+		if err == nil {
+			p.RewriteICMPv6Error(&e, src, sport, dst, dport, seq)
+			var e2 nat.ICMPv6Error
+			if err := p.ParseICMPv6Error(&e2); err != nil || e2 != e || e2.InnerSrc != src || e2.InnerDst != dst ||
+				e2.InnerSrcPort != sport || e2.InnerDstPort != dport || (e2.HasSeq && e2.InnerSeq != seq) {
+				t.Fatalf("re-parse: %v %+v, want %+v", err, e2, e)
+			}
+			if whole {
+				if s := refL4Sum6(src, dst, e.InnerProto, frame[62+q.L4-14:]); s != 0xffff {
+					t.Fatalf("quoted checksum no longer valid (sum %#x)", s)
+				}
+			}
+		}
+		if _, ok := p.LowerPacketTooBigMTU(by); ok != (typ == nat.ICMPv6TypePacketTooBig) {
+			t.Fatalf("LowerPacketTooBigMTU ok = %v for type %d", ok, typ)
+		}
+		if partial {
+			if got := nat.ICMPv6(frame[54:]).Checksum(); got != field {
+				t.Fatalf("partial field changed %#x -> %#x", field, got)
+			}
+		} else {
+			checkFull6(t, frame)
+		}
+		p.SetTuple6(src, 1, dst, 2)
+		if partial {
+			nat.CompletePartial(frame, 54, 2)
+		}
+		checkFull6(t, frame)
+		if len(frame) != n || len(p.Frame) != n {
+			t.Fatalf("frame length changed")
+		}
+	})
+}
