@@ -69,14 +69,16 @@ func (p *Packet) icmpv6Valid(m ICMPv6) bool {
 // checksum covers the addresses). Swapping the addresses does not change
 // the pseudo-header sum, so the update only covers the type. It returns
 // false, changing nothing, if p is not a decoded Echo Request (type 128,
-// code 0) with a correct checksum, or if its destination is multicast: a
-// reply must come from a unicast address (RFC 4443 §4.2), which the swap
-// cannot give. Extension headers of the request are kept as they are.
+// code 0) with a correct checksum, if its destination is multicast (a
+// reply must come from a unicast address, RFC 4443 §4.2, which the swap
+// cannot give), or if its source is (no packet may carry a multicast
+// source, RFC 4291 §2.7, and the reply would go to it). Extension headers
+// of the request are kept as they are.
 // Deciding whether the destination is ours is the caller's job.
 // PartialCsum is ignored: the checksum is always full.
 func (p *Packet) EchoReply6() bool {
 	m := p.ICMPv6()
-	if m == nil || m.Type() != ICMPv6TypeEchoRequest || m.Code() != 0 || p.Dst6.IsMulticast() {
+	if m == nil || m.Type() != ICMPv6TypeEchoRequest || m.Code() != 0 || p.Dst6.IsMulticast() || p.Src6.IsMulticast() {
 		return false
 	}
 	if !p.icmpv6Valid(m) {

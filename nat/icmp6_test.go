@@ -69,10 +69,13 @@ func TestEchoReply6(t *testing.T) {
 func TestEchoReply6Rejects(t *testing.T) {
 	mcast := buildIP6(ip6Spec{src: ip6C, dst: addr16("ff02::1"), proto: nat.ProtoICMPv6, l4: slices.Clone(goldenPing6[54:])})
 	setL4Csum6(mcast[54:], ip6C, addr16("ff02::1"), nat.ProtoICMPv6, 2, false)
+	mcastSrc := buildIP6(ip6Spec{src: addr16("ff02::1"), dst: ip6V, proto: nat.ProtoICMPv6, l4: slices.Clone(goldenPing6[54:])})
+	setL4Csum6(mcastSrc[54:], addr16("ff02::1"), ip6V, nat.ProtoICMPv6, 2, false)
 	for name, f := range map[string][]byte{
 		"bad_checksum":  edit(goldenPing6, func(b []byte) { b[57] ^= 1 }),
 		"code_1":        edit(goldenPing6, func(b []byte) { b[55] = 1; b[57] -= 1 }),
 		"multicast_dst": mcast,
+		"multicast_src": mcastSrc,
 		"echo_reply":    edit(goldenPing6, func(b []byte) { b[54] = 129; b[56]-- }),
 		"tcp":           goldenSYN6,
 		"ipv4_ping":     goldenPing,
