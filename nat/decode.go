@@ -71,6 +71,12 @@ var (
 	// Decode cannot tell an unknown extension header from an unknown
 	// transport (RFC 8200 §4.8), so it stops at any of them.
 	ErrUnsupportedNextHeader = errors.New("nat: unsupported IPv6 next header")
+	// ErrBadNDP means a Neighbor Solicitation or Advertisement that fails
+	// the validation of RFC 4861 §7.1 (ParseNDP).
+	ErrBadNDP = errors.New("nat: invalid neighbor discovery message")
+	// ErrNotNDP means ParseNDP was given something other than an ICMPv6
+	// Neighbor Solicitation or Advertisement. Reason maps it to "other".
+	ErrNotNDP = errors.New("nat: not a neighbor solicitation or advertisement")
 	// ErrNotICMPError means ParseICMPError (ParseICMPv6Error) was given
 	// something other than an ICMP (ICMPv6) error quoting an IPv4 (IPv6)
 	// TCP or UDP header. Reason maps it to "other".
@@ -83,7 +89,7 @@ var Reasons = []string{
 	"short_tcp", "bad_data_offset", "bad_options", "short_icmp", "short_arp",
 	"unsupported_ethertype", "not_ipv6", "bad_payload_length", "jumbogram",
 	"ipv6_fragment", "short_ext_header", "bad_ext_header", "ext_header_limit",
-	"routing_header", "unsupported_next_header", "other",
+	"routing_header", "unsupported_next_header", "bad_ndp", "other",
 }
 
 // Reason maps an error from this package to a short stable metric label.
@@ -130,6 +136,8 @@ func Reason(err error) string {
 		return "routing_header"
 	case ErrUnsupportedNextHeader:
 		return "unsupported_next_header"
+	case ErrBadNDP:
+		return "bad_ndp"
 	}
 	return "other"
 }

@@ -218,7 +218,7 @@ func TestReason(t *testing.T) {
 		nat.ErrShortICMP, nat.ErrShortARP, nat.ErrUnsupportedEtherType,
 		nat.ErrNotIPv6, nat.ErrBadPayloadLength, nat.ErrJumbogram, nat.ErrFragment6,
 		nat.ErrShortExtHeader, nat.ErrBadExtHeader, nat.ErrExtHeaderLimit, nat.ErrRoutingHeader,
-		nat.ErrUnsupportedNextHeader, errors.New("x"),
+		nat.ErrUnsupportedNextHeader, nat.ErrBadNDP, errors.New("x"),
 	}
 	if len(errs) != len(nat.Reasons) {
 		t.Fatalf("len(Reasons) = %d, want %d", len(nat.Reasons), len(errs))
@@ -239,6 +239,9 @@ func TestReason(t *testing.T) {
 	}
 	if got := nat.Reason(nat.ErrNotICMPError); got != "other" {
 		t.Errorf("Reason(ErrNotICMPError) = %q", got)
+	}
+	if got := nat.Reason(nat.ErrNotNDP); got != "other" {
+		t.Errorf("Reason(ErrNotNDP) = %q", got)
 	}
 }
 

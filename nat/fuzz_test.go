@@ -5,6 +5,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
 	"tslb/nat"
 )
 
@@ -204,6 +207,123 @@ func FuzzICMPv6Error(f *testing.F) {
 		checkFull6(t, frame)
 		if len(frame) != n || len(p.Frame) != n {
 			t.Fatalf("frame length changed")
+		}
+	})
+}
+
+// ndAddrs are the addresses FuzzNDP picks sources and destinations from.
+var ndAddrs = []nat.Addr16{{}, ip6LL, ip6V, ip6C, addr16("ff02::1"), addr16("ff02::1:ff00:1"), addr16("ff02::1:ff00:10"), addr16("ff05::2")}
+
+// FuzzNDP has two halves. Parse: an arbitrary ICMPv6 message (its type
+// mostly forced to NS or NA) with a valid or broken checksum, an arbitrary
+// hop limit and chosen addresses goes through ParseNDP; nothing may panic,
+// and what it accepts must satisfy RFC 4861 §7.1 and decode in gopacket
+// as an NS or NA with the same target, flags and link-layer address; an
+// accepted NS's reply (NDPReply, BuildNA) must parse too. Build: BuildNS
+// and BuildNA with fuzzed addresses and flags either refuse or write a
+// frame ParseNDP accepts with the same fields.
+func FuzzNDP(f *testing.F) {
+	f.Add(goldenNS[54:], uint8(255), uint8(1), uint8(5), false, uint8(0), []byte{}, []byte{}, uint8(0))
+	f.Add(goldenNA[54:], uint8(255), uint8(2), uint8(1), false, uint8(1), ip6V[:], ip6C[:], uint8(0x60))
+	f.Add(nsMsg(ip6V), uint8(255), uint8(0), uint8(5), false, uint8(0), []byte{}, ip6V[:], uint8(0x20))
+	f.Add(naMsg(0x60, ip6V), uint8(255), uint8(2), uint8(4), false, uint8(2), ip6LL[:], []byte{0xff, 2}, uint8(0x40))
+	f.Add(nsMsg(ip6V, 1, 0, 0, 0), uint8(64), uint8(1), uint8(5), true, uint8(3), []byte{}, []byte{}, uint8(0xff))
+	f.Fuzz(func(t *testing.T, msg []byte, hl, srcSel, dstSel uint8, badCsum bool, typSel uint8, a, b []byte, flags uint8) {
+		if len(msg) > 1400 {
+			msg = msg[:1400]
+		}
+		msg = slices.Clone(msg)
+		for len(msg) < 4 { // room for the checksum ndFrame fills in
+			msg = append(msg, 0)
+		}
+		if typSel&0x80 == 0 {
+			msg[0] = []uint8{135, 136}[typSel&1]
+		}
+		src, dst := ndAddrs[int(srcSel)%len(ndAddrs)], ndAddrs[int(dstSel)%len(ndAddrs)]
+		var bad uint16
+		if badCsum {
+			bad = 1
+		}
+		frame := ndFrame(src, dst, hl, msg, bad)
+		var p nat.Packet
+		if err := p.Decode(frame); err != nil {
+			if len(msg) >= 8 {
+				t.Fatalf("Decode: %v", err)
+			}
+			return
+		}
+		var nd nat.NDP
+		if err := p.ParseNDP(&nd); err != nil {
+			if nd != (nat.NDP{}) || (err != nat.ErrBadNDP && err != nat.ErrNotNDP) {
+				t.Fatalf("ParseNDP error %v left %+v", err, nd)
+			}
+		} else {
+			if hl != 255 || badCsum || msg[1] != 0 || len(msg) < 24 || nd.Target.IsMulticast() || nd.Type != msg[0] {
+				t.Fatalf("accepted an invalid message: hl %d bad %v % x", hl, badCsum, msg)
+			}
+			pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+			var target []byte
+			var opts layers.ICMPv6Options
+			var gflags uint8
+			if ns, ok := pkt.Layer(layers.LayerTypeICMPv6NeighborSolicitation).(*layers.ICMPv6NeighborSolicitation); ok {
+				target, opts = ns.TargetAddress, ns.Options
+			} else if na, ok := pkt.Layer(layers.LayerTypeICMPv6NeighborAdvertisement).(*layers.ICMPv6NeighborAdvertisement); ok {
+				target, opts, gflags = na.TargetAddress, na.Options, na.Flags&0xe0
+			} else {
+				t.Fatalf("gopacket sees no NS/NA: %v", pkt)
+			}
+			if nat.Addr16(target) != nd.Target || gflags != nd.Flags {
+				t.Fatalf("gopacket: target %v flags %#x; ParseNDP %+v", target, gflags, nd)
+			}
+			want := layers.ICMPv6Opt(1 + msg[0] - 135)
+			i := slices.IndexFunc(opts, func(o layers.ICMPv6Option) bool { return o.Type == want })
+			if nd.HasLinkAddr != (i >= 0 && len(opts[i].Data) == 6) || nd.HasLinkAddr && nat.MAC(opts[i].Data) != nd.LinkAddr {
+				t.Fatalf("link-layer address: ParseNDP %+v, gopacket %v", nd, opts)
+			}
+			if nd.Type == nat.ICMPv6TypeNeighborSolicitation && !nd.Target.IsUnspecified() {
+				rdst, reth, rflags := p.NDPReply(&nd)
+				buf := make([]byte, nat.NDPFrameLen)
+				n := nat.BuildNA(buf, macB, reth, nd.Target, rdst, nd.Target, rflags)
+				var q nat.Packet
+				var na nat.NDP
+				if n == 0 || q.Decode(buf[:n]) != nil || q.ParseNDP(&na) != nil || na.Target != nd.Target || na.Flags != rflags {
+					t.Fatalf("reply to %+v (from %v) does not parse: %d", nd, src, n)
+				}
+			}
+		}
+		// Build half.
+		var sa, da nat.Addr16
+		copy(sa[:], a)
+		copy(da[:], b)
+		buf := make([]byte, nat.NDPFrameLen)
+		want := nat.NDP{Target: da, Type: nat.ICMPv6TypeNeighborSolicitation}
+		var n int
+		if typSel&2 == 0 {
+			n = nat.BuildNS(buf, macA, sa, da)
+			if (n == 0) != (da.IsMulticast() || sa.IsMulticast()) {
+				t.Fatalf("BuildNS(%v, %v) = %d", sa, da, n)
+			}
+			if !sa.IsUnspecified() {
+				want.LinkAddr, want.HasLinkAddr = macA, true
+			}
+		} else {
+			n = nat.BuildNA(buf, macA, macB, da, sa, da, flags)
+			refuse := da.IsMulticast() || da.IsUnspecified() || (sa.IsMulticast() && flags&nat.NAFlagSolicited != 0)
+			if (n == 0) != refuse {
+				t.Fatalf("BuildNA(src %v, dst %v, flags %#x) = %d", da, sa, flags, n)
+			}
+			want = nat.NDP{Type: nat.ICMPv6TypeNeighborAdvertisement, Target: da, Flags: flags & 0xe0, LinkAddr: macA, HasLinkAddr: true}
+		}
+		if n == 0 {
+			return
+		}
+		var q nat.Packet
+		var got nat.NDP
+		if err := q.Decode(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.ParseNDP(&got); err != nil || got != want {
+			t.Fatalf("built frame parses to %v %+v, want %+v\n% x", err, got, want, buf[:n])
 		}
 	})
 }

@@ -287,7 +287,8 @@ func TestIPv4Proto58(t *testing.T) {
 	p.SetSrc(nat.Addr4{10, 1, 2, 3})
 	p.SetTuple(nat.Addr4{10, 9, 9, 9}, 1, nat.Addr4{10, 8, 8, 8}, 2)
 	var e nat.ICMPv6Error
-	if !slices.Equal(body, frame[34:]) || p.ICMPv6() != nil || p.EchoReply6() || p.ParseICMPv6Error(&e) == nil {
+	var n nat.NDP
+	if !slices.Equal(body, frame[34:]) || p.ICMPv6() != nil || p.EchoReply6() || p.ParseICMPv6Error(&e) == nil || p.ParseNDP(&n) == nil {
 		t.Error("IPv4 protocol 58 treated as ICMPv6")
 	}
 	checkFull(t, frame)
