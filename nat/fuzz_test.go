@@ -11,8 +11,8 @@ import (
 	"tslb/nat"
 )
 
-// FuzzDecode runs Decode and every parser and rewrite on arbitrary frames:
-// nothing may panic, and no call may grow the frame.
+// FuzzDecode runs Decode and every parser and rewrite, IPv4 and IPv6, on
+// arbitrary frames: nothing may panic, and no call may grow the frame.
 func FuzzDecode(f *testing.F) {
 	f.Add(goldenSYN, false)
 	f.Add(goldenARP, false)
@@ -25,6 +25,22 @@ func FuzzDecode(f *testing.F) {
 	f.Add(edit(goldenSYN, func(b []byte) { b[12], b[13] = 0x81, 0 }), false)
 	f.Add(edit(goldenSYN, func(b []byte) { b[14] = 0x4f }), false)
 	f.Add(edit(goldenSYN, func(b []byte) { b[46] = 0xf0 }), false)
+	// IPv6: TCP, extension headers, echo, an error quoting TCP, ND.
+	f.Add(goldenSYN6, false)
+	f.Add(goldenExt6, true)
+	f.Add(goldenPing6, false)
+	f.Add(goldenNS, false)
+	f.Add(goldenNA, false)
+	f.Add(icmp6ErrorFrame(2, 0, 1500, icmp6Inner([]extHdr{hbh()}, false), 56, false), false)
+	f.Add(with(routing(0), fragment(0, false), destOpts()), true)
+	f.Add(buildTCP6(tcp6Spec{src: ip6C, dst: ip6V, opts: tsOpts(1, 2), payload: []byte("x"), ext: []extHdr{destOpts()}}), true)
+	// Hostile IPv6: fragment, routing with segments left, jumbogram, HBH
+	// length past the end, a Destination Options chain past the limit.
+	f.Add(with(fragment(1, true)), false)
+	f.Add(with(routing(1)), false)
+	f.Add(edit(with(hbh()), func(b []byte) { b[18], b[19] = 0, 0 }), false)
+	f.Add(edit(goldenExt6, func(b []byte) { b[55] = 0xff }), false)
+	f.Add(with(destOpts(), destOpts(), destOpts(), destOpts(), destOpts(), destOpts(), destOpts(), destOpts(), destOpts()), false)
 	f.Fuzz(func(t *testing.T, frame []byte, partial bool) {
 		n := len(frame)
 		p := nat.Packet{PartialCsum: partial}
@@ -49,6 +65,24 @@ func FuzzDecode(f *testing.F) {
 			p.RewriteICMPError(&e, nat.Addr4{9, 9, 9, 9}, 10, nat.Addr4{11, 11, 11, 11}, 12, e.InnerSeq+1)
 		}
 		p.EchoReply()
+		// IPv6.
+		_ = p.IsIPv6()
+		_ = p.TTL()
+		_ = p.IPv6()
+		p.SetSrc6(ip6LL)
+		p.SetDst6(ip6Rtr)
+		p.SetTuple6(ip6C, 3, ip6V, 4)
+		var e6 nat.ICMPv6Error
+		if p.ParseICMPv6Error(&e6) == nil {
+			p.RewriteICMPv6Error(&e6, ip6V, 10, ip6C, 12, e6.InnerSeq+1)
+		}
+		p.LowerPacketTooBigMTU(12)
+		var nd nat.NDP
+		if p.ParseNDP(&nd) == nil {
+			p.NDPReply(&nd)
+		}
+		p.EchoReply6()
+		p.DecTTL()
 		if len(p.Frame) > n || len(frame) != n {
 			t.Fatalf("frame grew from %d to %d", n, len(p.Frame))
 		}
@@ -324,6 +358,51 @@ func FuzzNDP(f *testing.F) {
 		}
 		if err := q.ParseNDP(&got); err != nil || got != want {
 			t.Fatalf("built frame parses to %v %+v, want %+v\n% x", err, got, want, buf[:n])
+		}
+	})
+}
+
+// FuzzChecksumIncremental6 is FuzzChecksumIncremental for IPv6: random
+// edits (addresses, SetTuple6, ports, seq, ack, TS, MSS, strip, hop limit)
+// on a valid segment with or without extension headers, in full or
+// partial mode, compared with the slow reference after every edit.
+func FuzzChecksumIncremental6(f *testing.F) {
+	f.Add([]byte("payload"), ip6LL[:], ip6Rtr[:], uint16(3), uint16(4), uint32(5), uint32(6), uint32(7), uint16(0xffff), false)
+	f.Add([]byte{}, make([]byte, 16), slices.Repeat([]byte{0xff}, 16), uint16(0), uint16(0xffff), uint32(0), uint32(0xffffffff), uint32(0), uint16(0x1ff), true)
+	f.Add([]byte("o"), ip6C[:], ip6V[:], uint16(1), uint16(2), uint32(3), uint32(4), uint32(0), uint16(0x8400), false)
+	f.Fuzz(func(t *testing.T, payload []byte, src, dst []byte, sport, dport uint16, seq, ack, ts uint32, which uint16, partial bool) {
+		if len(payload) > 9000 {
+			payload = payload[:9000]
+		}
+		var ext []extHdr
+		if which&0x8000 != 0 {
+			ext = []extHdr{hbh(), destOpts(), routing(0)}
+		}
+		frame := buildTCP6(tcp6Spec{src: ip6C, dst: ip6V, sport: 1, dport: 2, seq: 3, ack: 4, ext: ext, partial: partial,
+			opts: []byte{1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 2, 4, 5, 0xa0}, payload: payload})
+		p := nat.Packet{PartialCsum: partial}
+		if err := p.Decode(frame); err != nil {
+			t.Fatal(err)
+		}
+		var a, b nat.Addr16
+		copy(a[:], src)
+		copy(b[:], dst)
+		edits := []func(){
+			func() { p.SetSrc6(a) }, func() { p.SetDst6(b) }, func() { p.SetSrcPort(sport) },
+			func() { p.SetDstPort(dport) }, func() { p.SetSeq(seq) }, func() { p.SetAck(ack) },
+			func() { p.SetTimestamps(ts, ^ts) }, func() { p.SetMSS(uint16(ts)) },
+			func() { p.SetTuple6(b, dport, a, sport) }, func() { p.DecTTL() },
+			func() { p.StripTimestamps() },
+		}
+		for i, e := range edits {
+			if which&(1<<i) != 0 {
+				e()
+				if partial {
+					checkPartial6(t, frame)
+				} else {
+					checkFull6(t, frame)
+				}
+			}
 		}
 	})
 }
