@@ -1,6 +1,9 @@
 package nat
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // Checksum returns the Internet checksum sum (RFC 1071) of b added to
 // initial: the one's-complement sum of b as big-endian 16-bit words (an odd
@@ -137,16 +140,49 @@ func delta32(old, new uint32) uint32 {
 // sumAddrDelta returns the one's-complement sum of ~old + new over the
 // eight 16-bit words of a 128-bit address field f changing to a, folded
 // to 16 bits (RFC 1624 eqn. 3, the part that does not depend on the
-// checksum), and writes a into f. A word's complement is the complement
-// of the 32-bit word holding it, so it sums 32-bit words.
+// checksum), and writes a into f.
 func sumAddrDelta(f []byte, a *Addr16) uint32 {
+	le := binary.LittleEndian
 	_ = f[15]
-	acc := uint64(^binary.BigEndian.Uint32(f[0:])) + uint64(^binary.BigEndian.Uint32(f[4:])) +
-		uint64(^binary.BigEndian.Uint32(f[8:])) + uint64(^binary.BigEndian.Uint32(f[12:])) +
-		uint64(binary.BigEndian.Uint32(a[0:])) + uint64(binary.BigEndian.Uint32(a[4:])) +
-		uint64(binary.BigEndian.Uint32(a[8:])) + uint64(binary.BigEndian.Uint32(a[12:]))
+	acc, c := bits.Add64(^le.Uint64(f[0:]), ^le.Uint64(f[8:]), 0)
+	acc, c = bits.Add64(acc, le.Uint64(a[0:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(a[8:]), c)
 	copy(f[:16], a[:])
-	return fold64(acc)
+	return foldLE64(acc, c)
+}
+
+// sumAddrsDelta is sumAddrDelta for the 32 bytes of an IPv6 source and
+// destination address changing to src and dst at once (SetTuple6).
+func sumAddrsDelta(f []byte, src, dst *Addr16) uint32 {
+	le := binary.LittleEndian
+	_ = f[31]
+	acc, c := bits.Add64(^le.Uint64(f[0:]), ^le.Uint64(f[8:]), 0)
+	acc, c = bits.Add64(acc, ^le.Uint64(f[16:]), c)
+	acc, c = bits.Add64(acc, ^le.Uint64(f[24:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(src[0:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(src[8:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(dst[0:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(dst[8:]), c)
+	copy(f[0:16], src[:])
+	copy(f[16:32], dst[:])
+	return foldLE64(acc, c)
+}
+
+// foldLE64 finishes a one's-complement sum of little-endian 64-bit words
+// (acc with a pending carry c) as the big-endian 16-bit sum. RFC 1071
+// §2(B): the sum is independent of byte order up to swapping the bytes
+// of the result, so the words are loaded without byte swaps, folded
+// (end-around carries, RFC 1071 §2(C)) and the 16-bit result swapped
+// once. A complemented 64-bit word is the four complemented 16-bit words
+// in any byte order, so ~old needs no swap either.
+func foldLE64(acc, c uint64) uint32 {
+	acc, c = bits.Add64(acc, 0, c)
+	acc += c // acc was all ones only if c is now 1: no further carry
+	t := acc>>32 + acc&0xffffffff
+	t = t>>16 + t&0xffff
+	t = t>>16 + t&0xffff
+	t = t>>16 + t&0xffff
+	return uint32(bits.ReverseBytes16(uint16(t)))
 }
 
 // fold64 folds a sum of 32-bit words to 16 bits (end-around carry).

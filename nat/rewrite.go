@@ -71,7 +71,7 @@ func (p *Packet) SetTuple6(src Addr16, sport uint16, dst Addr16, dport uint16) {
 		return
 	}
 	a := p.Frame[p.L3+ipv6SrcOffset : p.L3+ipv6DstOffset+16]
-	d := sumAddrDelta(a[0:16], &src) + sumAddrDelta(a[16:32], &dst)
+	d := sumAddrsDelta(a, &src, &dst)
 	p.Src6, p.Dst6 = src, dst
 	if p.L4 == 0 {
 		return
