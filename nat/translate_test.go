@@ -845,6 +845,47 @@ func BenchmarkTSOffsetRewrite(b *testing.B) {
 	}
 }
 
+// benchSegment6 is benchSegment's IPv6 twin.
+func benchSegment6(b *testing.B) []byte { return to6(benchSegment(b), nil, false) }
+
+func BenchmarkPassthroughRewrite6(b *testing.B) {
+	frame := benchSegment6(b)
+	snat, backend := map6(trSNAT), map6(trBackend)
+	var p nat.Packet
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for range b.N {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetSrc6(snat)
+		p.SetDst6(backend)
+		p.SetSrcPort(50000)
+		p.SetDstPort(8443)
+	}
+}
+
+func BenchmarkTSOffsetRewrite6(b *testing.B) {
+	frame := benchSegment6(b)
+	snat, backend := map6(trSNAT), map6(trBackend)
+	var p nat.Packet
+	x := nat.Translation{SeqDelta: 0x1234_5678, TS: nat.TSOffset, TSOff: 0x9abc_def0}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for range b.N {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetSrc6(snat)
+		p.SetDst6(backend)
+		p.SetSrcPort(50000)
+		p.SetDstPort(8443)
+		if _, err := x.ClientToBackend(&p, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func TestTranslateRST(t *testing.T) {
 	x := nat.Translation{SeqDelta: 0x10, TS: nat.TSOffset, TSOff: 1, NextSeq: 0x50, HaveSeq: true}
 	for _, flags := range []uint8{nat.TCPFlagRST, nat.TCPFlagRST | nat.TCPFlagACK} {
