@@ -66,7 +66,7 @@ var (
 	// not its final destination, does not do (RFC 8200 §4.4).
 	ErrRoutingHeader = errors.New("nat: IPv6 routing header with segments left")
 	// ErrUnsupportedNextHeader means the IPv6 header chain leads to
-	// something other than TCP, UDP or ICMPv6: AH, ESP, No Next Header,
+	// something other than TCP, UDP, ICMPv6 or No Next Header: AH, ESP,
 	// Mobility, HIP, Shim6, an experimental value or another transport.
 	// Decode cannot tell an unknown extension header from an unknown
 	// transport (RFC 8200 §4.8), so it stops at any of them.
@@ -207,7 +207,10 @@ type Packet struct {
 // IPv6 (RFC 8200): the extension-header chain (Hop-by-Hop, Routing with
 // Segments Left 0, Destination Options, atomic Fragment) is walked to the
 // upper layer, at most 8 headers; TCP, UDP and ICMPv6 are decoded as for
-// IPv4, anything else is ErrUnsupportedNextHeader. See walkExt for the
+// IPv4; No Next Header (RFC 8200 §4.7) decodes with Proto 59 and no upper
+// layer to act on (L4 where one would start, L4Len the bytes to ignore),
+// as an IPv4 protocol Decode does not parse does; anything else is
+// ErrUnsupportedNextHeader. See walkExt for the
 // rules and the error variables for each drop. After an IPv6 extension
 // header error L3, Src6 and Dst6 are set, Proto is the Next Header value
 // where the walk stopped (for a fragment: the fragmented protocol) and L4
@@ -420,7 +423,7 @@ func (p *Packet) decode6(frame []byte) error {
 		if l4len < ICMPMinimumSize {
 			return ErrShortICMP
 		}
-	case ProtoUDP:
+	case ProtoUDP, ProtoNoNextHeader:
 	default:
 		return ErrUnsupportedNextHeader
 	}

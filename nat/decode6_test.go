@@ -143,7 +143,10 @@ func TestDecode6(t *testing.T) {
 		{name: "fragment_after_hbh", frame: with(hbh(), fragment(185, true)), err: nat.ErrFragment6},
 		{name: "routing_segments_left", frame: with(routing(1)), err: nat.ErrRoutingHeader},
 		{name: "esp", frame: buildIP6(ip6Spec{src: ip6C, dst: ip6V, proto: 50, l4: make([]byte, 16)}), err: nat.ErrUnsupportedNextHeader},
-		{name: "no_next_header", frame: buildIP6(ip6Spec{src: ip6C, dst: ip6V, ext: []extHdr{destOpts()}, proto: 59, l4: goldenSYN6[54:]}), err: nat.ErrUnsupportedNextHeader},
+		{name: "no_next_header_ignored_bytes", frame: buildIP6(ip6Spec{src: ip6C, dst: ip6V, ext: []extHdr{destOpts()}, proto: 59, l4: goldenSYN6[54:]}),
+			want: nat.Packet{EtherType: nat.EtherTypeIPv6, L3: 14, L4: 62, L4Len: 24, Proto: nat.ProtoNoNextHeader, Src6: ip6C, Dst6: ip6V}},
+		{name: "no_next_header_empty", frame: buildIP6(ip6Spec{src: ip6C, dst: ip6V, proto: 59}),
+			want: nat.Packet{EtherType: nat.EtherTypeIPv6, L3: 14, L4: 54, Proto: nat.ProtoNoNextHeader, Src6: ip6C, Dst6: ip6V}},
 		{name: "sctp", frame: buildIP6(ip6Spec{src: ip6C, dst: ip6V, proto: 132, l4: make([]byte, 16)}), err: nat.ErrUnsupportedNextHeader},
 		{name: "icmpv4_in_ipv6", frame: buildIP6(ip6Spec{src: ip6C, dst: ip6V, proto: nat.ProtoICMP, l4: make([]byte, 8)}), err: nat.ErrUnsupportedNextHeader},
 		{name: "short_icmpv6", frame: edit(goldenPing6[:14+40+7], func(b []byte) { b[19] = 7 }), err: nat.ErrShortICMP},
@@ -172,6 +175,17 @@ func TestDecode6(t *testing.T) {
 			}
 			if !p.IsIPv6() || p.IPv4() != nil || p.IPv6() == nil || p.TTL() != 64 {
 				t.Errorf("family accessors: IsIPv6 %v IPv4 %v TTL %d", p.IsIPv6(), p.IPv4() != nil, p.TTL())
+			}
+			if p.Proto == nat.ProtoNoNextHeader {
+				// Nothing to act on: rewrites touch the addresses only.
+				f := slices.Clone(tt.frame)
+				var q nat.Packet
+				_ = q.Decode(f)
+				q.SetTuple6(ip6LL, 1, ip6Rtr, 2)
+				q.SetSeq(5)
+				if q.TCP() != nil || q.ICMPv6() != nil || !slices.Equal(f[q.L4:], tt.frame[q.L4:]) {
+					t.Error("No Next Header: the ignored bytes changed")
+				}
 			}
 		})
 	}

@@ -51,6 +51,9 @@ const (
 	IPv6MinMTU = 1280
 	// ProtoICMPv6 is the next-header value of ICMPv6 (RFC 4443 §1).
 	ProtoICMPv6 = 58
+	// ProtoNoNextHeader is IPv6's "No Next Header" (RFC 8200 §4.7):
+	// nothing follows; any bytes up to the payload length are ignored.
+	ProtoNoNextHeader = 59
 
 	// Extension headers tslb walks (RFC 8200 §4).
 	ipv6HopByHop = 0  // Hop-by-Hop Options (§4.3)
