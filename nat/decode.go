@@ -176,8 +176,6 @@ type Packet struct {
 	Proto uint8
 	// Src and Dst are the IPv4 addresses (zero for IPv6).
 	Src, Dst Addr4
-	// Src6 and Dst6 are the IPv6 addresses (zero for IPv4).
-	Src6, Dst6 Addr16
 	// SrcPort and DstPort are the TCP ports (TCP only).
 	SrcPort, DstPort uint16
 	// TCPFlags is the TCP flags byte.
@@ -194,6 +192,10 @@ type Packet struct {
 	// NEEDS_CSUM). It is set by the caller (from the virtio_net_hdr), never
 	// by Decode: Decode leaves it as it is, so set it for every frame.
 	PartialCsum bool
+	// Src6 and Dst6 are the IPv6 addresses (zero for IPv4). They come last
+	// so that the fields the IPv4 path uses keep the offsets (and cache
+	// lines) they had before IPv6.
+	Src6, Dst6 Addr16
 }
 
 // Decode validates frame once and fills p (gVisor IsValid style). The view
