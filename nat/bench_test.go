@@ -66,6 +66,119 @@ func BenchmarkRewriteSNATSetters(b *testing.B) {
 	}
 }
 
+// benchFrame6 is benchFrame over IPv6: [2001:db8::10]:40000 ->
+// [2001:db8:1::1]:443, 1,460 bytes of payload, NOP NOP TS.
+func benchFrame6() []byte {
+	return buildTCP6(tcp6Spec{src: ip6C, dst: ip6V, sport: 40000, dport: 443, seq: 1, ack: 2,
+		flags: nat.TCPFlagACK, win: 501, opts: tsOpts(100, 200), payload: make([]byte, 1460)})
+}
+
+func BenchmarkDecode6(b *testing.B) {
+	frame := benchFrame6()
+	var p nat.Packet
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecode6Ext is BenchmarkDecode6 behind a Hop-by-Hop and a
+// Destination Options header: the cost of the extension-header walk.
+func BenchmarkDecode6Ext(b *testing.B) {
+	frame := buildTCP6(tcp6Spec{src: ip6C, dst: ip6V, sport: 40000, dport: 443, seq: 1, ack: 2, ext: []extHdr{hbh(), destOpts()},
+		flags: nat.TCPFlagACK, win: 501, opts: tsOpts(100, 200), payload: make([]byte, 1460)})
+	var p nat.Packet
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRewriteSNAT6 is BenchmarkRewriteSNAT over IPv6: decode,
+// SetTuple6 (sixteen address words and two port words, one TCP checksum
+// update, no IP checksum), the timestamps. The goal is 1.2x the IPv4
+// figure at most, 0 allocs/op.
+func BenchmarkRewriteSNAT6(b *testing.B) {
+	frame := benchFrame6()
+	var p nat.Packet
+	snat, backend := addr16("2001:db8:2::1"), addr16("2001:db8:3::2")
+	b.ReportAllocs()
+	var i uint32
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetTuple6(snat, 33333, backend, 8443)
+		i++
+		p.SetTimestamps(i, i+1)
+	}
+}
+
+// BenchmarkRewriteSNATSetters6 is BenchmarkRewriteSNATSetters over IPv6.
+func BenchmarkRewriteSNATSetters6(b *testing.B) {
+	frame := benchFrame6()
+	var p nat.Packet
+	snat, backend := addr16("2001:db8:2::1"), addr16("2001:db8:3::2")
+	b.ReportAllocs()
+	var i uint32
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetSrc6(snat)
+		p.SetDst6(backend)
+		p.SetSrcPort(33333)
+		p.SetDstPort(8443)
+		i++
+		p.SetTimestamps(i, i+1)
+	}
+}
+
+// BenchmarkRewriteSNATTSOffset is the client->backend work of a flow in
+// rewrite mode with ISN translation: decode, SetTuple, and
+// Translation.ClientToBackend (seq + SeqDelta, TSval + TSOff, one checksum
+// update for both).
+func BenchmarkRewriteSNATTSOffset(b *testing.B) {
+	frame := benchFrame()
+	var p nat.Packet
+	snat, backend := nat.Addr4{10, 0, 0, 1}, nat.Addr4{10, 0, 0, 2}
+	x := nat.Translation{SeqDelta: 0x1234_5678, TS: nat.TSActOffset, TSOff: 0x9abc_def0}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetTuple(snat, 33333, backend, 8443)
+		if _, err := x.ClientToBackend(&p, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRewriteSNATTSOffset6 is BenchmarkRewriteSNATTSOffset over IPv6
+// with SetTuple6.
+func BenchmarkRewriteSNATTSOffset6(b *testing.B) {
+	frame := benchFrame6()
+	var p nat.Packet
+	snat, backend := addr16("2001:db8:2::1"), addr16("2001:db8:3::2")
+	x := nat.Translation{SeqDelta: 0x1234_5678, TS: nat.TSActOffset, TSOff: 0x9abc_def0}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetTuple6(snat, 33333, backend, 8443)
+		if _, err := x.ClientToBackend(&p, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkStripTimestamps(b *testing.B) {
 	frame := benchFrame()
 	orig := append([]byte(nil), frame[:80]...)

@@ -38,3 +38,38 @@ func BuildTCP(buf []byte, ethSrc, ethDst MAC, src, dst Addr4, sport, dport uint1
 	binary.BigEndian.PutUint16(t[16:], TCPChecksum(src, dst, t[:TCPMinimumSize]))
 	return n
 }
+
+// BuildTCP6 is BuildTCP for IPv6: it writes an Ethernet + IPv6 + TCP
+// segment with no extension headers, no options and no payload into buf
+// and returns its length (74 bytes; buf must hold at least that, else it
+// returns 0). Traffic class and flow label are 0, the hop limit 64, the
+// TCP checksum complete (RFC 8200 §8.1 pseudo header; IPv6 has no header
+// checksum). tslb uses it for the RSTs (and ACKs) it sends itself.
+func BuildTCP6(buf []byte, ethSrc, ethDst MAC, src, dst Addr16, sport, dport uint16, seq, ack uint32, flags uint8, window uint16) int {
+	const n = EthernetHeaderLen + IPv6HeaderLen + TCPMinimumSize
+	if len(buf) < n {
+		return 0
+	}
+	b := buf[:n]
+	clear(b)
+	copy(b[0:6], ethDst[:])
+	copy(b[6:12], ethSrc[:])
+	binary.BigEndian.PutUint16(b[12:], EtherTypeIPv6)
+	ip := IPv6(b[EthernetHeaderLen : EthernetHeaderLen+IPv6HeaderLen])
+	ip[0] = 6 << 4
+	ip.SetPayloadLength(TCPMinimumSize)
+	ip.SetNextHeader(ProtoTCP)
+	ip.SetHopLimit(64)
+	ip.SetSrc(src)
+	ip.SetDst(dst)
+	t := b[EthernetHeaderLen+IPv6HeaderLen:]
+	binary.BigEndian.PutUint16(t[0:], sport)
+	binary.BigEndian.PutUint16(t[2:], dport)
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], ack)
+	t[12] = 5 << 4
+	t[13] = flags
+	binary.BigEndian.PutUint16(t[14:], window)
+	binary.BigEndian.PutUint16(t[16:], TCPChecksum6(src, dst, t[:TCPMinimumSize]))
+	return n
+}

@@ -1,6 +1,9 @@
 package nat
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // Checksum returns the Internet checksum sum (RFC 1071) of b added to
 // initial: the one's-complement sum of b as big-endian 16-bit words (an odd
@@ -50,6 +53,35 @@ func PseudoHeaderSum(src, dst Addr4, proto uint8, l4len uint16) uint32 {
 	return uint32(binary.BigEndian.Uint16(src[0:2])) + uint32(binary.BigEndian.Uint16(src[2:4])) +
 		uint32(binary.BigEndian.Uint16(dst[0:2])) + uint32(binary.BigEndian.Uint16(dst[2:4])) +
 		uint32(proto) + uint32(l4len)
+}
+
+// PseudoHeaderSum6 returns the (unfolded, non-complemented) sum of the
+// IPv6 pseudo header for an upper-layer checksum (RFC 8200 §8.1): source
+// and destination address, the upper-layer packet length as 32 bits and
+// the next-header value (of the upper layer, not of the first extension
+// header). The result is below 2^18, so adding it to a few folded sums
+// cannot overflow.
+func PseudoHeaderSum6(src, dst Addr16, nextHeader uint8, l4len uint32) uint32 {
+	acc := uint64(binary.BigEndian.Uint32(src[0:])) + uint64(binary.BigEndian.Uint32(src[4:])) +
+		uint64(binary.BigEndian.Uint32(src[8:])) + uint64(binary.BigEndian.Uint32(src[12:])) +
+		uint64(binary.BigEndian.Uint32(dst[0:])) + uint64(binary.BigEndian.Uint32(dst[4:])) +
+		uint64(binary.BigEndian.Uint32(dst[8:])) + uint64(binary.BigEndian.Uint32(dst[12:]))
+	return fold64(acc) + l4len>>16 + l4len&0xffff + uint32(nextHeader)
+}
+
+// TCPChecksum6 computes the full TCP checksum of the segment tcp (header
+// and payload) sent from src to dst over IPv6, with the checksum field
+// treated as zero. The pseudo-header destination is dst: tslb only
+// decodes packets whose Routing header, if any, has no segments left, so
+// dst is the final destination RFC 8200 §8.1 asks for.
+func TCPChecksum6(src, dst Addr16, tcp []byte) uint16 {
+	s := PseudoHeaderSum6(src, dst, ProtoTCP, uint32(len(tcp)))
+	if len(tcp) < tcpChecksumOffset+2 {
+		return ^Fold(Checksum(tcp, s))
+	}
+	s = Checksum(tcp[:tcpChecksumOffset], s)
+	s = Checksum(tcp[tcpChecksumOffset+2:], s)
+	return ^Fold(s)
 }
 
 // TCPChecksum computes the full TCP checksum of the segment tcp (header and
@@ -105,6 +137,61 @@ func delta32(old, new uint32) uint32 {
 	return uint32(^uint16(old>>16)) + uint32(^uint16(old)) + new>>16 + new&0xffff
 }
 
+// sumAddrDelta returns the one's-complement sum of ~old + new over the
+// eight 16-bit words of a 128-bit address field f changing to a, folded
+// to 16 bits (RFC 1624 eqn. 3, the part that does not depend on the
+// checksum), and writes a into f.
+func sumAddrDelta(f []byte, a *Addr16) uint32 {
+	le := binary.LittleEndian
+	_ = f[15]
+	acc, c := bits.Add64(^le.Uint64(f[0:]), ^le.Uint64(f[8:]), 0)
+	acc, c = bits.Add64(acc, le.Uint64(a[0:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(a[8:]), c)
+	copy(f[:16], a[:])
+	return foldLE64(acc, c)
+}
+
+// sumAddrsDelta is sumAddrDelta for the 32 bytes of an IPv6 source and
+// destination address changing to src and dst at once (SetTuple6).
+func sumAddrsDelta(f []byte, src, dst *Addr16) uint32 {
+	le := binary.LittleEndian
+	_ = f[31]
+	acc, c := bits.Add64(^le.Uint64(f[0:]), ^le.Uint64(f[8:]), 0)
+	acc, c = bits.Add64(acc, ^le.Uint64(f[16:]), c)
+	acc, c = bits.Add64(acc, ^le.Uint64(f[24:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(src[0:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(src[8:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(dst[0:]), c)
+	acc, c = bits.Add64(acc, le.Uint64(dst[8:]), c)
+	copy(f[0:16], src[:])
+	copy(f[16:32], dst[:])
+	return foldLE64(acc, c)
+}
+
+// foldLE64 finishes a one's-complement sum of little-endian 64-bit words
+// (acc with a pending carry c) as the big-endian 16-bit sum. RFC 1071
+// §2(B): the sum is independent of byte order up to swapping the bytes
+// of the result, so the words are loaded without byte swaps, folded
+// (end-around carries, RFC 1071 §2(C)) and the 16-bit result swapped
+// once. A complemented 64-bit word is the four complemented 16-bit words
+// in any byte order, so ~old needs no swap either.
+func foldLE64(acc, c uint64) uint32 {
+	acc, c = bits.Add64(acc, 0, c)
+	acc += c // acc was all ones only if c is now 1: no further carry
+	t := acc>>32 + acc&0xffffffff
+	t = t>>16 + t&0xffff
+	t = t>>16 + t&0xffff
+	t = t>>16 + t&0xffff
+	return uint32(bits.ReverseBytes16(uint16(t)))
+}
+
+// fold64 folds a sum of 32-bit words to 16 bits (end-around carry).
+func fold64(acc uint64) uint32 {
+	acc = (acc >> 32) + (acc & 0xffffffff)
+	acc = (acc >> 32) + (acc & 0xffffffff)
+	return uint32(Fold(uint32(acc)))
+}
+
 // updateL4Pseudo patches the L4 checksum for a pseudo-header change whose
 // delta32 is d, in full or partial mode.
 func (p *Packet) updateL4Pseudo(d uint32) {
@@ -120,6 +207,13 @@ func (p *Packet) updateL4Pseudo(d uint32) {
 			return
 		}
 		off = p.L4 + 6
+	case ProtoICMPv6:
+		// Unlike ICMPv4, the ICMPv6 checksum covers the pseudo header
+		// (RFC 4443 §2.3). Decode guarantees 8 bytes.
+		if p.EtherType != EtherTypeIPv6 {
+			return
+		}
+		off = p.L4 + 2
 	default:
 		return
 	}
@@ -170,6 +264,34 @@ func (p *Packet) SetSrc(a Addr4) {
 func (p *Packet) SetDst(a Addr4) {
 	if p.setAddr(ipv4DstOffset, a) {
 		p.Dst = a
+	}
+}
+
+// setAddr6 writes a at frame offset p.L3+off (the source or destination
+// address of the IPv6 header) and fixes the L4 checksum's pseudo-header
+// part. IPv6 has no header checksum.
+func (p *Packet) setAddr6(off int, a *Addr16) bool {
+	if p.L3 == 0 || p.EtherType != EtherTypeIPv6 {
+		return false
+	}
+	p.updateL4Pseudo(sumAddrDelta(p.Frame[p.L3+off:p.L3+off+16], a))
+	return true
+}
+
+// SetSrc6 rewrites the IPv6 source address, updating the TCP, UDP or
+// ICMPv6 checksum's pseudo-header part (RFC 8200 §8.1) in either checksum
+// mode: RFC 1624 eqn. 3 over the address's eight 16-bit words. It is a
+// no-op unless the frame decoded as IPv6.
+func (p *Packet) SetSrc6(a Addr16) {
+	if p.setAddr6(ipv6SrcOffset, &a) {
+		p.Src6 = a
+	}
+}
+
+// SetDst6 rewrites the IPv6 destination address like SetSrc6.
+func (p *Packet) SetDst6(a Addr16) {
+	if p.setAddr6(ipv6DstOffset, &a) {
+		p.Dst6 = a
 	}
 }
 
@@ -232,12 +354,13 @@ func (p *Packet) SetAck(v uint32) {
 	}
 }
 
-// DecTTL decrements the IPv4 TTL and updates the header checksum. It
-// returns false, changing nothing, if the TTL would reach 0 (or the frame
-// is not IPv4).
+// DecTTL decrements the IPv4 TTL and updates the header checksum, or
+// decrements the IPv6 hop limit (RFC 8200 §3; no checksum covers it). It
+// returns false, changing nothing, if the TTL or hop limit would reach 0
+// (or the frame is not IP).
 func (p *Packet) DecTTL() bool {
 	if p.L3 == 0 || p.EtherType != EtherTypeIPv4 {
-		return false
+		return p.decHopLimit()
 	}
 	ip := p.Frame[p.L3 : p.L3+IPv4MinimumSize]
 	ttl := ip[ipv4TTLOffset]
@@ -247,6 +370,19 @@ func (p *Packet) DecTTL() bool {
 	old := binary.BigEndian.Uint16(ip[ipv4TTLOffset:])
 	ip[ipv4TTLOffset] = ttl - 1
 	IPv4(ip).SetChecksum(update16(IPv4(ip).Checksum(), old, old-0x100))
+	return true
+}
+
+// decHopLimit is DecTTL for IPv6.
+func (p *Packet) decHopLimit() bool {
+	if p.L3 == 0 || p.EtherType != EtherTypeIPv6 {
+		return false
+	}
+	hl := &p.Frame[p.L3+ipv6HopLimitOffset]
+	if *hl <= 1 {
+		return false
+	}
+	*hl--
 	return true
 }
 

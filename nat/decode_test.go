@@ -133,7 +133,7 @@ func TestDecode(t *testing.T) {
 		{name: "truncated_ipv4", frame: goldenSYN[:14+19], err: nat.ErrShortFrame},
 		{name: "truncated_tcp", frame: goldenSYN[:len(goldenSYN)-1], err: nat.ErrBadTotalLength},
 		{name: "vlan_ethertype", frame: edit(goldenSYN, func(b []byte) { b[12], b[13] = 0x81, 0x00 }), err: nat.ErrUnsupportedEtherType},
-		{name: "ipv6_ethertype", frame: edit(goldenSYN, func(b []byte) { b[12], b[13] = 0x86, 0xdd }), err: nat.ErrUnsupportedEtherType},
+		{name: "ipv4_under_ipv6_ethertype", frame: edit(goldenSYN, func(b []byte) { b[12], b[13] = 0x86, 0xdd }), err: nat.ErrNotIPv6},
 		{name: "short_arp", frame: goldenARP[:14+27], err: nat.ErrShortARP},
 		{name: "version_6", frame: edit(goldenSYN, func(b []byte) { b[14] = 0x65 }), err: nat.ErrNotIPv4},
 		{name: "ihl_4", frame: edit(goldenSYN, func(b []byte) { b[14] = 0x44 }), err: nat.ErrBadIHL},
@@ -216,7 +216,10 @@ func TestReason(t *testing.T) {
 		nat.ErrShortFrame, nat.ErrNotIPv4, nat.ErrBadIHL, nat.ErrBadTotalLength,
 		nat.ErrFragment, nat.ErrShortTCP, nat.ErrBadDataOffset, nat.ErrBadOptions,
 		nat.ErrShortICMP, nat.ErrShortARP, nat.ErrUnsupportedEtherType,
-		nat.ErrBadIPChecksum, nat.ErrBadTCPChecksum, nat.ErrBadIPOptions, nat.ErrSourceRoute, errors.New("x"),
+		nat.ErrBadIPChecksum, nat.ErrBadTCPChecksum, nat.ErrBadIPOptions, nat.ErrSourceRoute,
+		nat.ErrNotIPv6, nat.ErrBadPayloadLength, nat.ErrJumbogram, nat.ErrFragment6,
+		nat.ErrShortExtHeader, nat.ErrBadExtHeader, nat.ErrExtHeaderLimit, nat.ErrRoutingHeader,
+		nat.ErrUnsupportedNextHeader, nat.ErrBadNDP, errors.New("x"),
 	}
 	if len(errs) != len(nat.Reasons) {
 		t.Fatalf("len(Reasons) = %d, want %d", len(nat.Reasons), len(errs))
@@ -237,6 +240,9 @@ func TestReason(t *testing.T) {
 	}
 	if got := nat.Reason(nat.ErrNotICMPError); got != "other" {
 		t.Errorf("Reason(ErrNotICMPError) = %q", got)
+	}
+	if got := nat.Reason(nat.ErrNotNDP); got != "other" {
+		t.Errorf("Reason(ErrNotNDP) = %q", got)
 	}
 }
 

@@ -9,8 +9,8 @@ import (
 // values, so returning one never allocates.
 var (
 	// ErrNoRoom means a TCP option could not be inserted: the frame has no
-	// capacity left for the larger header, or the IPv4 total length would
-	// pass 65535.
+	// capacity left for the larger header, or the IPv4 total length (IPv6
+	// payload length) would pass 65535.
 	ErrNoRoom = errors.New("nat: no room for TCP options")
 	// ErrNotTCP means a translation was asked for a packet that did not
 	// decode as a TCP segment, or a SYN was expected and p is not one.
@@ -77,10 +77,25 @@ func (a TSAction) String() string {
 // backend's real rcv_nxt.
 const MaxSeqAdvance = 1 << 30
 
-// MinMSS is the smallest MSS the SYN-ACK clamp of TSActSynth produces (RFC
-// 9293 §3.7.1 default send MSS); an advertised MSS at or below it is left
-// alone.
+// MinMSS is the smallest MSS the SYN-ACK clamp of TSActSynth and the MTU
+// clamp produce (RFC 9293 §3.7.1 default send MSS for IPv4); an advertised
+// MSS at or below it is left alone. It is the floor for IPv6 too: IPv6's
+// default of 1220 (1280 − 60) would stop the TSActSynth clamp from making
+// room for its 12 bytes on a 1280-byte link, where 1208 is right.
 const MinMSS = 536
+
+// MaxMSS returns the largest MSS that fits a link MTU (RFC 6691 §2: the
+// MSS counts neither IP nor TCP options): mtu − 40 for IPv4 (20-byte IPv4
+// and TCP headers) and mtu − 60 for IPv6 (RFC 8200 §8.3: "the MSS must be
+// computed as the maximum packet size minus 60 octets"). It returns 0 if
+// mtu is not larger than that.
+func MaxMSS(mtu int, ipv6 bool) int {
+	h := IPv4MinimumSize + TCPMinimumSize
+	if ipv6 {
+		h = IPv6HeaderLen + TCPMinimumSize
+	}
+	return max(mtu-h, 0)
+}
 
 // tsOptLen is the aligned length of NOP NOP TS (TCPOLEN_TSTAMP_ALIGNED):
 // what TSActSynth adds to every client->backend segment.
@@ -113,6 +128,14 @@ type Translation struct {
 	// TSBase is added to the caller's clock value in TSActSynth (see the type
 	// comment). SetupSYN leaves it as the caller set it.
 	TSBase uint32
+	// MTU, if not 0, is the smallest link MTU on the flow's path through
+	// tslb. SetupSYN then clamps the SYN's MSS option and BackendToClient
+	// the SYN-ACK's to MaxMSS(MTU) of the packet's family (MTU − 40 for
+	// IPv4, MTU − 60 for IPv6), and in TSActSynth the SYN-ACK's to 12 less,
+	// never below MinMSS and never raising an MSS. 0 (the zero value)
+	// clamps nothing beyond TSActSynth's 12 bytes. SetupSYN leaves it as the
+	// caller set it.
+	MTU uint16
 
 	// NextSeq is the highest seq+len(+SYN/FIN) sent toward the backend,
 	// in backend space (wrap-aware maximum, RSTs excluded, bounded by
@@ -309,19 +332,21 @@ func fixedLen(o *TCPOptions) int {
 
 // replaceOptions replaces the TCP options with opts (a multiple of 4
 // bytes, at least as long as the current options, at most 40), moving the
-// payload, and updates the IPv4 total length and header checksum, the TCP
-// data offset and checksum (full mode: incrementally over the changed
-// words and the pseudo-header length; partial mode: the pseudo-header
-// length only) and p. The frame is resliced to the end of the datagram
-// (Ethernet padding is dropped when it grows) within cap(p.Frame).
+// payload, and updates the IP length field (setIPLen: IPv4 total length
+// and header checksum, or IPv6 payload length), the TCP data offset and
+// checksum (full mode: incrementally over the changed words and the
+// pseudo-header length; partial mode: the pseudo-header length only) and
+// p. The pseudo-header length is 16 bits in IPv4 and 32 in IPv6 (RFC 8200
+// §8.1), but below 65536 its high half is 0, so one update serves both.
+// The frame is resliced to the end of the datagram (Ethernet padding is
+// dropped when it grows) within cap(p.Frame).
 func (p *Packet) replaceOptions(opts []byte) (int, error) {
 	oldHL := p.TCPHdrLen
 	newHL := TCPMinimumSize + len(opts)
 	g := newHL - oldHL
 	end := p.L4 + p.L4Len
 	newEnd := end + g
-	ip := IPv4(p.Frame[p.L3:p.L4])
-	tl := int(ip.TotalLen())
+	tl := p.ipLen()
 	if g < 0 || newHL > TCPMaximumSize || tl+g > 0xffff || newEnd > cap(p.Frame) {
 		return 0, ErrNoRoom
 	}
@@ -343,12 +368,34 @@ func (p *Packet) replaceOptions(opts []byte) (int, error) {
 		cs = updateRange(cs, oldSum, newSum)
 	}
 	TCP(t).SetChecksum(cs)
-	binary.BigEndian.PutUint16(ip[ipv4TotalLenOffset:], uint16(tl+g))
-	ip.SetChecksum(update16(ip.Checksum(), uint16(tl), uint16(tl+g)))
+	p.setIPLen(tl, tl+g)
 	p.Frame = f
 	p.TCPHdrLen = newHL
 	p.L4Len = newL4Len
 	return g, nil
+}
+
+// ipLen returns the IP length field L4Len is counted in: the IPv4 total
+// length, or the IPv6 payload length (RFC 8200 §3: extension headers
+// included). Both are 16 bits. This and setIPLen are the only places the
+// translation looks at the IP header.
+func (p *Packet) ipLen() int {
+	if p.EtherType == EtherTypeIPv6 {
+		return int(binary.BigEndian.Uint16(p.Frame[p.L3+ipv6PayloadLenOffset:]))
+	}
+	return int(binary.BigEndian.Uint16(p.Frame[p.L3+ipv4TotalLenOffset:]))
+}
+
+// setIPLen changes the IP length field from old to n, updating the IPv4
+// header checksum (RFC 1624 eqn. 3); IPv6 has no header checksum.
+func (p *Packet) setIPLen(old, n int) {
+	if p.EtherType == EtherTypeIPv6 {
+		binary.BigEndian.PutUint16(p.Frame[p.L3+ipv6PayloadLenOffset:], uint16(n))
+		return
+	}
+	ip := IPv4(p.Frame[p.L3 : p.L3+IPv4MinimumSize])
+	binary.BigEndian.PutUint16(ip[ipv4TotalLenOffset:], uint16(n))
+	ip.SetChecksum(update16(ip.Checksum(), uint16(old), uint16(n)))
 }
 
 // noteSeq records the end of a segment sent toward the backend with
@@ -407,6 +454,8 @@ func (x *Translation) action() TSAction {
 // The SYN's TSecr is sent as 0 in rewrite mode (RFC 7323 §3.2: it is only
 // meaningful with ACK).
 //
+// With x.MTU set, the SYN's MSS option is clamped to MaxMSS(x.MTU).
+//
 // In TSActSynth the TCP header grows by 12 bytes (NOP NOP TS in front of the
 // options) or, if that would pass 40 bytes of options, by less, the list
 // being re-encoded with WriteTCPOptions (SACK blocks and unknown options
@@ -449,7 +498,7 @@ func (x *Translation) SetupSYN(p *Packet, mode TSMode, isn, tsval uint32) (grow 
 		}
 	}
 	*x = Translation{
-		SeqDelta: isn - p.Seq, TS: act, TSBase: x.TSBase,
+		SeqDelta: isn - p.Seq, TS: act, TSBase: x.TSBase, MTU: x.MTU,
 		BackendAck: isn, HaveBackendAck: true,
 		BadOptions: x.BadOptions, NoRoom: x.NoRoom, UnexpectedTS: x.UnexpectedTS,
 		MissingTS: x.MissingTS, SACKTrimmed: x.SACKTrimmed, DroppedOpts: x.DroppedOpts,
@@ -472,6 +521,7 @@ func (x *Translation) SetupSYN(p *Packet, mode TSMode, isn, tsval uint32) (grow 
 	case TSActSynth:
 		x.noteTS(tsval)
 	}
+	x.clampMSSOption(p, &o, 0)
 	if isn != p.Seq {
 		p.SetSeq(isn)
 	}
@@ -608,6 +658,10 @@ func (x *Translation) ClientToBackend(p *Packet, tsNow uint32) (grow int, err er
 //     clamped by 12 (to no less than MinMSS, and never raised) so that
 //     full-size client segments still fit the path with the inserted TS.
 //
+// With x.MTU set, the SYN-ACK's MSS is also clamped to MaxMSS(x.MTU) of
+// the family (less 12 where TSActSynth inserts). The 12-byte clamp itself is
+// the same for IPv4 and IPv6: it makes room for a TCP option.
+//
 // It also records BackendAck. It never grows the frame. Malformed options
 // in a segment that must be translated give ErrBadOptions with p
 // unchanged; lb drops the segment.
@@ -683,6 +737,9 @@ func (x *Translation) BackendToClient(p *Packet) error {
 				p.nopTSAt(o.TSOff)
 				x.Stripped++
 			}
+			if synAck {
+				x.clampMSSOption(p, &o, 0)
+			}
 			return nil
 		}
 		if o.HasTS {
@@ -692,13 +749,36 @@ func (x *Translation) BackendToClient(p *Packet) error {
 			p.nopTSAt(o.TSOff)
 			x.Stripped++
 		}
-		if synAck && o.HasMSS {
-			if m := clampMSS(o.MSS); m != o.MSS {
-				p.SetMSS(m)
-			}
+		if synAck {
+			x.clampMSSOption(p, &o, tsOptLen)
 		}
+		return nil
+	}
+	if p.TCPFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN|TCPFlagACK {
+		x.clampMSSOption(p, &o, 0)
 	}
 	return nil
+}
+
+// clampMSSOption applies the MSS clamps to the SYN or SYN-ACK p, whose
+// options o were parsed before any rewrite: by grow bytes (TSActSynth's 12,
+// or 0) and, with x.MTU set, to MaxMSS(x.MTU) − grow of p's family; never
+// below MinMSS, never raising the MSS.
+func (x *Translation) clampMSSOption(p *Packet, o *TCPOptions, grow int) {
+	if !o.HasMSS {
+		return
+	}
+	m := o.MSS
+	if grow > 0 {
+		m = clampMSS(m)
+	}
+	if x.MTU != 0 {
+		lim := max(MaxMSS(int(x.MTU), p.EtherType == EtherTypeIPv6)-grow, MinMSS)
+		m = min(m, uint16(min(lim, 0xffff)))
+	}
+	if m != o.MSS {
+		p.SetMSS(m)
+	}
 }
 
 // clampMSS lowers an MSS by the 12 bytes TSActSynth adds, to no less than

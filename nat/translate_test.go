@@ -114,6 +114,13 @@ func trCheck(t testing.TB, frame []byte) trDecoded {
 	if s := trSum(seg, ph); s != 0xffff {
 		t.Fatalf("TCP checksum wrong (sum %#x)", s)
 	}
+	return trOptions(t, tcp)
+}
+
+// trOptions collects the options of tcp as gopacket decoded them, failing
+// t on a repeated TS option or options past the data offset.
+func trOptions(t testing.TB, tcp *layers.TCP) trDecoded {
+	t.Helper()
 	d := trDecoded{tcp: tcp}
 	ol := 0
 	for _, o := range tcp.Options {
@@ -752,6 +759,11 @@ func FuzzTranslate(f *testing.F) {
 	f.Add(trRaw(trSeg{src: trSNAT, dst: trBackend, seq: 1, ack: 3, flags: nat.TCPFlagACK, payload: []byte("hi")}, []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}, 0), uint8(2), uint32(5), uint32(6), uint64(1))
 	f.Add(trRaw(trSeg{src: trSNAT, dst: trBackend, seq: 1, ack: 3, flags: nat.TCPFlagACK}, []byte{1, 1, 5, 34, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 8}, 0), uint8(3), uint32(5), uint32(6), uint64(2))
 	f.Add(trRaw(trSeg{src: trBackend, dst: trSNAT, seq: 1, ack: 3, flags: nat.TCPFlagSYN | nat.TCPFlagACK}, []byte{2, 4, 5, 180, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0}, 0), uint8(3), uint32(5), uint32(6), uint64(3))
+	// IPv6 twins, with extension headers.
+	f.Add(to6(trRaw(trSeg{src: trSNAT, dst: trBackend, seq: 1, flags: nat.TCPFlagSYN}, []byte{2, 4, 5, 160, 1, 1, 4, 2}, 0), []extHdr{hbh()}, false), uint8(2), uint32(5), uint32(6), uint64(0))
+	f.Add(to6(trRaw(trSeg{src: trSNAT, dst: trBackend, seq: 1, ack: 3, flags: nat.TCPFlagACK, payload: []byte("hi")}, []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}, 0), nil, false), uint8(2), uint32(5), uint32(6), uint64(0x11))
+	f.Add(to6(trRaw(trSeg{src: trSNAT, dst: trBackend, seq: 1, ack: 3, flags: nat.TCPFlagACK, payload: []byte("x")}, nil, 0), []extHdr{destOpts()}, true), uint8(3), uint32(5), uint32(6), uint64(0x11c))
+	f.Add(to6(trRaw(trSeg{src: trBackend, dst: trSNAT, seq: 1, ack: 3, flags: nat.TCPFlagSYN | nat.TCPFlagACK}, []byte{2, 4, 5, 160, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0}, 0), nil, false), uint8(3), uint32(5), uint32(6), uint64(0x23))
 	f.Fuzz(func(t *testing.T, frame []byte, mode uint8, a, b uint32, sel uint64) {
 		buf := make([]byte, len(frame), len(frame)+int(sel%20))
 		copy(buf, frame)
@@ -825,6 +837,47 @@ func BenchmarkTSOffsetRewrite(b *testing.B) {
 		}
 		p.SetSrc(trSNAT)
 		p.SetDst(trBackend)
+		p.SetSrcPort(50000)
+		p.SetDstPort(8443)
+		if _, err := x.ClientToBackend(&p, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchSegment6 is benchSegment's IPv6 twin.
+func benchSegment6(b *testing.B) []byte { return to6(benchSegment(b), nil, false) }
+
+func BenchmarkPassthroughRewrite6(b *testing.B) {
+	frame := benchSegment6(b)
+	snat, backend := map6(trSNAT), map6(trBackend)
+	var p nat.Packet
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for range b.N {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetSrc6(snat)
+		p.SetDst6(backend)
+		p.SetSrcPort(50000)
+		p.SetDstPort(8443)
+	}
+}
+
+func BenchmarkTSOffsetRewrite6(b *testing.B) {
+	frame := benchSegment6(b)
+	snat, backend := map6(trSNAT), map6(trBackend)
+	var p nat.Packet
+	x := nat.Translation{SeqDelta: 0x1234_5678, TS: nat.TSActOffset, TSOff: 0x9abc_def0}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for range b.N {
+		if err := p.Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+		p.SetSrc6(snat)
+		p.SetDst6(backend)
 		p.SetSrcPort(50000)
 		p.SetDstPort(8443)
 		if _, err := x.ClientToBackend(&p, 0); err != nil {
