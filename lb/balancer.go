@@ -59,6 +59,8 @@ type shared struct {
 
 	pcapDir string
 	pcapMax int
+
+	cookies nat.CookieKey // the SYN proxy's secret, random per start
 }
 
 // Balancer is a running tslb datapath built from one configuration.
@@ -99,6 +101,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		log: opts.Logger, clock: opts.Clock, seed: opts.Seed, workers: nw,
 		flowsMax: int64(cfg.Flows.Max), halfOpenMax: cfg.Flows.HalfOpenMax, pcapDir: cfg.Detector.PcapDir, pcapMax: cfg.Detector.PcapMaxFiles,
 	}
+	sh.cookies = nat.CookieKey{rand.Uint64(), rand.Uint64(), rand.Uint64(), rand.Uint64()}
 	if sh.pcapMax <= 0 {
 		sh.pcapMax = config.DefaultPcapMaxFiles
 	}

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"tslb/config"
 	"tslb/lb/link"
 	"tslb/lb/snat"
 	"tslb/nat"
@@ -166,9 +167,22 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 		w.c.drop(dropAfterClose)
 		return
 	}
+	if f != nil && f.pxs != nil {
+		// Proxied, the backend has not answered: hold the client's
+		// segments; a retransmitted SYN gets the same cookie again.
+		if syn {
+			w.sendCookie(svc)
+		} else {
+			w.holdForProxy(f, frame)
+		}
+		return
+	}
 	fresh := false
 	if f == nil {
 		if !syn {
+			if svc.synProxy != config.SYNProxyOff && w.acceptCookie(svc, frame) {
+				return
+			}
 			w.c.drop(dropNoFlow)
 			return
 		}
@@ -181,6 +195,13 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 				w.c.drop(r)
 			}
 			return
+		}
+		if w.synth == nil {
+			svc.syns.Inc()
+			if w.shouldProxy(svc) {
+				w.sendCookie(svc)
+				return
+			}
 		}
 		var v snat.Verdict
 		if f, v = w.newFlow(svc, k); f == nil {
@@ -201,6 +222,13 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 	if rstIgnored {
 		w.c.drop(dropRSTOutOfWindow)
 		return
+	}
+	if f.px != nil {
+		// The acknowledgement side into the backend's space (SYN proxy).
+		if err := f.px.ToBackend(p); err != nil {
+			w.c.dropErr(err)
+			return
+		}
 	}
 	var grow int
 	var err error
@@ -278,11 +306,31 @@ func (w *worker) fromBackend(frame []byte) {
 			f.be.collisions[sigRSTOnSYN].Inc()
 			// A refusal acknowledges the SYN (RFC 9293 §3.10.7.3: any
 			// other RST in SYN-SENT is ignored).
-			if p.TCPFlags&nat.TCPFlagACK != 0 && p.Ack == f.isn+1 && w.redispatch(f, false) {
+			refused := p.TCPFlags&nat.TCPFlagACK != 0 && p.Ack == f.isn+1
+			if refused && w.redispatch(f, false) {
 				return // the client never sees the refusal
+			}
+			if refused && f.pxs != nil {
+				// The client is connected to tslb's cookie SYN-ACK: reset
+				// it in its own window.
+				w.sendTCP(f.clientNIC, f.clientHop, f.vip, f.client, f.vport, f.cport, f.pxs.cookie+1, 0, nat.TCPFlagRST)
+				w.removeFlow(f)
+				return
 			}
 		case p.TCPFlags&(nat.TCPFlagSYN|nat.TCPFlagACK) == nat.TCPFlagSYN|nat.TCPFlagACK:
 			w.passiveSuccess(f)
+			if f.pxs != nil && p.Ack == f.isn+1 {
+				w.proxyEstablished(f)
+				return
+			}
+		}
+	}
+	if f.px != nil {
+		// The backend's sequence space and clock into the client's (SYN
+		// proxy), before the tracker: it works in the client's view.
+		if err := f.px.ToClient(p); err != nil {
+			w.c.dropErr(err)
+			return
 		}
 	}
 	// The tracker works in the client's sequence space.
@@ -403,6 +451,10 @@ func (w *worker) newFlow(svc *service, k flowKey) (*flow, snat.Verdict) {
 	w.c.flows.Add(1)
 	w.c.open.Add(1)
 	w.openHalf(f)
+	if w.synth != nil {
+		f.pxs = w.synth
+		w.synthFlow = f
+	}
 	svc.created.Inc()
 	svc.active.Inc()
 	be.created.Inc()
@@ -465,7 +517,11 @@ func (w *worker) handleICMP(frame []byte, kind ownedKind) {
 		// the backend's own seq: unchanged by translation.
 		p.SetSrc(f.snat)
 		p.SetDst(f.baddr)
-		p.RewriteICMPError(e, f.baddr, f.bport, f.snat, f.sport, e.InnerSeq)
+		seq := e.InnerSeq
+		if f.px != nil {
+			seq -= f.px.SeqDelta // proxied: the client knows it in the cookie's space
+		}
+		p.RewriteICMPError(e, f.baddr, f.bport, f.snat, f.sport, seq)
 		w.c.icmpTranslated.Add(1)
 		w.transmit(f.be.nic, f.be.hop, frame)
 		return

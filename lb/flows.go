@@ -66,8 +66,13 @@ type flow struct {
 
 	// Passive health (passive.go): the client's SYN as it came (until the
 	// backend answers), when it was last sent, and the backends tried.
-	csyn         []byte
-	sentAt       int64
+	csyn   []byte
+	sentAt int64
+
+	// SYN proxy (synproxy.go): px joins the backend's sequence space to
+	// the cookie's; pxs is set until the backend answers.
+	px           *nat.Proxy
+	pxs          *proxyState
 	redispatches uint8
 	tried        [9]*backend
 }

@@ -44,6 +44,8 @@ const (
 	dropVLANTagged                         // 802.1Q/802.1ad-tagged frame on an untagged link
 	dropARPSpoof                           // ARP claiming one of tslb's own addresses (not learned)
 	dropHalfOpenFull                       // SYN refused: the service's half-open flows are all other workers'
+	dropBadCookie                          // ACK with no flow and no valid SYN cookie
+	dropProxyPending                       // client segment of a proxied flow beyond what it holds until the backend answers
 
 	numDropReasons
 
@@ -57,7 +59,7 @@ var dropReasonNames = [numDropReasons]string{
 	"tx_error", "table_full", "no_backend", "snat_exhausted", "rst_out_of_window",
 	"arp_not_ours", "shutting_down", "after_close", "owner_gone",
 	"port_zero", "bad_tcp_flags", "source_owned", "source_martian", "source_wrong_link",
-	"vlan_tagged", "arp_spoof", "half_open_full",
+	"vlan_tagged", "arp_spoof", "half_open_full", "syncookie_invalid", "synproxy_pending_full",
 }
 
 // decodeIndex maps nat.Reason labels to their index in nat.Reasons.
@@ -122,6 +124,8 @@ type metrics struct {
 
 	exhaustion      *prometheus.CounterVec // service, outcome
 	redispatched    *prometheus.CounterVec // service, reason
+	syns            *prometheus.CounterVec // service
+	cookies         *prometheus.CounterVec // service, result
 	passiveFailures *prometheus.CounterVec // service, backend
 	passiveDowns    *prometheus.CounterVec // service, backend
 	collisions      *prometheus.CounterVec // backend, signature
@@ -195,6 +199,13 @@ func newMetrics(b *Balancer) *metrics {
 		Name: "tslb_snat_exhaustion_total",
 		Help: "Exhaustion policy decisions when no tuple could be used safely, by service and outcome: waited, wait_served, wait_timeout, rejected, reused.",
 	}, []string{"service", "outcome"})
+	m.syns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_syns_total", Help: "Client SYNs with no flow yet (each would make a flow or a cookie SYN-ACK), by service.",
+	}, []string{"service"})
+	m.cookies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tslb_synproxy_cookies_total",
+		Help: "SYN proxy cookies, by service and result: sent (a cookie SYN-ACK answered a SYN), valid (an ACK returned one: a flow was made), invalid (an ACK matched no flow and no cookie).",
+	}, []string{"service", "result"})
 	m.redispatched = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tslb_syn_redispatched_total",
 		Help: "Client SYNs re-sent to another backend because the first refused them (rst) or did not answer within health.passive.syn_timeout (timeout), by service.",
@@ -245,7 +256,7 @@ func newMetrics(b *Balancer) *metrics {
 	}, []string{"service", "backend", "result"})
 	m.lastReloadOK.Set(1)
 	m.reg.MustRegister(m.flowsActive, m.flowsCreated, m.synRefused, m.backendCreated, m.backendActive,
-		expired, closed, m.arpSent, m.exhaustion, m.redispatched, m.passiveFailures, m.passiveDowns, m.collisions, m.repairs, translation,
+		expired, closed, m.arpSent, m.exhaustion, m.syns, m.cookies, m.redispatched, m.passiveFailures, m.passiveDowns, m.collisions, m.repairs, translation,
 		m.reloads, m.lastReloadOK, m.lastReloadTime, m.configVersion, m.backendUp, m.healthTransitions, m.healthChecks)
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tslb_flow_table_capacity", Help: "Configured maximum number of flows (flows.max).",

@@ -38,6 +38,8 @@ type service struct {
 	created      prometheus.Counter
 	active       prometheus.Gauge
 	redispatched [2]prometheus.Counter // SYN re-dispatched after the backend's RST, after its silence
+	syns         prometheus.Counter
+	cookies      [numCookieResults]prometheus.Counter
 	refused      [numRefusals]prometheus.Counter
 	exhausted    [numExhaust]prometheus.Counter
 }
@@ -45,8 +47,20 @@ type service struct {
 // serviceState is the part of a service that outlives reloads (by name):
 // its flows do.
 type serviceState struct {
-	halfOpen atomic.Int64 // half-open flows, every worker
+	halfOpen    atomic.Int64 // half-open flows, every worker
+	proxyUntil  atomic.Int64 // syn_proxy auto: answer with cookies until (unix ns)
+	cookieUntil atomic.Int64 // the last cookie sent is valid until (unix ns)
 }
+
+// SYN cookie outcomes, as metric labels.
+const (
+	cookieSent = iota
+	cookieValid
+	cookieInvalid
+	numCookieResults
+)
+
+var cookieResultNames = [numCookieResults]string{"sent", "valid", "invalid"}
 
 // Refusal reasons of a new SYN, as metric labels.
 const (

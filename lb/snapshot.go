@@ -95,6 +95,10 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 		for i, r := range refusalNames {
 			sv.refused[i] = m.synRefused.WithLabelValues(sv.name, r)
 		}
+		sv.syns = m.syns.WithLabelValues(sv.name)
+		for i, r := range cookieResultNames {
+			sv.cookies[i] = m.cookies.WithLabelValues(sv.name, r)
+		}
 		sv.redispatched[0] = m.redispatched.WithLabelValues(sv.name, "rst")
 		sv.redispatched[1] = m.redispatched.WithLabelValues(sv.name, "timeout")
 		for _, bc := range sc.Backends {

@@ -76,6 +76,11 @@ type worker struct {
 	pl      []*snat.Pool // scratch for the pools toward a backend
 	req     snat.Request
 
+	// synth is set while a SYN rebuilt from a valid cookie is run through
+	// fromClient; synthFlow is the flow it made.
+	synth     *proxyState
+	synthFlow *flow
+
 	// retrying is set while a SYN held by the wait policy is re-run;
 	// stillWaiting reports that it must keep waiting.
 	retrying, stillWaiting bool

@@ -73,3 +73,31 @@ func BuildTCP6(buf []byte, ethSrc, ethDst MAC, src, dst Addr16, sport, dport uin
 	binary.BigEndian.PutUint16(t[16:], TCPChecksum6(src, dst, t[:TCPMinimumSize]))
 	return n
 }
+
+// BuildTCPOptions is BuildTCP with the TCP options of o (written by
+// WriteTCPOptions: MSS, SACK-permitted, timestamps, window scale, SACK
+// blocks) and no payload. It returns the frame's length, or 0 if buf is
+// too short or the options do not fit. tslb uses it for the SYN-ACKs of
+// its SYN proxy and the SYNs it opens toward backends for them.
+func BuildTCPOptions(buf []byte, ethSrc, ethDst MAC, src, dst Addr4, sport, dport uint16, seq, ack uint32, flags uint8, window uint16, o *TCPOptions) int {
+	var opts [MaxOptionsLen]byte
+	ol := WriteTCPOptions(opts[:], o)
+	if ol < 0 {
+		return 0
+	}
+	n := EthernetHeaderLen + IPv4MinimumSize + TCPMinimumSize + ol
+	if len(buf) < n || BuildTCP(buf, ethSrc, ethDst, src, dst, sport, dport, seq, ack, flags, window) == 0 {
+		return 0
+	}
+	b := buf[:n]
+	ip := b[EthernetHeaderLen:]
+	binary.BigEndian.PutUint16(ip[2:], uint16(IPv4MinimumSize+TCPMinimumSize+ol))
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], IPv4(ip[:IPv4MinimumSize]).ComputeChecksum())
+	t := ip[IPv4MinimumSize:]
+	copy(t[TCPMinimumSize:], opts[:ol])
+	t[12] = byte((TCPMinimumSize+ol)/4) << 4
+	binary.BigEndian.PutUint16(t[16:], 0)
+	binary.BigEndian.PutUint16(t[16:], TCPChecksum(src, dst, t))
+	return n
+}
