@@ -4,8 +4,9 @@
 #
 # It is idempotent: running it again only re-checks. It installs packages and
 # downloads Go modules; it starts no service, and it stops and disables the
-# haproxy package's own service so that nothing binds ports in the root
-# namespace. One line of output per step.
+# haproxy and bird2 packages' own services so that nothing binds ports in the
+# root namespace (the cluster lab runs bird in a namespace of its own). One
+# line of output per step.
 set -eu
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -22,13 +23,14 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null || die "apt-get update failed"
 log "apt-get update: done"
 
-pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy ca-certificates curl git gcc libc6-dev"
+pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy bird2 ca-certificates curl git gcc libc6-dev"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
-	# policy-rc.d 101 keeps dpkg from starting haproxy while it installs.
+	# policy-rc.d 101 keeps dpkg from starting haproxy or bird while they
+	# install.
 	prc=/usr/sbin/policy-rc.d
 	made_prc=0
 	if [ ! -e "$prc" ]; then
@@ -43,13 +45,15 @@ else
 	log "packages already installed: $pkgs"
 fi
 
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-	systemctl disable --now haproxy >/dev/null 2>&1 || true
-	log "haproxy service: disabled and stopped (systemd)"
-else
-	service haproxy stop >/dev/null 2>&1 || true
-	log "haproxy service: no systemd; stopped if it was running"
-fi
+for svc in haproxy bird; do
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		systemctl disable --now "$svc" >/dev/null 2>&1 || true
+		log "$svc service: disabled and stopped (systemd)"
+	else
+		service "$svc" stop >/dev/null 2>&1 || true
+		log "$svc service: no systemd; stopped if it was running"
+	fi
+done
 
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	PATH="/usr/local/go/bin:$PATH"
