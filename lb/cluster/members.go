@@ -479,3 +479,44 @@ func (m *Members) newSnapshot(cur, prev *View) *Snapshot {
 	}
 	return s
 }
+
+// SetMembers replaces the configured members (a reload of
+// cluster.members). This instance's own entry must stay the same. A
+// member whose ID and MAC stay keeps its state (liveness, generation,
+// counters); a new or changed one starts unheard; a removed one leaves
+// every view it was in from the next change on and is never forwarded to
+// again (Snapshot.Live and MAC no longer know it). It publishes a new
+// Snapshot.
+func (m *Members) SetMembers(members []Member) error {
+	cfg := m.cfg
+	cfg.Members = members
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	self := m.peers[m.self]
+	old := map[MemberID]peer{}
+	for _, p := range m.peers {
+		old[p.ID] = p
+	}
+	var peers []peer
+	for _, mb := range members {
+		mb.SNAT = slices.Clone(mb.SNAT)
+		if mb.ID == self.ID && mb.MAC != self.MAC {
+			return fmt.Errorf("cluster: this instance's MAC cannot change without a restart")
+		}
+		p, ok := old[mb.ID]
+		if !ok || p.MAC != mb.MAC {
+			p = peer{}
+		}
+		p.Member = mb
+		peers = append(peers, p)
+	}
+	slices.SortFunc(peers, func(a, b peer) int { return int(a.ID) - int(b.ID) })
+	m.peers = peers
+	m.self = m.index(self.ID)
+	m.cfg = cfg
+	m.publish()
+	return nil
+}

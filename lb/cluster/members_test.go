@@ -401,3 +401,56 @@ func BenchmarkObserve(b *testing.B) {
 		m.Observe(hb, int64(i))
 	}
 }
+
+// TestSetMembers: a reload adds a fourth member (unheard until it beats),
+// changes the MAC of another (its state restarts) and then removes one.
+func TestSetMembers(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.beatAll(1)
+	m := c.m[0]
+	four := testMembers(4)
+	four[1].MAC[5] = 0x42 // member 2 moved to another NIC
+	if err := m.SetMembers(four); err != nil {
+		t.Fatal(err)
+	}
+	s := m.Snapshot()
+	if !slices.Equal(s.Current.Members, []MemberID{1, 3}) || s.Live(2) || s.Live(4) {
+		t.Errorf("after reload: current %v live2 %v live4 %v", s.Current.Members, s.Live(2), s.Live(4))
+	}
+	if mac, _ := s.MAC(2); mac[5] != 0x42 {
+		t.Errorf("member 2's MAC not updated: %v", mac)
+	}
+	// Its old MAC is refused now; the new one is accepted.
+	hb := c.m[1].NextHeartbeat(false)
+	if o := m.Observe(hb, c.now); o != WrongMAC {
+		t.Errorf("old MAC: %v", o)
+	}
+	hb.Src[5] = 0x42
+	hb.Seq++
+	if o := m.Observe(hb, c.now); o != Accepted {
+		t.Errorf("new MAC: %v", o)
+	}
+	if !m.Snapshot().Live(2) {
+		t.Errorf("2 not live after a heartbeat from its new MAC")
+	}
+	// Remove member 3: gone from the current view, not live, no MAC.
+	if err := m.SetMembers(testMembers(2)); err != nil {
+		t.Fatal(err)
+	}
+	s = m.Snapshot()
+	if s.Current.Has(3) || s.Live(3) {
+		t.Errorf("removed member still current or live: %v", s.Current.Members)
+	}
+	if _, ok := s.MAC(3); ok {
+		t.Errorf("removed member still has a MAC")
+	}
+	// Own entry must stay.
+	bad := testMembers(2)
+	bad[0].MAC[5] = 0x99
+	if err := m.SetMembers(bad); err == nil {
+		t.Errorf("own MAC change accepted")
+	}
+	if err := m.SetMembers(testMembers(2)[1:]); err == nil {
+		t.Errorf("a list without this instance accepted")
+	}
+}

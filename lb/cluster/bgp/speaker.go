@@ -621,3 +621,59 @@ func (s *Speaker) advertisedTo(srv *server.BgpServer) uint64 {
 	})
 	return n
 }
+
+// SetPeers replaces the peers (a reload of cluster.bgp.peers): sessions to
+// removed peers are closed with a Cease, new peers are added, and a peer
+// whose settings changed is removed and added again (its session
+// restarts); unchanged sessions stay up. Announced routes go to the new
+// sessions as they come up.
+func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
+	cfg := s.cfg
+	cfg.Peers = slices.Clone(peers)
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started || s.stopped {
+		return ErrNotStarted
+	}
+	old := map[netip.Addr]Peer{}
+	for _, p := range s.cfg.Peers {
+		old[p.Address] = p
+	}
+	next := map[netip.Addr]Peer{}
+	for _, p := range cfg.Peers {
+		next[p.Address] = p
+	}
+	var errs []error
+	for a, p := range old {
+		if n, ok := next[a]; ok && samePeer(p, n) {
+			continue
+		}
+		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: a.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("bgp: delete peer %v: %w", a, err))
+		}
+		delete(s.events, a)
+	}
+	for a, p := range next {
+		if o, ok := old[a]; ok && samePeer(o, p) {
+			continue
+		}
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(p)}); err != nil {
+			errs = append(errs, fmt.Errorf("bgp: add peer %v: %w", a, err))
+			continue
+		}
+		s.events[a] = &peerEvents{}
+	}
+	s.cfg.Peers = cfg.Peers
+	return errors.Join(errs...)
+}
+
+func samePeer(a, b Peer) bool {
+	if (a.BFD == nil) != (b.BFD == nil) || (a.BFD != nil && *a.BFD != *b.BFD) {
+		return false
+	}
+	a.BFD, b.BFD = nil, nil
+	return a == b
+}

@@ -150,6 +150,27 @@ func TestTwoSpeakersLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "B receives it again", 10*time.Second, func() bool { return peer(t, b).Received == 1 })
+	// A reload with the same peer keeps the session; a changed hold time
+	// restarts it and the route comes back.
+	same := []Peer{{Address: a2, ASN: 65020, Port: uint16(pb), HoldTime: 3 * time.Second, ConnectRetry: time.Second}}
+	if err := a.SetPeers(ctx, same); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if p := peer(t, a); !p.Established || p.Establishments != 1 {
+		t.Errorf("unchanged peer after SetPeers: %+v", p)
+	}
+	same[0].HoldTime = 6 * time.Second
+	if err := a.SetPeers(ctx, same); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the changed session back up with the route", 15*time.Second, func() bool {
+		p := peer(t, a)
+		return p.Established && p.Advertised == 1 && peer(t, b).Received == 1
+	})
+	if err := a.SetPeers(ctx, nil); err == nil {
+		t.Errorf("SetPeers(nil) accepted")
+	}
 	start := time.Now()
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
