@@ -72,6 +72,12 @@ func TestMaglevSpread(t *testing.T) {
 // bound: the paper's Fig. 11 shows a few percent at most for small N; we
 // hold it to 2% of the table).
 func TestMaglevRemoveOneMovesItsShare(t *testing.T) {
+	worst := map[int]float64{}
+	defer func() {
+		for _, n := range []int{2, 3, 4, 8, 16} {
+			t.Logf("N=%d: removing one member moved at most %.3f%% of the table between the others", n, 100*worst[n])
+		}
+	}()
 	for _, n := range []int{2, 3, 4, 8, 16} {
 		all := newView(ids(n), DefaultTableSize, 1)
 		for gone := MemberID(1); gone <= MemberID(n); gone++ {
@@ -87,9 +93,11 @@ func TestMaglevRemoveOneMovesItsShare(t *testing.T) {
 					movedOthers++
 				}
 			}
-			if frac := float64(movedOthers) / DefaultTableSize; frac > 0.02 {
+			frac := float64(movedOthers) / DefaultTableSize
+			if frac > 0.02 {
 				t.Errorf("n=%d, removing %d: %.2f%% of the table moved between surviving members", n, gone, 100*frac)
 			}
+			worst[n] = max(worst[n], frac)
 		}
 	}
 }
