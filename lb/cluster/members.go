@@ -111,7 +111,6 @@ type peer struct {
 type Members struct {
 	cfg       Config
 	self      int // index of Self in peers
-	interval  int64
 	deadAfter int64
 	m         uint64
 	started   int64
@@ -151,7 +150,6 @@ func New(cfg Config, now int64) (*Members, error) {
 	}
 	m := &Members{
 		cfg:       cfg,
-		interval:  int64(cfg.Interval),
 		deadAfter: int64(cfg.DeadAfter),
 		m:         cfg.TableSize,
 		started:   now,
