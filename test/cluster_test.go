@@ -202,7 +202,7 @@ func TestClusterBGP(t *testing.T) {
 	wrong := startSpeaker(t, c, t1, func(cfg *bgp.Config) { cfg.ASN = 65011 })
 	eventually(t, "the wrong-AS speaker sees a NOTIFICATION", 15*time.Second, func() bool {
 		p := wrong.peer()
-		return p.Notifications > 0 || p.LastError != ""
+		return p.Notifications > 0 && p.LastError != ""
 	})
 	if p := wrong.peer(); p.Established {
 		t.Fatalf("wrong AS established: %+v", p)

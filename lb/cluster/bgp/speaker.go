@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -314,13 +315,27 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	}
 	st := ev.Peer.State
 	s.mu.Lock()
+	reason := ""
+	if st.DisconnectReason != api.PeerState_DISCONNECT_REASON_UNSPECIFIED {
+		reason = strings.ToLower(strings.TrimPrefix(st.DisconnectReason.String(), "DISCONNECT_REASON_"))
+		if st.DisconnectMessage != "" {
+			reason += ": " + st.DisconnectMessage
+		}
+	}
 	if e := s.events[st.NeighborAddress]; e != nil {
 		if st.SessionState == bgp.BGP_FSM_ESTABLISHED {
 			e.established++
 		}
+		if reason != "" {
+			e.lastDown = reason
+		}
 	}
 	s.mu.Unlock()
-	s.log.Info("bgp: peer state", "peer", st.NeighborAddress, "state", sessionName(st.SessionState))
+	if reason != "" {
+		s.log.Warn("bgp: peer state", "peer", st.NeighborAddress, "state", sessionName(st.SessionState), "reason", reason)
+	} else {
+		s.log.Info("bgp: peer state", "peer", st.NeighborAddress, "state", sessionName(st.SessionState))
+	}
 }
 
 func sessionName(st bgp.FSMState) string {
@@ -458,7 +473,8 @@ type PeerState struct {
 	Notifications uint64
 	// Advertised counts the routes sent to the neighbour.
 	Advertised uint64
-	// LastError is the reason the session last went down, "" if none.
+	// LastError is the reason the session last went down (GoBGP's
+	// state reason, such as "notification_received: ..."), "" if none.
 	LastError string
 	// BFD is the BFD session state ("" if BFD is off): up, down, init,
 	// admin_down.
@@ -487,12 +503,6 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerState, error) {
 			st.Flops = ps.Flops
 			if m := ps.Messages; m != nil && m.Received != nil {
 				st.Notifications = m.Received.Notification
-			}
-			if ps.DisconnectReason != api.PeerState_DISCONNECT_REASON_UNSPECIFIED {
-				st.LastError = ps.DisconnectReason.String()
-				if ps.DisconnectMessage != "" {
-					st.LastError += ": " + ps.DisconnectMessage
-				}
 			}
 			if b := ps.BfdState; b != nil && p.Bfd != nil && p.Bfd.Enabled {
 				st.BFD = bfdName(b.SessionState)
@@ -528,6 +538,7 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerState, error) {
 	for i := range out {
 		if e := s.events[out[i].Address]; e != nil {
 			out[i].Establishments = e.established
+			out[i].LastError = e.lastDown
 		}
 		out[i].Imported = imported[out[i].Address]
 	}
