@@ -118,6 +118,29 @@ func (c *Cluster) Member(id uint16) *ClusterMember {
 	return nil
 }
 
+// FrontLink returns the name of the cluster's front link: cluster.link,
+// or the link whose subnets hold this instance's member address; "" if c
+// has no cluster or no such link.
+func (c *Config) FrontLink() string {
+	cl := c.Cluster
+	if cl == nil {
+		return ""
+	}
+	if cl.Link != "" {
+		return cl.Link
+	}
+	if self := cl.Self(); self != nil {
+		for _, l := range c.Links {
+			for _, s := range l.Subnets {
+				if s.Contains(self.Address) {
+					return l.Name
+				}
+			}
+		}
+	}
+	return ""
+}
+
 // Self returns this instance's member entry, or nil.
 func (c *Cluster) Self() *ClusterMember { return c.Member(c.ID) }
 

@@ -54,8 +54,15 @@ func TestClusterFilesParse(t *testing.T) {
 		}
 	}
 	// A file without the section has no cluster.
-	if c := mustParse(t, minimal); c.Cluster != nil {
+	if c := mustParse(t, minimal); c.Cluster != nil || c.FrontLink() != "" {
 		t.Errorf("minimal config has a cluster: %+v", c.Cluster)
+	}
+	// The front link, given or derived from the member address.
+	if l := cs[0].FrontLink(); l != "front" {
+		t.Errorf("FrontLink = %q", l)
+	}
+	if l := mustParse(t, clusterSrc(t, "  link: front\n", "")).FrontLink(); l != "front" {
+		t.Errorf("derived FrontLink = %q", l)
 	}
 }
 
