@@ -125,6 +125,9 @@ type Config struct {
 	StateFile string
 	// Datapath configures the packet I/O and the datapath workers.
 	Datapath Datapath
+	// Cluster makes this tslb one instance of a cluster behind ECMP; nil
+	// (no cluster section) means a single instance.
+	Cluster *Cluster
 	// Source is the file path the configuration was loaded from; it
 	// prefixes every error.
 	Source string
@@ -455,6 +458,9 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&p.Retries, DefaultPassiveRetries) // Go callers: 0 counts as unset
 	}
 	setDefault(&c.Datapath.RingFrames, DefaultRingFrames)
+	if c.Cluster != nil {
+		c.Cluster.applyDefaults()
+	}
 }
 
 // setDefault stores def in *p if *p is the zero value.
