@@ -61,6 +61,8 @@ type shared struct {
 	pcapMax int
 
 	cookies nat.CookieKey // the SYN proxy's secret, random per start
+
+	collisions collisionLog // the latest collisions, for the status page
 }
 
 // Balancer is a running tslb datapath built from one configuration.
@@ -71,6 +73,10 @@ type Balancer struct {
 	ledger  *ledgerDir   // the pools' memory-mapped files (state_file set)
 
 	recoveredTW, recoveredUnknown int // tuples read back from the ledger files at start
+
+	started       time.Time
+	lastReload    time.Time // guarded by reloadMu
+	lastReloadErr string    // guarded by reloadMu
 
 	reloadMu sync.Mutex
 	health   healthSet
@@ -105,7 +111,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 	if sh.pcapMax <= 0 {
 		sh.pcapMax = config.DefaultPcapMaxFiles
 	}
-	b := &Balancer{sh: sh}
+	b := &Balancer{sh: sh, started: time.Now()}
 	b.applyTimeouts(cfg)
 
 	// Links first: services need them to route to backends.

@@ -58,6 +58,15 @@ func (w *worker) oldACK(f *flow, frame []byte) {
 	w.sh.log.Warn("collision: SYN answered by an ACK that does not acknowledge it",
 		"backend", f.be.ap.String(), "tuple", fmt.Sprintf("%s:%d->%s", f.snat, f.sport, f.be.ap),
 		"client", fmt.Sprintf("%s:%d", f.client, f.cport), "syn_seq", f.isn, "ack", ack, "repair", repair)
+	ev := CollisionStatus{Time: time.Unix(0, w.now).UTC(), Backend: f.be.ap.String(),
+		Tuple: fmt.Sprintf("%s:%d->%s", f.snat, f.sport, f.be.ap), Client: fmt.Sprintf("%s:%d", f.client, f.cport),
+		Signature: signatureNames[sigOldACK], Repaired: repair}
+	defer func() {
+		if f.capt != nil {
+			ev.Pcap = pcapName(f.capt)
+		}
+		w.sh.collisions.add(ev)
+	}()
 	if w.sh.pcapDir != "" {
 		if f.capt == nil {
 			f.capt = &flowCapture{name: fmt.Sprintf("collision-%s-%s_%d-%s_%d", time.Now().UTC().Format("20060102T150405.000000000"),

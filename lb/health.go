@@ -67,6 +67,7 @@ func (c *healthChecker) run(ctx context.Context) {
 			return
 		}
 		up := c.be.up.Load()
+		transition := false
 		if err == nil {
 			c.checksOK.Inc()
 			succ, fail = succ+1, 0
@@ -77,6 +78,7 @@ func (c *healthChecker) run(ctx context.Context) {
 				c.be.passiveFails.Store(0)
 				c.be.up.Store(true)
 				c.toUp.Inc()
+				transition = true
 				c.log.Info("backend up", "service", c.svc, "backend", c.be.ap.String(), "successes", succ)
 			}
 		} else {
@@ -85,9 +87,11 @@ func (c *healthChecker) run(ctx context.Context) {
 			if up && fail >= c.hc.Fall {
 				c.be.up.Store(false)
 				c.toDown.Inc()
+				transition = true
 				c.log.Warn("backend down", "service", c.svc, "backend", c.be.ap.String(), "failures", fail, "err", err)
 			}
 		}
+		c.be.health.note(err == nil, err, transition)
 		c.upGauge.Set(boolFloat(c.be.up.Load()))
 		select {
 		case <-ctx.Done():

@@ -97,6 +97,7 @@ type backendState struct {
 	active          prometheus.Gauge
 	collisions      [numSignatures]prometheus.Counter
 	repairs         prometheus.Counter
+	health          healthRecord // the latest active probe, for the status page
 }
 
 // usable reports whether be may get a new flow at now: up by the active

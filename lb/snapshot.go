@@ -211,18 +211,23 @@ func (b *Balancer) Reload(cfg *config.Config) error {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
 	m := b.sh.m
+	b.lastReload = time.Now()
 	prev := b.sh.snap.Load()
 	if keys := restartKeys(prev.cfg, cfg); len(keys) > 0 {
 		m.reloads.WithLabelValues("failure").Inc()
 		m.lastReloadOK.Set(0)
-		return fmt.Errorf("lb: reload: these keys need a restart: %v", keys)
+		err := fmt.Errorf("lb: reload: these keys need a restart: %v", keys)
+		b.lastReloadErr = err.Error()
+		return err
 	}
 	s, err := b.buildSnapshot(cfg, prev)
 	if err != nil {
 		m.reloads.WithLabelValues("failure").Inc()
 		m.lastReloadOK.Set(0)
+		b.lastReloadErr = err.Error()
 		return err
 	}
+	b.lastReloadErr = ""
 	b.applyTimeouts(cfg)
 	b.sh.snap.Store(s)
 	b.health.apply(b, s)
@@ -237,9 +242,15 @@ func (b *Balancer) Reload(cfg *config.Config) error {
 
 // ReloadFailed counts a reload that failed before it reached Reload (the
 // file did not parse or validate).
-func (b *Balancer) ReloadFailed() {
+func (b *Balancer) ReloadFailed(err error) {
 	b.sh.m.reloads.WithLabelValues("failure").Inc()
 	b.sh.m.lastReloadOK.Set(0)
+	b.reloadMu.Lock()
+	b.lastReload = time.Now()
+	if err != nil {
+		b.lastReloadErr = err.Error()
+	}
+	b.reloadMu.Unlock()
 }
 
 // applyTimeouts sets the flow timeouts by state (read by the reaper).

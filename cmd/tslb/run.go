@@ -136,6 +136,7 @@ func cmdRun(args []string) int {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", b.MetricsHandler())
+		mux.Handle("/status.json", b.StatusHandler())
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
@@ -159,7 +160,7 @@ func cmdRun(args []string) int {
 			} else {
 				log.Error("reload: keeping the running configuration", "err", err)
 			}
-			b.ReloadFailed()
+			b.ReloadFailed(err)
 			return err
 		}
 		if err := b.Reload(ncfg); err != nil {
