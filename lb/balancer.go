@@ -140,7 +140,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		l := &nic{name: name, idx: i, mac: nat.MAC(info.MAC), mtu: info.MTU, subnets: lc.Subnets,
 			neigh: newNeighTable(), steer: steer, queues: qs}
 		if lc.Gateway.IsValid() {
-			l.gw, l.hasGW = nat.Addr4From(lc.Gateway), true
+			l.gw, l.hasGW = nat.AddrFrom(lc.Gateway), true
 		}
 		sh.nics = append(sh.nics, l)
 	}
@@ -218,8 +218,8 @@ func linkHoldsSNAT(lc config.Link, cfg *config.Config) bool {
 
 // route returns the link and next hop for dst: dst itself if a link's
 // subnet holds it, else the gateway.
-func (sh *shared) route(dst nat.Addr4) (*nic, nat.Addr4) {
-	a := dst.Netip()
+func (sh *shared) route(dst nat.Addr16) (*nic, nat.Addr16) {
+	a := dst.Addr()
 	for _, l := range sh.nics {
 		for _, p := range l.subnets {
 			if p.Contains(a) {
@@ -232,7 +232,7 @@ func (sh *shared) route(dst nat.Addr4) (*nic, nat.Addr4) {
 			return l, l.gw
 		}
 	}
-	return nil, nat.Addr4{}
+	return nil, nat.Addr16{}
 }
 
 // Registry is the Prometheus registry holding tslb's metrics.

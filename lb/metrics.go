@@ -460,7 +460,7 @@ func (c *snatCollector) Collect(ch chan<- prometheus.Metric) {
 	keys, sum := c.b.poolUsage(c.b.sh.clock())
 	for _, k := range keys {
 		pu := sum[k]
-		lv := []string{k.snat.String(), k.backend.String()}
+		lv := []string{k.snat.Text(), k.backend.String()}
 		ch <- prometheus.MustNewConstMetric(snatInUseDesc, prometheus.GaugeValue, float64(pu.u.InUse), lv...)
 		ch <- prometheus.MustNewConstMetric(snatTWDesc, prometheus.GaugeValue, float64(pu.u.TimeWait), lv...)
 		ch <- prometheus.MustNewConstMetric(snatFreeDesc, prometheus.GaugeValue, float64(pu.u.Free), lv...)

@@ -15,7 +15,7 @@ import (
 // is stored, except for the schedulers' own state.
 type service struct {
 	name     string
-	vip      nat.Addr4
+	vip      nat.Addr16
 	port     uint16
 	ts       nat.TSMode
 	backends []*backend
@@ -75,11 +75,11 @@ var refusalNames = [numRefusals]string{"table_full", "no_backend", "snat_exhaust
 // backend is one real server of a service in one snapshot.
 type backend struct {
 	ap     netip.AddrPort
-	addr   nat.Addr4
+	addr   nat.Addr16
 	port   uint16
 	weight int // 0: drained (weight 0 or drain: true)
 	nic    *nic
-	hop    nat.Addr4
+	hop    nat.Addr16
 	*backendState
 }
 
@@ -115,7 +115,7 @@ type nic struct {
 	mac     nat.MAC
 	mtu     int
 	subnets []netip.Prefix
-	gw      nat.Addr4
+	gw      nat.Addr16
 	hasGW   bool
 	neigh   *neighTable
 	steer   link.Steering
@@ -125,8 +125,8 @@ type nic struct {
 }
 
 // onLink reports whether a is on nic's subnets or is its gateway.
-func (l *nic) onLink(a nat.Addr4) bool {
-	na := a.Netip()
+func (l *nic) onLink(a nat.Addr16) bool {
+	na := a.Addr()
 	for _, p := range l.subnets {
 		if p.Contains(na) {
 			return true
@@ -161,11 +161,16 @@ func (o *ownedAddr) service(port uint16) *service {
 
 var broadcast = nat.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-func less(a, b nat.Addr4) bool {
+func less(a, b nat.Addr16) bool {
 	for i := range a {
 		if a[i] != b[i] {
 			return a[i] < b[i]
 		}
 	}
 	return false
+}
+
+// hostPort formats a and port as host:port ([v6]:port for IPv6).
+func hostPort(a nat.Addr16, port uint16) string {
+	return netip.AddrPortFrom(a.Addr(), port).String()
 }

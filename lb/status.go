@@ -231,7 +231,7 @@ func (b *Balancer) Status() *Status {
 		st.Flows.HalfOpen += w.c.halfOpen.Load()
 	}
 	for _, sv := range s.svcList {
-		ss := ServiceStatus{Name: sv.name, VIP: sv.vip.String(), Port: sv.port, Timestamps: string(sv.ts),
+		ss := ServiceStatus{Name: sv.name, VIP: sv.vip.Text(), Port: sv.port, Timestamps: string(sv.ts),
 			Scheduler: s.cfg.Services[serviceIndex(s, sv)].Scheduler, SYNProxy: string(sv.synProxy),
 			SYNProxyActive: sv.synProxy == config.SYNProxyOn || (sv.synProxy == config.SYNProxyAuto && now < sv.proxyUntil.Load()),
 			FlowsActive:    counterValue(sv.active), FlowsCreated: counterValue(sv.created), HalfOpen: sv.halfOpen.Load()}
@@ -257,7 +257,7 @@ func (b *Balancer) Status() *Status {
 	keys, sum := b.poolUsage(now)
 	for _, k := range keys {
 		pu := sum[k]
-		ps := SNATStatus{SNAT: k.snat.String(), Backend: k.backend.String(), InUse: pu.u.InUse, TimeWait: pu.u.TimeWait,
+		ps := SNATStatus{SNAT: k.snat.Text(), Backend: k.backend.String(), InUse: pu.u.InUse, TimeWait: pu.u.TimeWait,
 			Free: pu.u.Free, EntryRate: pu.u.Rate, Allocations: map[string]uint64{}}
 		if e := pu.u.SecondsToExhaustion(); !math.IsInf(e, 0) {
 			ps.SecondsToExhaustion = &e
