@@ -50,7 +50,9 @@ func TestCookie(t *testing.T) {
 		for _, bad := range []func() (uint8, bool){
 			func() (uint8, bool) { return k.CheckCookie(c+1<<12, src, dst, 40000, 80, seq, count) },
 			func() (uint8, bool) { return k.CheckCookie(c, src, dst, 40001, 80, seq, count) },
-			func() (uint8, bool) { return k.CheckCookie(c, Addr4{198, 18, 0, 12}.Mapped(), dst, 40000, 80, seq, count) },
+			func() (uint8, bool) {
+				return k.CheckCookie(c, Addr4{198, 18, 0, 12}.Mapped(), dst, 40000, 80, seq, count)
+			},
 			func() (uint8, bool) { return k.CheckCookie(c, src, dst, 40000, 80, seq+1<<12, count) },
 			func() (uint8, bool) { return other.CheckCookie(c, src, dst, 40000, 80, seq, count) },
 		} {
