@@ -142,6 +142,9 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		if lc.Gateway.IsValid() {
 			l.gw, l.hasGW = nat.AddrFrom(lc.Gateway), true
 		}
+		if lc.Gateway6.IsValid() {
+			l.gw6, l.hasGW6 = nat.AddrFrom(lc.Gateway6), true
+		}
 		sh.nics = append(sh.nics, l)
 	}
 	sh.m = newMetrics(b)
@@ -227,9 +230,13 @@ func (sh *shared) route(dst nat.Addr16) (*nic, nat.Addr16) {
 			}
 		}
 	}
+	v4 := dst.Is4()
 	for _, l := range sh.nics {
-		if l.hasGW {
+		if v4 && l.hasGW {
 			return l, l.gw
+		}
+		if !v4 && l.hasGW6 {
+			return l, l.gw6
 		}
 	}
 	return nil, nat.Addr16{}

@@ -124,7 +124,7 @@ func (c *healthChecker) probe(ctx context.Context) error {
 		if path == "" {
 			path = "/"
 		}
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+c.be.ap.String()+path, nil)
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+c.be.ap.String()+path, nil) // [v6]:port for IPv6
 		if err != nil {
 			return err
 		}
@@ -193,7 +193,11 @@ func (h *healthSet) apply(b *Balancer, snap *snapshot) {
 			continue
 		}
 		lv := []string{k.svc, k.be.String()}
-		c := &healthChecker{be: be, svc: k.svc, hc: k.hc, source: snap.cfg.Health.Source, log: b.sh.log,
+		src := snap.cfg.Health.Source
+		if be.ap.Addr().Is6() {
+			src = snap.cfg.Health.Source6
+		}
+		c := &healthChecker{be: be, svc: k.svc, hc: k.hc, source: src, log: b.sh.log,
 			upGauge:  b.sh.m.backendUp.WithLabelValues(lv...),
 			toUp:     b.sh.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "up"),
 			toDown:   b.sh.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "down"),

@@ -115,8 +115,10 @@ type nic struct {
 	mac     nat.MAC
 	mtu     int
 	subnets []netip.Prefix
-	gw      nat.Addr16
+	gw      nat.Addr16 // IPv4 next hop for off-link IPv4 destinations
 	hasGW   bool
+	gw6     nat.Addr16 // IPv6 next hop
+	hasGW6  bool
 	neigh   *neighTable
 	steer   link.Steering
 	queues  []link.Queue // by worker
@@ -132,7 +134,7 @@ func (l *nic) onLink(a nat.Addr16) bool {
 			return true
 		}
 	}
-	return l.hasGW && a == l.gw
+	return (l.hasGW && a == l.gw) || (l.hasGW6 && a == l.gw6)
 }
 
 type ownedKind uint8

@@ -43,8 +43,8 @@ func (ps *poolShard) ensure(addrs []nat.Addr16, lo, hi uint16, backends []netip.
 	for _, a := range addrs {
 		for _, be := range backends {
 			k := poolKey{a, be}
-			if ps.byKey[k] != nil {
-				continue
+			if ps.byKey[k] != nil || a.Is4() != be.Addr().Is4() {
+				continue // a pair of one family only
 			}
 			var p *snat.Pool
 			if ps.ledger != nil {

@@ -210,7 +210,7 @@ func tried(not []*backend, be *backend) bool {
 // kernel's, set up outside tslb.
 func restartKeys(a, c *config.Config) []string {
 	out := a.RestartKeysDiffer(c)
-	if a.Health.Source != c.Health.Source {
+	if a.Health.Source != c.Health.Source || a.Health.Source6 != c.Health.Source6 {
 		out = append(out, "health.source")
 	}
 	return out
