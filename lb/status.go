@@ -267,34 +267,25 @@ func (b *Balancer) Status() *Status {
 		}
 		st.SNAT = append(st.SNAT, ps)
 	}
-	var txErrors uint64
 	for _, l := range sh.nics {
 		var ls link.Stats
 		for _, q := range l.queues {
 			ls = ls.Add(q.Stats())
 		}
-		txErrors += ls.TxErrors
 		st.Links = append(st.Links, LinkStatus{Name: l.name, RxPackets: ls.RxFrames, TxPackets: ls.TxFrames,
 			RxBytes: ls.RxBytes, TxBytes: ls.TxBytes, TxErrors: ls.TxErrors, KernelPackets: ls.KernelPackets,
 			KernelDrops: ls.KernelDrops, Neighbours: l.neigh.size()})
 	}
-	for _, w := range b.workers {
-		for r := range w.c.drops {
-			if v := w.c.drops[r].Load(); v > 0 {
-				st.Drops[dropReasonNames[r]] += v
-			}
-		}
-		for r := range w.c.decode {
-			if v := w.c.decode[r].Load(); v > 0 {
-				st.Drops[nat.Reasons[r]] += v
-			}
+	drops, decode := b.dropCounts()
+	for r, v := range drops {
+		if v > 0 {
+			st.Drops[dropReasonNames[r]] += v
 		}
 	}
-	if txErrors > 0 {
-		st.Drops["tx_error"] += txErrors
-	}
-	if n := sh.neighDropped.Load(); n > 0 {
-		st.Drops["neighbour_unresolved"] += n
+	for r, v := range decode {
+		if v > 0 {
+			st.Drops[nat.Reasons[r]] += v
+		}
 	}
 	st.Collisions = sh.collisions.list()
 	sort.SliceStable(st.Services, func(i, j int) bool { return st.Services[i].Name < st.Services[j].Name })
