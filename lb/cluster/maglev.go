@@ -192,3 +192,17 @@ func TupleHash(client [4]byte, cport uint16, vip [4]byte, vport uint16) uint64 {
 	b := uint64(cport)<<16 | uint64(vport)
 	return mix64(a ^ mix64(b^0x9E3779B97F4A7C15))
 }
+
+// TupleHash6 is TupleHash for IPv6: the same on every instance, not
+// seeded. The two 16-byte addresses are folded into one word each (their
+// halves through the splitmix64 finaliser, so a difference anywhere in an
+// address changes the word), then hashed with the ports as TupleHash
+// does. An IPv4 flow keeps TupleHash: the datapath calls TupleHash6 only
+// for IPv6 packets. It allocates nothing.
+func TupleHash6(client [16]byte, cport uint16, vip [16]byte, vport uint16) uint64 {
+	c := mix64(binary.BigEndian.Uint64(client[:8])^0x6A09E667F3BCC908) ^ binary.BigEndian.Uint64(client[8:])
+	v := mix64(binary.BigEndian.Uint64(vip[:8])^0xBB67AE8584CAA73B) ^ binary.BigEndian.Uint64(vip[8:])
+	a := mix64(c) ^ (v<<1 | v>>63)
+	b := uint64(cport)<<16 | uint64(vport) | 6<<32
+	return mix64(a ^ mix64(b^0x9E3779B97F4A7C15))
+}

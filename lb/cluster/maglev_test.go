@@ -189,3 +189,45 @@ func BenchmarkOwner(b *testing.B) {
 	}
 	_ = sink
 }
+
+func TestTupleHash6(t *testing.T) {
+	client := [16]byte{0xfd, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x11}
+	vip := [16]byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64}
+	// Pinned: every instance, whatever its build, must compute the same
+	// owner; a change of this value is a wire-format change of a cluster.
+	if got, want := TupleHash6(client, 40000, vip, 443), uint64(0x4b422aaf7849b5de); got != want {
+		t.Fatalf("TupleHash6 = %#x, want %#x", got, want)
+	}
+	// Neighbouring ports and neighbouring addresses spread evenly.
+	v := newView(ids(3), DefaultTableSize, 1)
+	byPort, byAddr := map[MemberID]int{}, map[MemberID]int{}
+	for p := range 30000 {
+		byPort[v.Owner(TupleHash6(client, uint16(20000+p), vip, 80))]++
+		c := client
+		c[14], c[15] = byte(p>>8), byte(p)
+		byAddr[v.Owner(TupleHash6(c, 40000, vip, 80))]++
+	}
+	for _, counts := range []map[MemberID]int{byPort, byAddr} {
+		for id, c := range counts {
+			if c < 9000 || c > 11000 {
+				t.Errorf("member %d got %d of 30000 neighbouring tuples (%v)", id, c, counts)
+			}
+		}
+	}
+	// Every byte of either address matters.
+	base := TupleHash6(client, 1, vip, 2)
+	for i := range 16 {
+		c, w := client, vip
+		c[i] ^= 1
+		w[i] ^= 0x80
+		if TupleHash6(c, 1, vip, 2) == base || TupleHash6(client, 1, w, 2) == base {
+			t.Errorf("byte %d of an address does not change the hash", i)
+		}
+	}
+	if TupleHash6(client, 5, vip, 10) == TupleHash6(client, 10, vip, 5) || TupleHash6(client, 1, vip, 2) == TupleHash6(vip, 1, client, 2) {
+		t.Errorf("swapped ports or addresses hash the same")
+	}
+	if n := testing.AllocsPerRun(1000, func() { base += TupleHash6(client, 1, vip, 2) }); n != 0 {
+		t.Errorf("TupleHash6: %v allocs", n)
+	}
+}

@@ -28,6 +28,11 @@ type Config struct {
 	// SendBatch bounds the frames of one sendmmsg(2) (0 means
 	// DefaultSendBatch).
 	SendBatch int
+	// ExtraEtherType is one more EtherType the socket filter admits
+	// besides IPv4, IPv6 and ARP (0 means none): the cluster's heartbeat
+	// frames (0x88B5) on its front link. The steering program sends such
+	// frames, like every frame that is not TCP, to queue 0.
+	ExtraEtherType uint16
 
 	// qdiscBypass sets PACKET_QDISC_BYPASS (benchmarks only).
 	qdiscBypass bool
@@ -169,7 +174,7 @@ func Open(ifname string, cfg Config) ([]Queue, Info, error) {
 		}
 	}
 	for _, fd := range fds {
-		if err := attachFilter(fd, etherFilter); err != nil {
+		if err := attachFilter(fd, filterFor(cfg.ExtraEtherType)); err != nil {
 			return fail(fmt.Errorf("SO_ATTACH_FILTER: %w", err))
 		}
 	}

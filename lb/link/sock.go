@@ -47,6 +47,23 @@ var etherFilter = mustAssemble([]bpf.Instruction{
 	bpf.RetConstant{Val: math.MaxUint32},
 })
 
+// filterFor returns etherFilter, or, for a nonzero extra EtherType, the
+// same program admitting that EtherType too.
+func filterFor(extra uint16) []bpf.RawInstruction {
+	if extra == 0 {
+		return etherFilter
+	}
+	return mustAssemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeIPv4, SkipTrue: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeIPv6, SkipTrue: 3},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeARP, SkipTrue: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(extra), SkipTrue: 1},
+		bpf.RetConstant{Val: 0},
+		bpf.RetConstant{Val: math.MaxUint32},
+	})
+}
+
 // dropAll is attached before bind(2) and replaced by etherFilter once the
 // fanout group is complete.
 var dropAll = mustAssemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
