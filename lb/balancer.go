@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tslb/config"
+	"tslb/lb/cluster"
+	"tslb/lb/cluster/bgp"
 	"tslb/lb/link"
 	"tslb/nat"
 )
@@ -32,6 +34,9 @@ type Options struct {
 	// Clock returns the time as unix ns; nil means time.Now. Workers read
 	// it once per batch of frames.
 	Clock func() int64
+	// NewAnnouncer makes the BGP speaker of a cluster instance; nil means
+	// bgp.NewSpeaker (GoBGP).
+	NewAnnouncer func(bgp.Config) (Announcer, error)
 }
 
 // shared is what every worker reads and none owns: the running snapshot,
@@ -80,6 +85,7 @@ type Balancer struct {
 
 	reloadMu sync.Mutex
 	health   healthSet
+	cl       *clusterCtl // nil without a cluster section
 
 	closeOnce sync.Once
 }
@@ -116,12 +122,17 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 
 	// Links first: services need them to route to backends.
 	mode := link.Mode(cfg.Datapath.IO)
+	front := frontIndex(cfg)
 	for i, lc := range cfg.Links {
 		steer := link.SteerFlowHash
 		if linkHoldsSNAT(lc, cfg) {
 			steer = link.SteerDstPort
 		}
-		qs, info, err := opts.Open(lc.Interface, link.Config{Mode: mode, Queues: nw, Steering: steer, RingFrames: cfg.Datapath.RingFrames})
+		lcfg := link.Config{Mode: mode, Queues: nw, Steering: steer, RingFrames: cfg.Datapath.RingFrames}
+		if i == front {
+			lcfg.ExtraEtherType = cluster.EtherType // heartbeats
+		}
+		qs, info, err := opts.Open(lc.Interface, lcfg)
 		if err != nil {
 			b.closeLinks()
 			return nil, fmt.Errorf("lb: link %q: %w", lc.Interface, err)
@@ -187,6 +198,13 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 	}
 	for _, w := range b.workers {
 		w.peers = b.workers
+	}
+	if cfg.Cluster != nil {
+		if err := b.newCluster(cfg, front, opts); err != nil {
+			b.closeLinks()
+			b.closeLedger()
+			return nil, err
+		}
 	}
 	b.workers[0].announce.Store(true)
 	switch {
@@ -292,11 +310,24 @@ func (b *Balancer) Run(ctx context.Context) error {
 		defer wg.Done()
 		b.housekeeping(inner)
 	}()
+	if b.cl != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.cl.run(inner, b.sh.snap.Load)
+		}()
+	}
 	b.health.apply(b, b.sh.snap.Load())
 	select {
 	case <-ctx.Done():
+		if b.cl != nil {
+			b.cl.beginDrain(inner, b.sh.snap.Load())
+		}
 		b.drain()
 	case <-inner.Done(): // a link failed
+	}
+	if b.cl != nil {
+		b.cl.leave()
 	}
 	b.health.stopAll()
 	cancel()

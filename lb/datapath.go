@@ -2,6 +2,7 @@ package lb
 
 import (
 	"tslb/config"
+	"tslb/lb/cluster"
 	"tslb/lb/link"
 	"tslb/lb/snat"
 	"tslb/nat"
@@ -22,6 +23,11 @@ func (w *worker) handle(frame []byte) {
 	if err := p.Decode(frame[nat.VirtioNetHdrLen:]); err != nil {
 		if err == nat.ErrUnsupportedEtherType {
 			switch p.EtherType {
+			case cluster.EtherType:
+				if w.cl != nil {
+					w.heartbeat(frame)
+					return
+				}
 			case etherTypeVLAN, etherTypeQinQ, etherTypeQinQ1:
 				w.c.drop(dropVLANTagged)
 				return
@@ -168,6 +174,9 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 	k := flowKey{p.SrcAddr(), p.DstAddr(), p.SrcPort, p.DstPort}
 	f := w.flows.get(k)
 	syn := isSYN(p.TCPFlags)
+	if w.cl != nil && w.in == w.cl.front && w.clusterSteer(frame, svc, f, syn) {
+		return // another member's, or no live member's
+	}
 	if f != nil && syn {
 		switch f.state {
 		case nat.StateTimeWait, nat.StateClosed:
@@ -522,6 +531,9 @@ func (w *worker) handleICMP(frame []byte, kind ownedKind) {
 	}
 	if owner != w.id {
 		w.handOff(w.peers[owner], w.in, frame)
+		return
+	}
+	if kind == ownedVIP && w.cl != nil && w.in == w.cl.front && w.clusterICMP(frame, k) {
 		return
 	}
 	f := w.flows.get(k)

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"time"
@@ -159,6 +160,7 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 			}
 		}
 	}
+	s.ownClusterAddr(cfg)
 	s.ownedT = newAddrMap[*ownedAddr](len(s.owned))
 	for a, o := range s.owned {
 		s.ownedT.set(a, o)
@@ -237,6 +239,9 @@ func (b *Balancer) Reload(cfg *config.Config) error {
 		return err
 	}
 	s, err := b.buildSnapshot(cfg, prev)
+	if err == nil && b.cl != nil {
+		err = b.cl.reload(context.Background(), prev.cfg, cfg)
+	}
 	if err != nil {
 		m.reloads.WithLabelValues("failure").Inc()
 		m.lastReloadOK.Set(0)

@@ -44,6 +44,9 @@ type Status struct {
 	// Collisions are the latest collision signatures the detector saw
 	// (at most 32, newest last).
 	Collisions []CollisionStatus `json:"collisions"`
+	// Cluster is the cluster instance's state (ClusterStatus); absent
+	// without a cluster section.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 // ConfigStatus is the running configuration's version and reloads.
@@ -289,6 +292,7 @@ func (b *Balancer) Status() *Status {
 	}
 	st.Collisions = sh.collisions.list()
 	sort.SliceStable(st.Services, func(i, j int) bool { return st.Services[i].Name < st.Services[j].Name })
+	st.Cluster = b.clusterStatus()
 	return st
 }
 

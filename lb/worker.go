@@ -38,6 +38,10 @@ type worker struct {
 	flows *flowTable
 	pools *poolShard
 	c     *workerCounters
+	// cl is the cluster's shared part (nil without a cluster section),
+	// clc this worker's cluster counters (clusterpath.go).
+	cl  *clusterPath
+	clc *clusterCounters
 
 	peers    []*worker // every worker, self included, by id (mailboxes)
 	mail     mailbox
@@ -86,8 +90,8 @@ type worker struct {
 	// stillWaiting reports that it must keep waiting.
 	retrying, stillWaiting bool
 
-	nextReap, nextWait, nextPassive int64
-	reapShard                       int
+	nextReap, nextWait, nextPassive, nextBeat int64
+	reapShard                                 int
 }
 
 func newWorker(id int, sh *shared, pools *poolShard) (*worker, error) {
@@ -189,7 +193,7 @@ func (w *worker) sleepFor() time.Duration {
 	if w.halfOpen.head != nil {
 		d = min(d, passiveEvery)
 	}
-	return d
+	return w.clusterSleep(d)
 }
 
 // timers retries held SYNs every waitRetry and reaps a quarter of the flow
@@ -210,6 +214,9 @@ func (w *worker) timers() {
 	if w.halfOpen.head != nil && now >= w.nextPassive {
 		w.nextPassive = now + int64(passiveEvery)
 		w.passiveTimeouts()
+	}
+	if w.cl != nil && w.id == 0 {
+		w.clusterTimers()
 	}
 	w.flush() // what the timers sent (RSTs of expired half-open flows, probes)
 }

@@ -93,6 +93,7 @@ type peer struct {
 	viewHash   uint64
 	restarts   uint64
 	deaths     uint64
+	ctr        *PeerCounters
 }
 
 // Members is the membership state machine of one instance. Observe and
@@ -158,7 +159,7 @@ func New(cfg Config, now int64) (*Members, error) {
 	}
 	for _, mb := range cfg.Members {
 		mb.SNAT = slices.Clone(mb.SNAT)
-		m.peers = append(m.peers, peer{Member: mb})
+		m.peers = append(m.peers, peer{Member: mb, ctr: &PeerCounters{}})
 	}
 	slices.SortFunc(m.peers, func(a, b peer) int { return int(a.ID) - int(b.ID) })
 	for i := range m.peers {
@@ -372,6 +373,9 @@ type MemberStatus struct {
 	Restarts   uint64 // generations seen after the first
 	Deaths     uint64 // times it went from live to dead
 	Agrees     bool   // its last heartbeat's view hash equals our current view's
+	// Forwarded and Received count the client frames this instance
+	// forwarded to the member and received from it (PeerCounters).
+	Forwarded, Received uint64
 }
 
 // Status returns every member's state, by ascending ID.
@@ -384,7 +388,8 @@ func (m *Members) Status() []MemberStatus {
 		out[i] = MemberStatus{
 			Member: p.Member, Self: i == m.self, Live: p.live, Draining: p.draining, LastHeard: p.lastHeard,
 			Generation: p.generation, Restarts: p.restarts, Deaths: p.deaths,
-			Agrees: i == m.self || (p.live && p.viewHash == cur.hash),
+			Agrees:    i == m.self || (p.live && p.viewHash == cur.hash),
+			Forwarded: p.ctr.ForwardedTo.Load(), Received: p.ctr.ReceivedFrom.Load(),
 		}
 	}
 	return out
@@ -464,7 +469,7 @@ func (m *Members) signal() {
 func (m *Members) newSnapshot(cur, prev *View) *Snapshot {
 	s := &Snapshot{Self: m.cfg.Self, Current: cur, Previous: prev}
 	for i, p := range m.peers {
-		s.macs = append(s.macs, memberMAC{p.ID, p.MAC})
+		s.macs = append(s.macs, memberMAC{p.ID, p.MAC, p.ctr})
 		if p.live {
 			s.live = append(s.live, p.ID)
 			if i == m.self || p.viewHash == cur.hash {
@@ -506,7 +511,7 @@ func (m *Members) SetMembers(members []Member) error {
 		}
 		p, ok := old[mb.ID]
 		if !ok || p.MAC != mb.MAC {
-			p = peer{}
+			p = peer{ctr: &PeerCounters{}}
 		}
 		p.Member = mb
 		peers = append(peers, p)

@@ -454,3 +454,47 @@ func TestSetMembers(t *testing.T) {
 		t.Errorf("a list without this instance accepted")
 	}
 }
+
+func TestPeerCountersSurviveSnapshotsAndReload(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.beatAll(2)
+	s := c.m[0].Snapshot()
+	mac, ctr, ok := s.Peer(2)
+	if !ok || mac != c.cfg[1].MAC || ctr == nil {
+		t.Fatalf("Peer(2) = %v %v %v", mac, ctr, ok)
+	}
+	if id, ctr2 := s.PeerByMAC(c.cfg[2].MAC); id != 3 || ctr2 == nil || ctr2 == ctr {
+		t.Fatalf("PeerByMAC(member 3) = %d %p", id, ctr2)
+	}
+	if id, ctr2 := s.PeerByMAC(MAC{2, 9, 9, 9, 9, 9}); id != 0 || ctr2 != nil {
+		t.Fatalf("PeerByMAC(unknown) = %d %p", id, ctr2)
+	}
+	ctr.ForwardedTo.Add(5)
+	ctr.ReceivedFrom.Add(7)
+	c.m[0].SetDraining(true) // a new snapshot
+	if _, c2, _ := c.m[0].Snapshot().Peer(2); c2 != ctr {
+		t.Fatalf("a new snapshot has new counters")
+	}
+	// A reload keeping member 2's ID and MAC keeps its counters; a member
+	// whose MAC changes starts from zero.
+	members := testMembers(3)
+	members[2].MAC = MAC{2, 0, 0, 0, 0, 0x33}
+	if err := c.m[0].SetMembers(members); err != nil {
+		t.Fatal(err)
+	}
+	st := c.m[0].Status()
+	if st[1].Forwarded != 5 || st[1].Received != 7 {
+		t.Errorf("member 2 after reload: forwarded %d received %d, want 5 and 7", st[1].Forwarded, st[1].Received)
+	}
+	if _, c3, _ := c.m[0].Snapshot().Peer(3); c3 == nil || c3.ForwardedTo.Load() != 0 {
+		t.Errorf("member 3 with a new MAC: counters %v", c3)
+	}
+	var sink MemberID
+	if n := testing.AllocsPerRun(1000, func() {
+		id, _ := s.PeerByMAC(c.cfg[2].MAC)
+		_, _, _ = s.Peer(id)
+		sink += id
+	}); n != 0 {
+		t.Errorf("Peer, PeerByMAC: %v allocs", n)
+	}
+}

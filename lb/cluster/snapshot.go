@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 )
 
 // Snapshot is what one instance knows of its cluster at one moment: the
@@ -28,6 +29,18 @@ type Snapshot struct {
 type memberMAC struct {
 	id  MemberID
 	mac MAC
+	ctr *PeerCounters
+}
+
+// PeerCounters count the frames one instance exchanged with another
+// member on the front segment. The datapath adds to them (atomically:
+// every worker may); they belong to Members and outlive snapshots and
+// reloads as long as the member keeps its ID and MAC.
+type PeerCounters struct {
+	// ForwardedTo counts client frames forwarded to the member.
+	ForwardedTo atomic.Uint64
+	// ReceivedFrom counts client frames the member forwarded here.
+	ReceivedFrom atomic.Uint64
 }
 
 func contains(ids []MemberID, id MemberID) bool {
@@ -55,6 +68,26 @@ func (s *Snapshot) MAC(id MemberID) (MAC, bool) {
 		return MAC{}, false
 	}
 	return s.macs[i].mac, true
+}
+
+// Peer returns member id's front MAC and counters.
+func (s *Snapshot) Peer(id MemberID) (MAC, *PeerCounters, bool) {
+	i, ok := slices.BinarySearchFunc(s.macs, id, func(m memberMAC, id MemberID) int { return int(m.id) - int(id) })
+	if !ok {
+		return MAC{}, nil, false
+	}
+	return s.macs[i].mac, s.macs[i].ctr, true
+}
+
+// PeerByMAC is MemberByMAC with the member's counters (nil for 0). It
+// allocates nothing.
+func (s *Snapshot) PeerByMAC(mac MAC) (MemberID, *PeerCounters) {
+	for i := range s.macs {
+		if s.macs[i].mac == mac {
+			return s.macs[i].id, s.macs[i].ctr
+		}
+	}
+	return 0, nil
 }
 
 // MemberByMAC returns the ID of the member whose front MAC is mac, or 0:

@@ -62,7 +62,7 @@ func snapshotOf(self MemberID, cur, prev, live, agree []MemberID, m uint64) *Sna
 	s.live = slices.Sorted(slices.Values(live))
 	s.agree = slices.Sorted(slices.Values(agree))
 	for _, id := range ids(16) {
-		s.macs = append(s.macs, memberMAC{id, MAC{2, 0, 0, 0, 0, byte(id)}})
+		s.macs = append(s.macs, memberMAC{id, MAC{2, 0, 0, 0, 0, byte(id)}, &PeerCounters{}})
 	}
 	return s
 }
