@@ -105,6 +105,12 @@ type harness struct {
 // the test ends; cleanup checks that Run returns nil and closed the links.
 func start(t testing.TB, cfg *config.Config) *harness {
 	t.Helper()
+	return startWith(t, cfg, Options{})
+}
+
+// startWith is start with opts (Open, Seed and Logger are the harness's).
+func startWith(t testing.TB, cfg *config.Config, opts Options) *harness {
+	t.Helper()
 	cfg.ApplyDefaults()
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatalf("test config does not validate: %v", errs)
@@ -130,7 +136,8 @@ func start(t testing.TB, cfg *config.Config) *harness {
 		}
 		return l.queues(), info, nil
 	}
-	b, err := New(cfg, Options{Open: open, Seed: 1, Logger: slog.New(slog.DiscardHandler)})
+	opts.Open, opts.Seed, opts.Logger = open, 1, slog.New(slog.DiscardHandler)
+	b, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

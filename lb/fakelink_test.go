@@ -19,13 +19,17 @@ type fakeLink struct {
 	qs      []*link.Mem
 	backend bool // steered by SNAT port (the backend link)
 	out     chan []byte
+	// beats receives the cluster heartbeats the datapath sends (kept off
+	// out, so that tests of forwarding read only what they expect); the
+	// oldest are dropped when it is full.
+	beats chan []byte
 
 	closeOnce sync.Once
 	done      chan struct{}
 }
 
 func newFakeLink(name string, queues int, backend bool) (*fakeLink, error) {
-	l := &fakeLink{name: name, backend: backend, out: make(chan []byte, 4096), done: make(chan struct{})}
+	l := &fakeLink{name: name, backend: backend, out: make(chan []byte, 4096), beats: make(chan []byte, 64), done: make(chan struct{})}
 	for range queues {
 		q, err := link.NewMem(name, 4096)
 		if err != nil {
@@ -36,6 +40,13 @@ func newFakeLink(name string, queues int, backend bool) (*fakeLink, error) {
 			for {
 				select {
 				case f := <-q.Out():
+					if isHeartbeat(f) {
+						select {
+						case l.beats <- f:
+						default:
+						}
+						continue
+					}
 					select {
 					case l.out <- f:
 					case <-l.done:
