@@ -235,7 +235,9 @@ func (ch *clusterHarness) portOwnedByFrom(t *testing.T, id cluster.MemberID, fro
 
 // routerSeg is a client segment as the router delivers it (the client's
 // MAC stands for the router's).
-func routerSeg(cport uint16, flags uint8, seq, ack uint32) seg { return clientSeg(cport, flags, seq, ack) }
+func routerSeg(cport uint16, flags uint8, seq, ack uint32) seg {
+	return clientSeg(cport, flags, seq, ack)
+}
 
 func TestClusterForwardsToOwner(t *testing.T) {
 	ch := startCluster(t)
