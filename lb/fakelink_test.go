@@ -15,10 +15,10 @@ import (
 // flushed on any of the link's queues. Frames in both directions start
 // with the virtio_net_hdr, as on a real link.
 type fakeLink struct {
-	name    string
-	qs      []*link.Mem
-	steer   link.Steering // the link's fanout program, as Open was given it
-	out     chan []byte
+	name  string
+	qs    []*link.Mem
+	steer link.Steering // the link's fanout program, as Open was given it
+	out   chan []byte
 
 	closeOnce sync.Once
 	done      chan struct{}
