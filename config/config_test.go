@@ -674,8 +674,8 @@ func TestWrongTypes(t *testing.T) {
 		{"name int", "name: web", `name: 7`, "services[0].name", 7, "expected a string, got integer"},
 		{"name bool", "name: web", `name: true`, "services[0].name", 7, "expected a string, got boolean"},
 		{"vip int", "vip: 198.18.0.100", `vip: 3323068516`, "services[0].vip", 8, "expected a string"},
-		{"vip ipv6", "vip: 198.18.0.100", `vip: "2001:db8::1"`, "services[0].vip", 8, "not an IPv4"},
-		{"vip mapped", "vip: 198.18.0.100", `vip: "::ffff:198.18.0.100"`, "services[0].vip", 8, "not an IPv4"},
+		{"vip ipv6 without ipv6 subnets", "vip: 198.18.0.100", `vip: "2001:db8::1"`, "services[0].vip", 8, "not inside any link's subnets (no link has an IPv6 subnet)"},
+		{"vip mapped", "vip: 198.18.0.100", `vip: "::ffff:198.18.0.100"`, "services[0].vip", 8, "IPv4-mapped IPv6 address; use the IPv4 form 198.18.0.100"},
 		{"vip multicast", "vip: 198.18.0.100", `vip: 224.0.0.1`, "services[0].vip", 8, "unicast"},
 		{"backends mapping", "backends:\n      - address: 198.18.1.11:8080", "backends: {address: 198.18.1.11:8080}", "services[0].backends", 10, "expected a list, got a mapping"},
 		{"backends scalar", "backends:\n      - address: 198.18.1.11:8080", "backends: 198.18.1.11:8080", "services[0].backends", 10, "expected a list"},
@@ -723,7 +723,7 @@ func TestWrongTypes(t *testing.T) {
 		{"half_open_max negative", "port: 80", "port: 80\n    half_open_max: -1", "services[0].half_open_max", 10, "out of range"},
 		{"health source int", "", "health:\n  source: 7\n", "health.source", 15, "expected a string"},
 		{"health source bad", "", "health:\n  source: 198.18.1.256\n", "health.source", 15, "not a valid IP address"},
-		{"health source ipv6", "", "health:\n  source: \"::1\"\n", "health.source", 15, "not an IPv4 address"},
+		{"health source ipv6 loopback", "", "health:\n  source: \"::1\"\n", "health.source", 15, "not a usable unicast"},
 		{"health source loopback", "", "health:\n  source: 127.0.0.1\n", "health.source", 15, "not a usable unicast"},
 		{"health source vip", "", "health:\n  source: 198.18.0.100\n", "health.source", 15, "VIP of services[0]"},
 		{"health source snat", "", "health:\n  source: 198.18.1.100\n", "health.source", 15, "equals snat.addresses[0]"},
@@ -892,7 +892,7 @@ func TestValidateGoConfig(t *testing.T) {
 		{"no links", func(c *config.Config) { c.Links = nil }, "links", "at least one link"},
 		{"dup link name", func(c *config.Config) { c.Links[1].Name = "clients" }, "links[1].name", "also used by links[0]"},
 		{"no subnets no gateway", func(c *config.Config) { c.Links[0].Subnets = nil }, "links[0].subnets", "unless gateway"},
-		{"ipv6 subnet", func(c *config.Config) { c.Links[0].Subnets[0] = netip.MustParsePrefix("2001:db8::/64") }, "links[0].subnets[0]", "not an IPv4 prefix"},
+		{"mapped subnet", func(c *config.Config) { c.Links[0].Subnets[0] = netip.MustParsePrefix("::ffff:198.18.0.0/120") }, "links[0].subnets[0]", "IPv4-mapped prefix; use the IPv4 form 198.18.0.0/24"},
 		{"two gateways", func(c *config.Config) { c.Links[0].Gateway = addr("198.18.0.1") }, "links[1].gateway", "only one link"},
 		{"no services", func(c *config.Config) { c.Services = nil }, "services", "at least one service"},
 		{"no name", func(c *config.Config) { c.Services[0].Name = "" }, "services[0].name", "required"},
@@ -914,7 +914,7 @@ func TestValidateGoConfig(t *testing.T) {
 			c.Links[1].Gateway = netip.Addr{}
 			c.Services[0].Backends = c.Services[0].Backends[:1]
 			c.Health.Source = addr("203.0.113.9")
-		}, "health.source", "no link has a gateway"},
+		}, "health.source", "no link has an IPv4 gateway"},
 		{"health source ipv6", func(c *config.Config) { c.Health.Source = addr("2001:db8::1") }, "health.source", "not an IPv4"},
 		{"control socket relative", func(c *config.Config) { c.Control.Socket = "tslb.sock" }, "control.socket", "absolute path"},
 		{"shutdown negative", func(c *config.Config) { c.Shutdown.Timeout = -time.Nanosecond }, "shutdown.timeout", "out of range 0s..1h"},
@@ -924,7 +924,7 @@ func TestValidateGoConfig(t *testing.T) {
 		{"backend is snat", func(c *config.Config) {
 			c.Services[0].Backends[1].Address = netip.AddrPortFrom(c.SNAT.Addresses[1], 80)
 		}, "services[0].backends[1].address", "equals snat.addresses[1]"},
-		{"backend off link without gateway", func(c *config.Config) { c.Links[1].Gateway = netip.Addr{} }, "services[0].backends[1].address", "no link has a gateway"},
+		{"backend off link without gateway", func(c *config.Config) { c.Links[1].Gateway = netip.Addr{} }, "services[0].backends[1].address", "no link has an IPv4 gateway"},
 		{"hc timeout", func(c *config.Config) {
 			c.Services[0].HealthCheck = &config.HealthCheck{Type: "tcp", Interval: time.Second, Timeout: 2 * time.Second, Rise: 1, Fall: 1}
 		}, "services[0].health_check.timeout", "shorter than interval"},
