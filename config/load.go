@@ -506,8 +506,21 @@ func (d *decoder) addrPort(v *yaml.Node, p string) (netip.AddrPort, bool) {
 	}
 	x, err := netip.ParseAddrPort(s)
 	if err != nil {
-		if _, err := netip.ParseAddr(s); err == nil {
-			d.errAt(deref(v).Line, p, `%q has no port; want address:port, such as 198.18.1.11:8080 or "[2001:db8::11]:8080"`, s)
+		if a, err := netip.ParseAddr(s); err == nil {
+			hint := ""
+			if a.Is6() {
+				// 2001:db8::11:8080 is a valid IPv6 address: without
+				// brackets the port cannot be told from the last group.
+				hint = "; an IPv6 address:port needs brackets"
+				if i := strings.LastIndexByte(s, ':'); i > 0 {
+					if h, err := netip.ParseAddr(s[:i]); err == nil && h.Is6() {
+						if port, err := strconv.ParseUint(s[i+1:], 10, 16); err == nil && port > 0 {
+							hint += fmt.Sprintf(` (did you mean "[%s]:%d"?)`, s[:i], port)
+						}
+					}
+				}
+			}
+			d.errAt(deref(v).Line, p, `%q has no port; want address:port, such as 198.18.1.11:8080 or "[2001:db8::11]:8080"%s`, s, hint)
 		} else {
 			d.errAt(deref(v).Line, p, `%q is not a valid address:port (such as 198.18.1.11:8080 or "[2001:db8::11]:8080")`, s)
 		}

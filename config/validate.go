@@ -372,8 +372,9 @@ func (v *validator) services() {
 				}
 			}
 			// One service is one family: its flows to the backends leave
-			// from an SNAT address of the VIP's family.
-			if len(c.SNAT.Addresses) > 0 && !slices.ContainsFunc(c.SNAT.Addresses, func(a netip.Addr) bool { return a.IsValid() && a.Is6() == is6 }) {
+			// from an SNAT address of the VIP's family. (With a cluster
+			// an IPv6 VIP is refused above already.)
+			if len(c.SNAT.Addresses) > 0 && (c.Cluster == nil || !is6) && !slices.ContainsFunc(c.SNAT.Addresses, func(a netip.Addr) bool { return a.IsValid() && a.Is6() == is6 }) {
 				v.add(vp, "no %s address in snat.addresses: a service is one family, and its flows to the backends leave from an SNAT address of the VIP's family", familyName(is6))
 			}
 			if s.Port != 0 {
