@@ -159,8 +159,12 @@ func TestExampleParses(t *testing.T) {
 	}
 }
 
-// wantRE matches the first line of every file in testdata/bad.
-var wantRE = regexp.MustCompile(`^# want: (\S+) line (\d+)$`)
+// wantRE matches the first line of every file in testdata/bad; msgRE an
+// optional second line, text the error's message must contain.
+var (
+	wantRE = regexp.MustCompile(`^# want: (\S+) line (\d+)$`)
+	msgRE  = regexp.MustCompile(`^# msg: (.+)$`)
+)
 
 func TestBadFiles(t *testing.T) {
 	files, err := filepath.Glob("testdata/bad/*.yaml")
@@ -184,6 +188,12 @@ func TestBadFiles(t *testing.T) {
 		"cluster_snat_mismatch", "cluster_snat_overlap", "cluster_duplicate_id", "cluster_duplicate_mac",
 		"cluster_duplicate_address", "cluster_vip_is_member", "cluster_bad_asn", "cluster_peer_asn_zero",
 		"cluster_id_not_member", "cluster_bad_mac", "cluster_dead_after_short",
+		"ipv6_backend_family", "ipv6_vip_no_snat", "ipv6_vip_off_link", "ipv6_backend_off_link",
+		"ipv6_link_local_vip", "ipv6_zone", "ipv6_mapped_backend", "ipv6_subnet_link_local",
+		"ipv6_overlapping_subnets", "ipv6_gateway_two_v4", "ipv6_gateway_off_subnet",
+		"ipv6_two_gateways", "ipv6_health_source_two_v6", "ipv6_health_source_vip",
+		"ipv6_health_source_off_link", "ipv6_unquoted_backend", "ipv6_backend_no_brackets",
+		"ipv6_cluster_vip",
 	}
 	have := map[string]bool{}
 	for _, f := range files {
@@ -200,7 +210,12 @@ func TestBadFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			first, _, _ := bytes.Cut(data, []byte("\n"))
+			first, rest, _ := bytes.Cut(data, []byte("\n"))
+			second, _, _ := bytes.Cut(rest, []byte("\n"))
+			var msg string
+			if mm := msgRE.FindSubmatch(second); mm != nil {
+				msg = string(mm[1])
+			}
 			m := wantRE.FindSubmatch(first)
 			if m == nil {
 				t.Fatalf("first line %q is not `# want: KEY line N`", first)
@@ -224,10 +239,10 @@ func TestBadFiles(t *testing.T) {
 				if e.File != f {
 					t.Errorf("error %q has File %q, want %q", e, e.File, f)
 				}
-				found = found || (e.Key == key && e.Line == line)
+				found = found || (e.Key == key && e.Line == line && strings.Contains(e.Msg, msg))
 			}
 			if !found {
-				t.Errorf("no error for key %q at line %d; got:\n%v", key, line, err)
+				t.Errorf("no error for key %q at line %d containing %q; got:\n%v", key, line, msg, err)
 			}
 			prefix := fmt.Sprintf("%s:%d: ", f, line)
 			if key != "" {
@@ -976,7 +991,7 @@ func TestValidateGoConfig(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	good, _ := filepath.Glob("testdata/cluster/*.yaml")
-	for _, name := range append(append(files, good...), "example.yaml") {
+	for _, name := range append(append(files, good...), "example.yaml", "example-dualstack.yaml") {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)
@@ -984,6 +999,8 @@ func FuzzParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte(minimal))
+	f.Add([]byte(dual))
+	f.Add([]byte(only6))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := config.Parse(data, "fuzz")
 		if (c == nil) == (err == nil) {
@@ -1078,6 +1095,8 @@ func TestRestartKeysDiffer(t *testing.T) {
 		{"log level", func(c *config.Config) { c.Log.Level = "debug" }, nil},
 		{"detector", func(c *config.Config) { c.Detector.NoRepair = true }, nil},
 		{"health source", func(c *config.Config) { c.Health.Source = addr("198.18.1.2") }, nil},
+		// health.source of either family is lb's to refuse (lb.restartKeys).
+		{"health source6", func(c *config.Config) { c.Health.Source6 = addr("2001:db8:1::2") }, nil},
 		{"shutdown timeout", func(c *config.Config) { c.Shutdown.Timeout = time.Minute }, nil},
 		// Changes that need a restart.
 		{"link name", func(c *config.Config) { c.Links[0].Name = "front" }, []string{"links[0].name"}},
@@ -1086,6 +1105,16 @@ func TestRestartKeysDiffer(t *testing.T) {
 			c.Links[0].Subnets = append(c.Links[0].Subnets, netip.MustParsePrefix("198.18.2.0/24"))
 		}, []string{"links[0].subnets"}},
 		{"link gateway", func(c *config.Config) { c.Links[1].Gateway = addr("198.18.1.254") }, []string{"links[1].gateway"}},
+		{"link gateway6 added", func(c *config.Config) { c.Links[1].Gateway6 = addr("fe80::1") }, []string{"links[1].gateway"}},
+		{"link gateway6 moved", func(c *config.Config) { c.Links[0].Gateway6 = addr("fe80::1") }, []string{"links[0].gateway"}},
+		{"link IPv6 subnet", func(c *config.Config) {
+			c.Links[1].Subnets = append(c.Links[1].Subnets, netip.MustParsePrefix("2001:db8:1::/64"))
+		}, []string{"links[1].subnets"}},
+		{"snat IPv6 address added", func(c *config.Config) { c.SNAT.Addresses = append(c.SNAT.Addresses, addr("2001:db8:1::100")) }, []string{"snat.addresses"}},
+		{"IPv6 service added", func(c *config.Config) {
+			c.Services = append(c.Services, config.Service{Name: "web6", VIP: addr("2001:db8::100"), Port: 80,
+				Backends: []config.Backend{{Address: netip.MustParseAddrPort("[2001:db8:1::11]:8080"), Weight: 1}}})
+		}, nil},
 		{"link added", func(c *config.Config) {
 			c.Links = append(c.Links, config.Link{Name: "x", Interface: "tslb-x0", Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}})
 		}, []string{"links"}},
