@@ -160,6 +160,11 @@ func TestIPv6Good(t *testing.T) {
 				t.Errorf("health = %+v", c.Health)
 			}
 		}},
+		{"metrics on IPv6 loopback", dual, edits{{"", "metrics:\n  listen: \"[::1]:9100\"\n"}}, func(t *testing.T, c *config.Config) {
+			if c.Metrics.Listen != "[::1]:9100" {
+				t.Errorf("metrics.listen = %q", c.Metrics.Listen)
+			}
+		}},
 		// The documented default (config.Health.Source6, lb/health.go):
 		// without an IPv6 source the kernel picks the probes' source.
 		{"IPv6 health checks without an IPv6 source", dual, edits{
@@ -272,6 +277,8 @@ func TestIPv6Bad(t *testing.T) {
 			"services[1].vip", 13, `write the address without brackets: "2001:db8::100"`},
 		{"unquoted ::1 in a flow list", edits{{`"2001:db8:1::100"]`, "::1]"}},
 			"", 18, `IPv6 addresses must be quoted in YAML there: write "::1"`},
+		{"unquoted metrics listen", edits{{"", "metrics:\n  listen: [::1]:9100\n"}},
+			"", 20, `IPv6 addresses must be quoted in YAML there: write "[::1]:9100"`},
 		{"IPv6 address:port without brackets", edits{{`"[2001:db8:1::11]:8080"`, "2001:db8:1::11:8080"}},
 			"services[1].backends[0].address", 16, `an IPv6 address:port needs brackets (did you mean "[2001:db8:1::11]:8080"?)`},
 		{"IPv6 backend without port", edits{{`"[2001:db8:1::11]:8080"`, `"2001:db8:1::11"`}},
