@@ -119,7 +119,7 @@ func start(t testing.TB, cfg *config.Config) *harness {
 		if !ok {
 			return nil, link.Info{}, fmt.Errorf("fake: no link %q", name)
 		}
-		l, err := newFakeLink(name, lc.Queues, lc.Steering == link.SteerDstPort)
+		l, err := newFakeLink(name, lc.Queues, lc.Steering)
 		if err != nil {
 			return nil, link.Info{}, err
 		}
@@ -151,6 +151,9 @@ func start(t testing.TB, cfg *config.Config) *harness {
 				t.Errorf("Run did not return within 5s of cancel")
 			}
 			for _, l := range []*fakeLink{h.c0, h.b0} {
+				if l == nil {
+					continue // a one-link configuration
+				}
 				if !l.closed() {
 					t.Errorf("link %s not closed after Run", l.name)
 				}
@@ -160,6 +163,20 @@ func start(t testing.TB, cfg *config.Config) *harness {
 	}
 	t.Cleanup(h.stop)
 	// Run announces every owned address with a gratuitous ARP.
+	if h.b0 == nil { // one link holds both
+		seen := map[netip.Addr]bool{}
+		for range 2 {
+			o := decode(t, h.c0.next(t))
+			if o.arp == nil {
+				t.Fatalf("c0: frame is not ARP: % x", o.raw)
+			}
+			seen[netip.AddrFrom4([4]byte(o.arp.SourceProtAddress))] = true
+		}
+		if !seen[vipAddr] || !seen[snatAddr] {
+			t.Fatalf("gratuitous ARPs on c0 for %v, want %v and %v", seen, vipAddr, snatAddr)
+		}
+		return h
+	}
 	h.expectGratuitous(t, h.c0, c0MAC, vipAddr)
 	h.expectGratuitous(t, h.b0, b0MAC, snatAddr)
 	return h
