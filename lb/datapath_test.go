@@ -97,8 +97,10 @@ func testConfig(mods ...func(*config.Config)) *config.Config {
 type harness struct {
 	b      *Balancer
 	c0, b0 *fakeLink
-	seq    int    // barrier counter
-	stop   func() // stops Run (and checks it returned nil); idempotent
+	seq    int // barrier counter
+	// announced6 counts the unsolicited NAs start read per link.
+	announced6 map[string]int
+	stop       func() // stops Run (and checks it returned nil); idempotent
 }
 
 // start validates cfg, builds a Balancer on fake links and runs it until
@@ -260,11 +262,27 @@ func isARPReplyTo(f []byte, mac nat.MAC) bool {
 
 func (h *harness) expectGratuitous(t testing.TB, l *fakeLink, mac nat.MAC, a netip.Addr) {
 	t.Helper()
-	o := decode(t, l.next(t))
+	f := l.next(t)
+	for isUnsolicitedNA(f) { // a dual-stack configuration's IPv6 announcement
+		if h.announced6 == nil {
+			h.announced6 = map[string]int{}
+		}
+		h.announced6[l.name]++
+		f = l.next(t)
+	}
+	o := decode(t, f)
 	if o.arp == nil {
 		t.Fatalf("%s: first frame is not ARP: % x", l.name, o.raw)
 	}
 	checkARP(t, o, arpWant{op: nat.ARPRequest, ethSrc: mac, ethDst: bcastMAC, sMAC: mac, sIP: a, tMAC: nat.MAC{}, tIP: a})
+}
+
+// isUnsolicitedNA reports an ICMPv6 Neighbor Advertisement without the
+// solicited flag (what tslb sends for its IPv6 addresses at start).
+func isUnsolicitedNA(f []byte) bool {
+	pkt := gopacket.NewPacket(f[nat.VirtioNetHdrLen:], layers.LayerTypeEthernet, gopacket.Default)
+	na, _ := pkt.Layer(layers.LayerTypeICMPv6NeighborAdvertisement).(*layers.ICMPv6NeighborAdvertisement)
+	return na != nil && !na.Solicited()
 }
 
 // ask sends an ARP request from (mac, from) for target on l and returns
