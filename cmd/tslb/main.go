@@ -18,6 +18,7 @@ commands:
   check-config FILE... validate each FILE, printing every error with its key and
                        line; several files are one cluster's: checked together too
   reload [-socket S]   make a running tslb re-read its configuration file
+  drain [-socket S]    stop a running tslb gracefully (a cluster instance withdraws its routes first)
   demo                 build a network-namespace lab, balance HTTP through it, print a table
   lab up|down          build or remove a lab topology to play with by hand
   bench [flags]        run one workload through nftables, HAProxy and tslb side by side
@@ -40,6 +41,8 @@ func main() {
 		code = cmdDemo(args)
 	case "reload":
 		code = cmdReload(args)
+	case "drain":
+		code = cmdDrain(args)
 	case "lab":
 		code = cmdLab(args)
 	case "bench":

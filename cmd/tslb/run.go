@@ -126,6 +126,9 @@ func cmdRun(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// `tslb drain` ends Run as SIGTERM does.
+	ctx, drain := context.WithCancel(ctx)
+	defer drain()
 
 	var srv *http.Server
 	if cfg.Metrics.Listen != "" {
@@ -184,7 +187,12 @@ func cmdRun(args []string) int {
 			return 1
 		}
 		defer ln.Close()
-		go serveControl(ln, reload, log)
+		go serveControl(ln, controlCommands{reload: reload, drain: func() error {
+			log.Info("drain requested on the control socket")
+			b.Drain()
+			drain()
+			return nil
+		}}, log)
 		log.Info("control socket", "path", sock)
 	}
 
