@@ -106,7 +106,10 @@ type peer struct {
 // drains). When the current view changes, the view it replaces becomes
 // the previous view, and every live draining member is added to it, so a
 // draining member's flows keep reaching it through the second chance as
-// long as it lives. Only the last change is remembered: flows that
+// long as it lives. An instance that starts while the others run (a
+// restart, a new member) takes as its previous view the current one
+// without itself until it has heard every member or DeadAfter passed:
+// the view the others had before it joined. Only the last change is remembered: flows that
 // survived one change but not their owner's second one are lost (counted
 // by the datapath as not held by any live instance).
 type Members struct {
@@ -124,7 +127,13 @@ type Members struct {
 	// prevBase is the current view before the last change of the
 	// current view; the previous view is it plus the draining members.
 	prevBase *View
-	stats    [numOutcomes]atomic.Uint64
+	// joining is set from New until every member has been heard or
+	// DeadAfter has passed: while it is, the previous view is the current
+	// one without this instance (the view the others had before it
+	// joined), so that the flows they made meanwhile get their second
+	// chance at the member that holds them.
+	joining bool
+	stats   [numOutcomes]atomic.Uint64
 	changes  chan struct{}
 
 	snap atomic.Pointer[Snapshot]
@@ -169,6 +178,7 @@ func New(cfg Config, now int64) (*Members, error) {
 		}
 	}
 	m.epoch = 1
+	m.joining = len(m.peers) > 1
 	cur := newView(m.liveIDs(), m.m, m.epoch)
 	m.prevBase = cur
 	m.snap.Store(m.newSnapshot(cur, cur))
@@ -278,6 +288,9 @@ func (m *Members) observe(hb Heartbeat, now int64) Outcome {
 	} else if agree := hb.ViewHash == m.snap.Load().Current.hash; agree != agreeWas {
 		m.republish()
 	}
+	if m.joining && m.allHeard() {
+		m.joining = false
+	}
 	return Accepted
 }
 
@@ -286,6 +299,9 @@ func (m *Members) observe(hb Heartbeat, now int64) Outcome {
 func (m *Members) Tick(now int64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.joining && now-m.started >= m.deadAfter {
+		m.joining = false
+	}
 	changed := false
 	for i := range m.peers {
 		p := &m.peers[i]
@@ -341,6 +357,12 @@ func (m *Members) Ready(now int64) bool {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.allHeard()
+}
+
+// allHeard reports whether every configured member has been heard. m.mu
+// is held.
+func (m *Members) allHeard() bool {
 	for i := range m.peers {
 		if !m.peers[i].heard {
 			return false
@@ -428,6 +450,10 @@ func (m *Members) publish() {
 	cur := old.Current
 	if ids := m.liveIDs(); !slices.Equal(ids, cur.Members) {
 		m.prevBase = cur
+		if m.joining {
+			m.epoch++
+			m.prevBase = newView(slices.DeleteFunc(slices.Clone(ids), func(id MemberID) bool { return id == m.cfg.Self }), m.m, m.epoch)
+		}
 		m.epoch++
 		cur = newView(ids, m.m, m.epoch)
 	}

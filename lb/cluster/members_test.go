@@ -498,3 +498,42 @@ func TestPeerCountersSurviveSnapshotsAndReload(t *testing.T) {
 		t.Errorf("Peer, PeerByMAC: %v allocs", n)
 	}
 }
+
+// TestMembersLateJoinerPrevious: an instance that (re)starts while the
+// others run has, as its previous view, theirs without it, whatever order
+// it hears them in: flows they made while it was away get their second
+// chance at the member that holds them.
+func TestMembersLateJoinerPrevious(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.beatAll(5, 0, 1) // instance 3 is not running: 1 and 2 see {1, 2}
+	if got := current(c.m[0]); !slices.Equal(got, []MemberID{1, 2}) {
+		t.Fatalf("view of 1 without 3: %v", got)
+	}
+	m3, err := New(Config{Cluster: ClusterID("test"), Self: 3, Members: c.cfg, TableSize: 4099}, c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.m[2] = m3
+	c.beat(1, false, 2) // 3 hears 2 first: its view {2, 3}
+	if got := previous(m3); !slices.Equal(got, []MemberID{2}) {
+		t.Errorf("after hearing 2: previous %v, want [2]", got)
+	}
+	c.beat(0, false, 2) // then 1: {1, 2, 3}; previous must be {1, 2}, not {2, 3}
+	if got, want := previous(m3), []MemberID{1, 2}; !slices.Equal(got, want) {
+		t.Errorf("late joiner's previous view %v, want %v", got, want)
+	}
+	if got := current(m3); !slices.Equal(got, []MemberID{1, 2, 3}) {
+		t.Errorf("late joiner's view %v", got)
+	}
+	// Joined: later changes follow the ordinary rule.
+	c.now += 500 * ms
+	c.beat(2, false)
+	c.beat(0, false)
+	c.beat(1, true) // 2 leaves
+	if got := previous(m3); !slices.Equal(got, []MemberID{1, 2, 3}) {
+		t.Errorf("after 2 left: previous %v, want [1 2 3]", got)
+	}
+	if got := previous(c.m[0]); !slices.Equal(got, []MemberID{1, 2, 3}) {
+		t.Errorf("instance 1 after 2 left: previous %v, want [1 2 3]", got)
+	}
+}
