@@ -134,7 +134,7 @@ type Members struct {
 	// chance at the member that holds them.
 	joining bool
 	stats   [numOutcomes]atomic.Uint64
-	changes  chan struct{}
+	changes chan struct{}
 
 	snap atomic.Pointer[Snapshot]
 }
