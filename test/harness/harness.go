@@ -71,6 +71,11 @@ type Options struct {
 	// ControlSocket, if set, is control.socket instead (Control is then
 	// implied).
 	ControlSocket string
+	// NS is the namespace tslb runs in (nil means the lab's lb
+	// namespace); Custom, if set, is the configuration to run instead of
+	// the one Config builds (ClusterConfig builds a cluster instance's).
+	NS     *lab.NS
+	Custom *config.Config
 	// Wrapper, if set, is a command tslb runs under: Start runs
 	// Wrapper... Binary run -c FILE in the lb namespace (such as setpriv
 	// dropping to a user with ambient capabilities).
@@ -156,6 +161,29 @@ func Config(l *lab.Lab, o Options) *config.Config {
 	return c
 }
 
+// ClusterConfig builds the configuration of cluster instance in of c,
+// with o's service settings: the front link (tslb-f0, gateway the
+// router), the backend link, the instance's own SNAT address, and a
+// cluster section listing every instance (heartbeats every 500 ms, dead
+// after 2 s, eBGP to the router). o.StateFile, o.ShutdownTimeout and
+// o.Control apply; the control socket is Dir/tslb.sock.
+func ClusterConfig(c *lab.Cluster, in *lab.Instance, o Options) *config.Config {
+	cfg := Config(c.Lab, o)
+	cfg.Links = []config.Link{
+		{Name: "front", Interface: lab.ClusterFrontIf, Subnets: []netip.Prefix{lab.ClusterFrontNet}, Gateway: lab.ClusterRouter},
+		{Name: "backends", Interface: lab.ClusterBackendIf, Subnets: []netip.Prefix{c.BackendNet}},
+	}
+	cfg.SNAT.Addresses = []netip.Addr{in.SNAT}
+	cl := &config.Cluster{Name: "lab", ID: uint16(in.ID), Link: "front",
+		HeartbeatInterval: 500 * time.Millisecond, DeadAfter: 2 * time.Second,
+		BGP: config.BGP{ASN: c.InstanceASN(), Peers: []config.BGPPeer{{Address: lab.ClusterRouter, ASN: c.RouterASN(), HoldTime: c.HoldTime()}}}}
+	for _, m := range c.Instances {
+		cl.Members = append(cl.Members, config.ClusterMember{ID: uint16(m.ID), MAC: m.MAC, Address: m.Addr, SNATAddresses: []netip.Addr{m.SNAT}})
+	}
+	cfg.Cluster = cl
+	return cfg
+}
+
 // TSLB is a running tslb process in a lab's lb namespace.
 type TSLB struct {
 	Lab        *lab.Lab
@@ -177,9 +205,16 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 	if o.Binary == "" || o.Dir == "" {
 		return nil, errors.New("harness: Binary and Dir are required")
 	}
-	cfg := Config(l, o)
+	cfg := o.Custom
+	if cfg == nil {
+		cfg = Config(l, o)
+	}
+	ns := o.NS
+	if ns == nil {
+		ns = l.LB
+	}
 	cfg.ApplyDefaults()
-	if cfg.Health.Source.IsValid() {
+	if cfg.Health.Source.IsValid() && o.NS == nil {
 		out, err := l.LB.Command(ctx, "ip", "addr", "replace", cfg.Health.Source.String()+"/24", "dev", l.LBBackendIf).CombinedOutput()
 		if err != nil {
 			return nil, fmt.Errorf("harness: health source address: %v: %s", err, out)
@@ -202,7 +237,7 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 		return nil, err
 	}
 	argv := append(append(slices.Clone(o.Wrapper), o.Binary), "run", "-c", path)
-	cmd := l.LB.Command(context.Background(), argv[0], argv[1:]...)
+	cmd := ns.Command(context.Background(), argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -210,7 +245,7 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 		return nil, fmt.Errorf("harness: start tslb: %w", err)
 	}
 	t := &TSLB{Lab: l, Config: cfg, ConfigPath: path, LogPath: logPath, cmd: cmd, done: make(chan struct{}),
-		http: l.LB.HTTPClient(false, 2*time.Second)}
+		http: ns.HTTPClient(false, 2*time.Second)}
 	go func() {
 		t.waitErr = cmd.Wait()
 		logf.Close()

@@ -394,6 +394,12 @@ func (c *Cluster) birdConfig() string {
 	return b.String()
 }
 
+// RouterASN, InstanceASN and HoldTime are the lab's BGP settings (its
+// ClusterConfig with the defaults filled in).
+func (c *Cluster) RouterASN() uint32       { return c.ccfg.RouterASN }
+func (c *Cluster) InstanceASN() uint32     { return c.ccfg.InstanceASN }
+func (c *Cluster) HoldTime() time.Duration { return c.ccfg.HoldTime }
+
 // BirdSocket is the path of BIRD's control socket.
 func (c *Cluster) BirdSocket() string { return filepath.Join(c.BirdDir, "bird.ctl") }
 

@@ -43,7 +43,9 @@ const maxBytes = 1 << 36
 //	POST /upload           reads the body, answers "<hex sha256> <bytes>\n"
 //	GET /sleep?ms=M        sleeps min(M ms, MaxSleep), then answers "<id>\n"
 //
-// Every response carries the header "X-Backend: <id>".
+// Every response carries the headers "X-Backend: <id>" and "X-Client:
+// <address:port>", the connection's remote end as the server sees it (the
+// SNAT tuple behind a balancer).
 type Backend struct {
 	// NS is the namespace the server listens in.
 	NS *NS
@@ -157,6 +159,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("X-Backend", b.ID)
+	h.Set("X-Client", r.RemoteAddr)
 	if b.closeFirst {
 		h.Set("Connection", "close")
 	}
