@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"tslb/config"
 	"tslb/lb/cluster"
 	"tslb/lb/cluster/bgp"
+	"tslb/lb/link"
 	"tslb/nat"
 )
 
@@ -556,5 +558,72 @@ func TestClusterPathAllocs(t *testing.T) {
 		w.arenaN = 0
 	}); n != 0 {
 		t.Errorf("clusterSteer (forward): %v allocs", n)
+	}
+}
+
+// BenchmarkClusterForward measures the inter-instance hop on the
+// instance that forwards: Recv of a batch of 64 client data segments (64
+// bytes of payload) on the front link, decode, worker ownership, flow
+// lookup (a miss), the cluster's decision (source MAC, TupleHash, Maglev
+// owner) and the L2 rewrite, Send and Flush. Every segment belongs to a
+// flow members 2 or 3 own. ns/pkt compares with BenchmarkWorkerPath's
+// (the full NAT path of a held flow): the owner pays that on top.
+func BenchmarkClusterForward(b *testing.B) {
+	cfg := clusterConfig()
+	cfg.ApplyDefaults()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		b.Fatal(errs)
+	}
+	queues := map[string]*benchQueue{}
+	open := func(name string, lc link.Config) ([]link.Queue, link.Info, error) {
+		q := &benchQueue{}
+		queues[name] = q
+		mac := c0MAC
+		if name == "b0" {
+			mac = b0MAC
+		}
+		return []link.Queue{q}, link.Info{Name: name, MAC: [6]byte(mac), MTU: 1500}, nil
+	}
+	now := time.Now().UnixNano()
+	ann := &fakeAnnouncer{routes: map[netip.Prefix]netip.Addr{}}
+	bal, err := New(cfg, Options{Open: open, Seed: 1, Logger: slog.New(slog.DiscardHandler), Clock: func() int64 { return now },
+		NewAnnouncer: func(bgp.Config) (Announcer, error) { return ann, nil }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bal.closeLinks()
+	m := bal.cl.members
+	for id, mac := range map[cluster.MemberID]nat.MAC{2: member2MAC, 3: member3MAC} {
+		m.Observe(cluster.Heartbeat{Src: cluster.MAC(mac), Cluster: cluster.ClusterID("test"), From: id, Generation: 1, Seq: 1}, now)
+	}
+	s := m.Snapshot()
+	if s.Current.Len() != 3 {
+		b.Fatalf("view %v", s.Current.Members)
+	}
+	var tmpl [][]byte
+	for p := uint16(30000); len(tmpl) < rxBatch; p++ {
+		if s.Current.Owner(cluster.TupleHash(clientAddr.As4(), p, vipAddr.As4(), 80)) == 1 {
+			continue
+		}
+		sg := routerSeg(p, nat.TCPFlagACK|nat.TCPFlagPSH, 1000, 2000)
+		sg.payload = make([]byte, 64)
+		tmpl = append(tmpl, tcpFrame(b, sg))
+	}
+	queues["c0"].replay(tmpl)
+	w := bal.workers[0]
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		if _, err := w.once(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	pkts := float64(b.N) * rxBatch
+	b.ReportMetric(float64(el.Nanoseconds())/pkts, "ns/pkt")
+	if fwd := w.clc.verdicts[cluster.ForwardOwner].Load(); float64(fwd) < pkts {
+		b.Fatalf("%d of %v frames forwarded: the benchmark is not measuring the hop", fwd, pkts)
 	}
 }
