@@ -556,3 +556,24 @@ func TestClusterConfigOverlap(t *testing.T) {
 	}
 	t.Logf("check-config a b c-cross:\n%s", out)
 }
+
+// TestDemoCluster runs `tslb demo -cluster 3`: three instances share the
+// load, one is stopped with SIGTERM mid-run, no request fails.
+func TestDemoCluster(t *testing.T) {
+	lab.Require(t)
+	lab.RequireBird(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, tslbBinary, "demo", "-cluster", "3", "-requests", "600").CombinedOutput()
+	text := strings.ReplaceAll(string(out), "\r", "\n")
+	if err != nil || !strings.Contains(text, "600 requests, 0 failed") || !strings.Contains(text, "instance 3 stopped: exit code 0") {
+		t.Fatalf("tslb demo -cluster 3: %v\n%s", err, text)
+	}
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "tslb ") && strings.Contains(l, "%") {
+			t.Log(strings.TrimSpace(l))
+		}
+	}
+	t.Logf("demo took %v", time.Since(start).Round(time.Millisecond))
+}

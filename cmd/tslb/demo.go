@@ -28,7 +28,12 @@ func cmdDemo(args []string) int {
 	conc := fs.Int("concurrency", 8, "requests in flight")
 	ts := fs.String("timestamps", "rewrite", "timestamp mode of the service: strip, passthrough or rewrite")
 	keep := fs.Bool("keep", false, "keep the lab and tslb running after the requests, until Ctrl-C")
+	instances := fs.Int("cluster", 0, "run N tslb instances behind a BGP/ECMP router instead of one (2..8); one is stopped mid-run")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *instances != 0 && (*instances < 2 || *instances > 8) {
+		fmt.Fprintln(os.Stderr, "tslb demo: -cluster N: N in 2..8")
 		return 2
 	}
 	if *requests < 1 || *requests > 100000 || *clients < 1 || *backends < 1 || *conc < 1 {
@@ -51,6 +56,9 @@ func cmdDemo(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tslb demo:", err)
 		return 1
+	}
+	if *instances > 0 {
+		return demoCluster(ctx, exe, dir, *instances, *clients, *backends, *requests, *conc, *keep)
 	}
 	fmt.Printf("building lab: %d client(s), tslb, %d backend(s) in network namespaces ...\n", *clients, *backends)
 	l, err := lab.New(lab.Config{Clients: *clients, Backends: *backends})
