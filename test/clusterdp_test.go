@@ -577,3 +577,89 @@ func TestDemoCluster(t *testing.T) {
 	}
 	t.Logf("demo took %v", time.Since(start).Round(time.Millisecond))
 }
+
+// procCPU returns the user+system CPU time of process pid.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) in parentheses.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+}
+
+// BenchmarkClusterConnections: one op = one HTTP/1.1 request on a new TCP
+// connection to the VIP through the router (connect, GET, server closes),
+// 32 in flight from two client namespaces, with 1 and with 3 tslb
+// instances (one worker each) behind the router's ECMP. It reports the
+// aggregate rate, the CPU the tslb processes spent per connection, and
+// the client frames forwarded between instances per connection; the
+// difference in CPU per forwarded frame estimates the cost of the hop.
+// Everything (clients, router, backends' servers, instances) shares this
+// machine's cores: compare the two rows of one run.
+func BenchmarkClusterConnections(b *testing.B) {
+	for _, k := range []int{1, 3} {
+		b.Run(fmt.Sprintf("instances=%d", k), func(b *testing.B) {
+			c := lab.NewClusterT(b, lab.ClusterConfig{Instances: k, Clients: 2, Backends: 3})
+			if _, err := c.StartBackends(lab.ServerConfig{Port: 8080, CloseFirst: true}); err != nil {
+				b.Fatal(err)
+			}
+			var ts []*harness.TSLB
+			for _, in := range c.Instances {
+				dir := b.TempDir()
+				o := harness.Options{Binary: tslbBinary, Dir: dir, NS: in.NS, Workers: 1, LogLevel: "warn"}
+				o.Custom = harness.ClusterConfig(c, in, o)
+				t, err := harness.Start(context.Background(), c.Lab, o)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { t.Stop(10 * time.Second) })
+				ts = append(ts, t)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				h, err := c.RouterNextHops(netip.PrefixFrom(lab.ClusterVIP, 32))
+				if err == nil && len(h) == k {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("router next hops %v, want %d", h, k)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			sample := func() (cpu time.Duration, fwd float64) {
+				for _, t := range ts {
+					cpu += procCPU(t.Pid())
+					if m, err := t.Metrics(context.Background()); err == nil {
+						fwd += m.Sum("tslb_cluster_frames_forwarded_total")
+					}
+				}
+				return
+			}
+			// Idle cost (heartbeats, BGP keepalives, timers) over 2 s, to
+			// tell it from the per-connection cost.
+			idle0, _ := sample()
+			time.Sleep(2 * time.Second)
+			cpu0, fwd0 := sample()
+			url := fmt.Sprintf("http://%s/", lab.ClusterVIP)
+			b.ResetTimer()
+			start := time.Now()
+			res := lab.Requests(context.Background(), c.Clients, url, b.N, 32, 5*time.Second, 5*time.Minute, false)
+			el := time.Since(start)
+			b.StopTimer()
+			if res.Errors > 0 {
+				b.Fatalf("%d errors: %v", res.Errors, res.FirstErrors)
+			}
+			cpu1, fwd1 := sample()
+			b.ReportMetric(float64(b.N)/el.Seconds(), "conns/s")
+			b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "tslb-cpu-µs/conn")
+			b.ReportMetric((fwd1-fwd0)/float64(b.N), "forwarded/conn")
+			b.ReportMetric(float64((cpu0-idle0).Milliseconds())/2, "idle-cpu-ms/s")
+		})
+	}
+}
