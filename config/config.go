@@ -125,6 +125,9 @@ type Config struct {
 	StateFile string
 	// Datapath configures the packet I/O and the datapath workers.
 	Datapath Datapath
+	// Cluster makes this tslb one instance of a cluster behind ECMP; nil
+	// (no cluster section) means a single instance.
+	Cluster *Cluster
 	// Source is the file path the configuration was loaded from; it
 	// prefixes every error.
 	Source string
@@ -146,6 +149,11 @@ type Link struct {
 	// subnets; the zero (invalid) Addr means none. At most one link has
 	// one, and it lies inside one of that link's Subnets.
 	Gateway netip.Addr
+	// Gateway6 is the IPv6 next hop for IPv6 destinations outside every
+	// link's subnets (the zero Addr means none); at most one link has
+	// one, inside one of its IPv6 subnets. YAML: the link's `gateway`
+	// key holds one address of each family (a scalar, or a list of two).
+	Gateway6 netip.Addr
 }
 
 // Service is one load-balanced VIP:port.
@@ -349,6 +357,10 @@ type Health struct {
 	// no VIP, SNAT address or backend address, and lies inside one of the
 	// links' subnets unless a link has a gateway.
 	Source netip.Addr
+	// Source6 is Source for probes to IPv6 backends (the zero Addr means
+	// none: the kernel picks). YAML: health.source holds one address of
+	// each family (a scalar, or a list of two).
+	Source6 netip.Addr
 	// Passive is passive health checking and SYN re-dispatch.
 	Passive PassiveHealth
 }
@@ -455,6 +467,9 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&p.Retries, DefaultPassiveRetries) // Go callers: 0 counts as unset
 	}
 	setDefault(&c.Datapath.RingFrames, DefaultRingFrames)
+	if c.Cluster != nil {
+		c.Cluster.applyDefaults()
+	}
 }
 
 // setDefault stores def in *p if *p is the zero value.

@@ -92,6 +92,7 @@ func sameConfig(t *testing.T, a, b *config.Config) {
 		{"Control", a.Control, b.Control},
 		{"Shutdown", a.Shutdown, b.Shutdown},
 		{"StateFile", a.StateFile, b.StateFile},
+		{"Cluster", a.Cluster, b.Cluster},
 	}
 	for _, p := range pairs {
 		if !reflect.DeepEqual(p.x, p.y) {
@@ -180,6 +181,9 @@ func TestBadFiles(t *testing.T) {
 		"control_socket_relative", "control_socket_too_long",
 		"shutdown_timeout_range", "state_file_relative",
 		"bad_drain", "all_backends_drained", "bad_log_format",
+		"cluster_snat_mismatch", "cluster_snat_overlap", "cluster_duplicate_id", "cluster_duplicate_mac",
+		"cluster_duplicate_address", "cluster_vip_is_member", "cluster_bad_asn", "cluster_peer_asn_zero",
+		"cluster_id_not_member", "cluster_bad_mac", "cluster_dead_after_short",
 	}
 	have := map[string]bool{}
 	for _, f := range files {
@@ -971,7 +975,8 @@ func TestValidateGoConfig(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
-	for _, name := range append(files, "example.yaml") {
+	good, _ := filepath.Glob("testdata/cluster/*.yaml")
+	for _, name := range append(append(files, good...), "example.yaml") {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)

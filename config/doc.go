@@ -3,8 +3,10 @@
 // A configuration names the AF_PACKET links tslb owns, the TCP services
 // (VIP:port and their backends), the SNAT address pool, flow-table limits,
 // the metrics, logging and collision-detector settings, the health-probe
-// source address, the control socket, the graceful-shutdown timeout and the
-// TIME_WAIT ledger's state file. See example.yaml
+// source address, the control socket, the graceful-shutdown timeout, the
+// TIME_WAIT ledger's state file and, for an instance of a cluster behind
+// ECMP, the cluster section (members, heartbeats, BGP; [CheckCluster]
+// checks the files of a whole cluster together). See example.yaml
 // in this directory for a complete, commented file.
 //
 // [Parse] reads YAML with gopkg.in/yaml.v3 into a node tree and walks it with

@@ -499,7 +499,7 @@ func (d *decoder) root(n *yaml.Node) *Config {
 	}
 	known := []string{
 		"links", "services", "snat", "flows", "metrics", "log", "detector",
-		"health", "control", "shutdown", "state_file", "datapath",
+		"health", "control", "shutdown", "state_file", "datapath", "cluster",
 	}
 	if !d.mapping(n, "", known, func(key string, v *yaml.Node, p string) {
 		switch key {
@@ -549,6 +549,8 @@ func (d *decoder) root(n *yaml.Node) *Config {
 			c.StateFile, _ = d.str(v, p)
 		case "datapath":
 			d.datapath(v, p, &c.Datapath)
+		case "cluster":
+			c.Cluster = d.cluster(v, p)
 		}
 	}) {
 		d.m.bad[""] = true

@@ -28,6 +28,41 @@ type (
 		Shutdown  yamlShutdown  `yaml:"shutdown"`
 		StateFile string        `yaml:"state_file,omitempty"`
 		Datapath  *yamlDatapath `yaml:"datapath,omitempty"`
+		Cluster   *yamlCluster  `yaml:"cluster,omitempty"`
+	}
+	yamlCluster struct {
+		Name              string              `yaml:"name"`
+		ID                uint16              `yaml:"id"`
+		Link              string              `yaml:"link,omitempty"`
+		HeartbeatInterval string              `yaml:"heartbeat_interval,omitempty"`
+		DeadAfter         string              `yaml:"dead_after,omitempty"`
+		Members           []yamlClusterMember `yaml:"members"`
+		BGP               yamlBGP             `yaml:"bgp"`
+	}
+	yamlClusterMember struct {
+		ID            uint16   `yaml:"id"`
+		MAC           string   `yaml:"mac"`
+		Address       string   `yaml:"address"`
+		SNATAddresses []string `yaml:"snat_addresses,flow"`
+	}
+	yamlBGP struct {
+		ASN          uint32        `yaml:"asn"`
+		RouterID     string        `yaml:"router_id,omitempty"`
+		LocalAddress string        `yaml:"local_address,omitempty"`
+		ListenPort   uint16        `yaml:"listen_port,omitempty"`
+		Peers        []yamlBGPPeer `yaml:"peers"`
+	}
+	yamlBGPPeer struct {
+		Address  string   `yaml:"address"`
+		ASN      uint32   `yaml:"asn"`
+		HoldTime string   `yaml:"hold_time,omitempty"`
+		Passive  bool     `yaml:"passive,omitempty"`
+		BFD      *yamlBFD `yaml:"bfd,omitempty"`
+	}
+	yamlBFD struct {
+		MinTx      string `yaml:"min_tx,omitempty"`
+		MinRx      string `yaml:"min_rx,omitempty"`
+		Multiplier int    `yaml:"multiplier,omitempty"`
 	}
 	yamlDatapath struct {
 		Workers    int    `yaml:"workers,omitempty"`
@@ -219,6 +254,9 @@ func (c *Config) Marshal() ([]byte, error) {
 	if dp := c.Datapath; dp != (Datapath{}) {
 		y.Datapath = &yamlDatapath{Workers: dp.Workers, IO: dp.IO, RingFrames: dp.RingFrames}
 	}
+	if cl := c.Cluster; cl != nil {
+		y.Cluster = marshalCluster(cl)
+	}
 	if det := c.Detector; det != (Detector{}) {
 		y.Detector = &yamlDetector{PcapDir: det.PcapDir, PcapMaxFiles: det.PcapMaxFiles}
 		if det.NoRepair {
@@ -239,6 +277,32 @@ func (c *Config) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+func marshalCluster(cl *Cluster) *yamlCluster {
+	y := &yamlCluster{
+		Name: cl.Name, ID: cl.ID, Link: cl.Link,
+		HeartbeatInterval: formatDuration(cl.HeartbeatInterval), DeadAfter: formatDuration(cl.DeadAfter),
+		BGP: yamlBGP{ASN: cl.BGP.ASN, RouterID: addrString(cl.BGP.RouterID), LocalAddress: addrString(cl.BGP.LocalAddress), ListenPort: cl.BGP.ListenPort},
+	}
+	for _, m := range cl.Members {
+		ym := yamlClusterMember{ID: m.ID, Address: addrString(m.Address), SNATAddresses: []string{}}
+		if len(m.MAC) > 0 {
+			ym.MAC = m.MAC.String()
+		}
+		for _, a := range m.SNATAddresses {
+			ym.SNATAddresses = append(ym.SNATAddresses, addrString(a))
+		}
+		y.Members = append(y.Members, ym)
+	}
+	for _, p := range cl.BGP.Peers {
+		yp := yamlBGPPeer{Address: addrString(p.Address), ASN: p.ASN, HoldTime: formatDuration(p.HoldTime), Passive: p.Passive}
+		if b := p.BFD; b != nil {
+			yp.BFD = &yamlBFD{MinTx: formatDuration(b.MinTx), MinRx: formatDuration(b.MinRx), Multiplier: b.Multiplier}
+		}
+		y.BGP.Peers = append(y.BGP.Peers, yp)
+	}
+	return y
 }
 
 // addrString formats a, or "" for the zero Addr (so Parse reports it as

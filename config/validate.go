@@ -25,6 +25,7 @@ func (c *Config) Validate() Errors {
 	v.health()
 	v.passive()
 	v.process()
+	v.cluster()
 	v.errs.sort()
 	return v.errs
 }
@@ -262,7 +263,9 @@ func (v *validator) services() {
 		}
 		vp := p + ".vip"
 		if v.unicast4(vp, s.VIP) {
-			if v.offLink(s.VIP) {
+			// A cluster's VIPs are routed to the instances (announced
+			// with BGP), so they need not be on a link.
+			if v.offLink(s.VIP) && c.Cluster == nil {
 				v.add(vp, "VIP %s is not inside any link's subnets", s.VIP)
 			}
 			v.notGateway(vp, s.VIP)

@@ -61,6 +61,8 @@ type shared struct {
 	pcapMax int
 
 	cookies nat.CookieKey // the SYN proxy's secret, random per start
+
+	collisions collisionLog // the latest collisions, for the status page
 }
 
 // Balancer is a running tslb datapath built from one configuration.
@@ -71,6 +73,10 @@ type Balancer struct {
 	ledger  *ledgerDir   // the pools' memory-mapped files (state_file set)
 
 	recoveredTW, recoveredUnknown int // tuples read back from the ledger files at start
+
+	started       time.Time
+	lastReload    time.Time // guarded by reloadMu
+	lastReloadErr string    // guarded by reloadMu
 
 	reloadMu sync.Mutex
 	health   healthSet
@@ -105,7 +111,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 	if sh.pcapMax <= 0 {
 		sh.pcapMax = config.DefaultPcapMaxFiles
 	}
-	b := &Balancer{sh: sh}
+	b := &Balancer{sh: sh, started: time.Now()}
 	b.applyTimeouts(cfg)
 
 	// Links first: services need them to route to backends.
@@ -134,7 +140,10 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		l := &nic{name: name, idx: i, mac: nat.MAC(info.MAC), mtu: info.MTU, subnets: lc.Subnets,
 			neigh: newNeighTable(), steer: steer, queues: qs}
 		if lc.Gateway.IsValid() {
-			l.gw, l.hasGW = nat.Addr4From(lc.Gateway), true
+			l.gw, l.hasGW = nat.AddrFrom(lc.Gateway), true
+		}
+		if lc.Gateway6.IsValid() {
+			l.gw6, l.hasGW6 = nat.AddrFrom(lc.Gateway6), true
 		}
 		sh.nics = append(sh.nics, l)
 	}
@@ -212,8 +221,8 @@ func linkHoldsSNAT(lc config.Link, cfg *config.Config) bool {
 
 // route returns the link and next hop for dst: dst itself if a link's
 // subnet holds it, else the gateway.
-func (sh *shared) route(dst nat.Addr4) (*nic, nat.Addr4) {
-	a := dst.Netip()
+func (sh *shared) route(dst nat.Addr16) (*nic, nat.Addr16) {
+	a := dst.Addr()
 	for _, l := range sh.nics {
 		for _, p := range l.subnets {
 			if p.Contains(a) {
@@ -221,12 +230,16 @@ func (sh *shared) route(dst nat.Addr4) (*nic, nat.Addr4) {
 			}
 		}
 	}
+	v4 := dst.Is4()
 	for _, l := range sh.nics {
-		if l.hasGW {
+		if v4 && l.hasGW {
 			return l, l.gw
 		}
+		if !v4 && l.hasGW6 {
+			return l, l.gw6
+		}
 	}
-	return nil, nat.Addr4{}
+	return nil, nat.Addr16{}
 }
 
 // Registry is the Prometheus registry holding tslb's metrics.

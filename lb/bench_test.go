@@ -56,9 +56,9 @@ func BenchmarkWorkerPath(b *testing.B) {
 	}
 	defer bal.closeLinks()
 	for _, l := range bal.sh.nics {
-		l.neigh.learn(a4(clientAddr), clientMAC, now)
-		l.neigh.learn(a4(be1Addr), be1MAC, now)
-		l.neigh.learn(a4(be2Addr), be2MAC, now)
+		l.neigh.learn(nat.AddrFrom(clientAddr), clientMAC, now)
+		l.neigh.learn(nat.AddrFrom(be1Addr), be1MAC, now)
+		l.neigh.learn(nat.AddrFrom(be2Addr), be2MAC, now)
 	}
 	const flowsPer = 32
 	payload := make([]byte, 64)

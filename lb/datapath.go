@@ -36,6 +36,8 @@ func (w *worker) handle(frame []byte) {
 		w.handleARP()
 	case nat.EtherTypeIPv4:
 		w.handleIPv4(frame)
+	case nat.EtherTypeIPv6:
+		w.handleIPv6(frame)
 	default:
 		w.c.dropErr(nat.ErrUnsupportedEtherType)
 	}
@@ -61,15 +63,15 @@ func (w *worker) handleARP() {
 		w.c.dropErr(nat.ErrShortARP)
 		return
 	}
-	sip, tip, op := a.SenderIP(), a.TargetIP(), a.Op()
-	if w.s.owned[sip] != nil {
+	sip, tip, op := a.SenderIP().Mapped(), a.TargetIP().Mapped(), a.Op()
+	if w.s.ownedAt(sip) != nil {
 		// Someone claims one of tslb's addresses (a forged reply, or an
 		// address conflict): never learn it, never answer it.
 		w.c.drop(dropARPSpoof)
 		return
 	}
 	forUs := w.s.linkOwned[l.idx][tip]
-	if l.onLink(sip) && (forUs || op == nat.ARPReply) && sip != (nat.Addr4{}) {
+	if l.onLink(sip) && (forUs || op == nat.ARPReply) && sip != (nat.Addr4{}).Mapped() {
 		for _, fr := range l.neigh.learn(sip, a.SenderMAC(), w.now) {
 			nat.Ethernet(fr[nat.VirtioNetHdrLen:]).SetDst(a.SenderMAC())
 			w.keep(fr)
@@ -85,7 +87,7 @@ func (w *worker) handleARP() {
 	}
 	sm := a.SenderMAC()
 	buf := w.scratch()
-	n := nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPReply, l.mac, sm, l.mac, tip, sm, sip)
+	n := nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPReply, l.mac, sm, l.mac, tip.Unmap(), sm, sip.Unmap())
 	if w.sendQueue(l, buf[:nat.VirtioNetHdrLen+n]) {
 		l.arpReply.Inc()
 	}
@@ -93,34 +95,51 @@ func (w *worker) handleARP() {
 
 func (w *worker) handleIPv4(frame []byte) {
 	p := &w.pkt
-	oa := w.s.owned[p.Dst]
+	oa := w.s.ownedAt(p.Dst.Mapped())
 	if oa == nil {
 		w.c.drop(dropNotOurs)
 		return
 	}
-	kind := oa.kind
-	if kind == ownedKernel {
-		return // the kernel's own (health probes): not ours to count
-	}
 	switch p.Proto {
 	case nat.ProtoTCP:
-		if kind == ownedVIP {
-			if o := link.FlowOwner([4]byte(p.Src), p.SrcPort, p.DstPort, w.sh.workers); o != w.id {
-				w.handOff(w.peers[o], w.in, frame)
-				return
-			}
-			w.fromClient(frame, oa)
-		} else {
-			if o := snat.PortOwner(p.DstPort, w.sh.workers); o != w.id {
-				w.handOff(w.peers[o], w.in, frame)
-				return
-			}
-			w.fromBackend(frame)
-		}
+		w.handleTCP(frame, oa)
 	case nat.ProtoICMP:
-		w.handleICMP(frame, kind)
+		if oa.kind != ownedKernel {
+			w.handleICMP(frame, oa.kind)
+		}
 	default:
-		w.c.drop(dropUnsupportedProto)
+		if oa.kind != ownedKernel {
+			w.c.drop(dropUnsupportedProto)
+		}
+	}
+}
+
+// handleTCP dispatches a TCP segment to an owned address of either family:
+// client → VIP, backend → SNAT, after checking that this worker owns its
+// flow (the fanout steering's Go mirror; a miss is handed over).
+func (w *worker) handleTCP(frame []byte, oa *ownedAddr) {
+	p := &w.pkt
+	switch oa.kind {
+	case ownedKernel:
+		return // the kernel's own (health probes): not ours to count
+	case ownedVIP:
+		var o int
+		if p.IsIPv6() {
+			o = link.FlowOwner6(p.Src6, p.SrcPort, p.DstPort, w.sh.workers)
+		} else {
+			o = link.FlowOwner([4]byte(p.Src), p.SrcPort, p.DstPort, w.sh.workers)
+		}
+		if o != w.id {
+			w.handOff(w.peers[o], w.in, frame)
+			return
+		}
+		w.fromClient(frame, oa)
+	default:
+		if o := snat.PortOwner(p.DstPort, w.sh.workers); o != w.id {
+			w.handOff(w.peers[o], w.in, frame)
+			return
+		}
+		w.fromBackend(frame)
 	}
 }
 
@@ -136,7 +155,7 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 		w.c.drop(dropNoService)
 		return
 	}
-	if p.IPv4().TTL() <= 1 {
+	if p.TTL() <= 1 {
 		// Checked before a flow is made: an expiring SYN must not take a
 		// SNAT port.
 		w.c.drop(dropTTLExpired)
@@ -146,7 +165,7 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 		w.c.drop(dropBadTCPFlags)
 		return
 	}
-	k := flowKey{p.Src, p.Dst, p.SrcPort, p.DstPort}
+	k := flowKey{p.SrcAddr(), p.DstAddr(), p.SrcPort, p.DstPort}
 	f := w.flows.get(k)
 	syn := isSYN(p.TCPFlags)
 	if f != nil && syn {
@@ -259,7 +278,7 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 		w.c.drop(dropTTLExpired)
 		return
 	}
-	p.SetTuple(f.snat, f.sport, f.baddr, f.bport)
+	p.SetTupleAny(f.snat, f.sport, f.baddr, f.bport)
 	frame = outFrame(frame, p)
 	if syn {
 		// Kept until the backend answers, to re-send after a repair.
@@ -287,7 +306,7 @@ func (w *worker) grow(frame []byte, g int) {
 // the client.
 func (w *worker) fromBackend(frame []byte) {
 	p := &w.pkt
-	k := flowKey{p.Src, p.Dst, p.SrcPort, p.DstPort}
+	k := flowKey{p.SrcAddr(), p.DstAddr(), p.SrcPort, p.DstPort}
 	f := w.flows.get(k)
 	if f == nil {
 		if w.probeIdx == nil || !w.probeAnswer(k) {
@@ -367,7 +386,7 @@ func (w *worker) fromBackend(frame []byte) {
 	if f.capt != nil {
 		w.captureFrame(f, frame)
 	}
-	p.SetTuple(f.vip, f.vport, f.client, f.cport)
+	p.SetTupleAny(f.vip, f.vport, f.client, f.cport)
 	w.transmit(f.clientNIC, f.clientHop, outFrame(frame, p))
 	if st >= nat.StateTimeWait {
 		w.releaseTuple(f)
@@ -496,10 +515,10 @@ func (w *worker) handleICMP(frame []byte, kind ownedKind) {
 	}
 	// The quoted datagram is one tslb sent: reverse it to get the key of
 	// packets arriving from the same peer.
-	k := flowKey{e.InnerDst, e.InnerSrc, e.InnerDstPort, e.InnerSrcPort}
+	k := flowKey{e.InnerDst.Mapped(), e.InnerSrc.Mapped(), e.InnerDstPort, e.InnerSrcPort}
 	owner := snat.PortOwner(k.dport, w.sh.workers)
 	if kind == ownedVIP {
-		owner = link.FlowOwner([4]byte(k.src), k.sport, k.dport, w.sh.workers)
+		owner = link.FlowOwner([4]byte(e.InnerDst), k.sport, k.dport, w.sh.workers)
 	}
 	if owner != w.id {
 		w.handOff(w.peers[owner], w.in, frame)
@@ -515,22 +534,22 @@ func (w *worker) handleICMP(frame []byte, kind ownedKind) {
 		// About a segment tslb sent to the client: tell the backend, as if
 		// about the segment it sent to the SNAT address. The quote holds
 		// the backend's own seq: unchanged by translation.
-		p.SetSrc(f.snat)
-		p.SetDst(f.baddr)
+		p.SetSrc(f.snat.Unmap())
+		p.SetDst(f.baddr.Unmap())
 		seq := e.InnerSeq
 		if f.px != nil {
 			seq -= f.px.SeqDelta // proxied: the client knows it in the cookie's space
 		}
-		p.RewriteICMPError(e, f.baddr, f.bport, f.snat, f.sport, seq)
+		p.RewriteICMPError(e, f.baddr.Unmap(), f.bport, f.snat.Unmap(), f.sport, seq)
 		w.c.icmpTranslated.Add(1)
 		w.transmit(f.be.nic, f.be.hop, frame)
 		return
 	}
 	// About a segment tslb sent to the backend: tell the client; the
 	// quote is in the backend's space.
-	p.SetSrc(f.vip)
-	p.SetDst(f.client)
-	p.RewriteICMPError(e, f.client, f.cport, f.vip, f.vport, f.x.QuotedSeqToClient(e.InnerSeq))
+	p.SetSrc(f.vip.Unmap())
+	p.SetDst(f.client.Unmap())
+	p.RewriteICMPError(e, f.client.Unmap(), f.cport, f.vip.Unmap(), f.vport, f.x.QuotedSeqToClient(e.InnerSeq))
 	w.c.icmpTranslated.Add(1)
 	w.transmit(f.clientNIC, f.clientHop, frame)
 }
@@ -538,7 +557,7 @@ func (w *worker) handleICMP(frame []byte, kind ownedKind) {
 // transmit sends frame (virtio_net_hdr + Ethernet) out of link l to next
 // hop hop, resolving its MAC through tslb's neighbour table; a frame for
 // an unresolved hop waits (copied) in the table's pending queue.
-func (w *worker) transmit(l *nic, hop nat.Addr4, frame []byte) {
+func (w *worker) transmit(l *nic, hop nat.Addr16, frame []byte) {
 	// The kernel does not accept DATA_VALID on transmit; NEEDS_CSUM and the
 	// GSO fields pass through (header growth was added to HdrLen).
 	frame[0] &^= nat.VirtioNetHdrFDataValid
@@ -546,12 +565,12 @@ func (w *worker) transmit(l *nic, hop nat.Addr4, frame []byte) {
 	eth.SetSrc(l.mac)
 	mac, ok, probe := l.neigh.lookup(hop, w.now)
 	if probe {
-		w.sendARPRequest(l, hop)
+		w.solicit(l, hop)
 	}
 	if !ok {
 		queued, probe := l.neigh.enqueue(hop, frame, w.now)
 		if probe {
-			w.sendARPRequest(l, hop)
+			w.solicit(l, hop)
 		}
 		if !queued {
 			w.c.drop(dropNeighbour)
@@ -562,10 +581,18 @@ func (w *worker) transmit(l *nic, hop nat.Addr4, frame []byte) {
 	w.sendQueue(l, frame)
 }
 
-func (w *worker) sendARPRequest(l *nic, ip nat.Addr4) {
+// solicit asks for the MAC of ip on link l: an ARP request for IPv4, a
+// Neighbor Solicitation to its solicited-node multicast address for IPv6
+// (RFC 4861 §7.2.2), from an address tslb owns on the link.
+func (w *worker) solicit(l *nic, ip nat.Addr16) {
 	buf := w.scratch()
-	n := nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, w.s.arpFrom[l.idx], nat.MAC{}, ip)
-	if w.sendQueue(l, buf[:nat.VirtioNetHdrLen+n]) {
+	var n int
+	if ip.Is4() {
+		n = nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, w.s.arpFrom[l.idx].Unmap(), nat.MAC{}, ip.Unmap())
+	} else {
+		n = nat.BuildNS(buf[nat.VirtioNetHdrLen:], l.mac, w.s.ndFrom[l.idx], ip)
+	}
+	if n > 0 && w.sendQueue(l, buf[:nat.VirtioNetHdrLen+n]) {
 		l.arpReq.Inc()
 	}
 }

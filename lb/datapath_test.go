@@ -1217,7 +1217,7 @@ func TestDrops(t *testing.T) {
 		{"IPv6", false, serialize(t, nat.VirtioNetHdr{},
 			&layers.Ethernet{SrcMAC: hw(clientMAC), DstMAC: hw(c0MAC), EthernetType: layers.EthernetTypeIPv6},
 			&layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolNoNextHeader,
-				SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}), "unsupported_ethertype"},
+				SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}), "not_ours"},
 		{"short ARP", false, append(append(slices.Clone(vh), arpFrame(t, nat.ARPRequest, clientMAC, bcastMAC, clientMAC, clientAddr, nat.MAC{}, vipAddr)[nat.VirtioNetHdrLen:nat.VirtioNetHdrLen+14]...), make([]byte, 20)...), "short_arp"},
 		{"ARP not Ethernet/IPv4", false, func() []byte {
 			f := arpFrame(t, nat.ARPRequest, clientMAC, bcastMAC, clientMAC, clientAddr, nat.MAC{}, vipAddr)

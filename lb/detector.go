@@ -56,12 +56,21 @@ func (w *worker) oldACK(f *flow, frame []byte) {
 		f.repairs++
 	}
 	w.sh.log.Warn("collision: SYN answered by an ACK that does not acknowledge it",
-		"backend", f.be.ap.String(), "tuple", fmt.Sprintf("%s:%d->%s", f.snat, f.sport, f.be.ap),
-		"client", fmt.Sprintf("%s:%d", f.client, f.cport), "syn_seq", f.isn, "ack", ack, "repair", repair)
+		"backend", f.be.ap.String(), "tuple", hostPort(f.snat, f.sport)+"->"+f.be.ap.String(),
+		"client", hostPort(f.client, f.cport), "syn_seq", f.isn, "ack", ack, "repair", repair)
+	ev := CollisionStatus{Time: time.Unix(0, w.now).UTC(), Backend: f.be.ap.String(),
+		Tuple: hostPort(f.snat, f.sport) + "->" + f.be.ap.String(), Client: hostPort(f.client, f.cport),
+		Signature: signatureNames[sigOldACK], Repaired: repair}
+	defer func() {
+		if f.capt != nil {
+			ev.Pcap = pcapName(f.capt)
+		}
+		w.sh.collisions.add(ev)
+	}()
 	if w.sh.pcapDir != "" {
 		if f.capt == nil {
 			f.capt = &flowCapture{name: fmt.Sprintf("collision-%s-%s_%d-%s_%d", time.Now().UTC().Format("20060102T150405.000000000"),
-				f.snat, f.sport, f.baddr, f.bport), remaining: 8}
+				f.snat.Text(), f.sport, f.baddr.Text(), f.bport), remaining: 8}
 			if f.syn != nil {
 				f.capt.add(f.syn)
 			}
@@ -73,7 +82,7 @@ func (w *worker) oldACK(f *flow, frame []byte) {
 		if err := f.x.BackendToClient(p); err != nil || !p.DecTTL() {
 			return
 		}
-		p.SetTuple(f.vip, f.vport, f.client, f.cport)
+		p.SetTupleAny(f.vip, f.vport, f.client, f.cport)
 		w.transmit(f.clientNIC, f.clientHop, outFrame(frame, p))
 		return
 	}

@@ -77,18 +77,18 @@ func (w *worker) retryWaiting() {
 // the VIP, so the client fails at once instead of retransmitting.
 func (w *worker) resetClient() {
 	p := &w.pkt
-	l, hop := w.sh.route(p.Src)
+	l, hop := w.sh.route(p.SrcAddr())
 	if l == nil {
 		return
 	}
-	w.sendTCP(l, hop, p.Dst, p.Src, p.DstPort, p.SrcPort, 0, p.Seq+1, nat.TCPFlagRST|nat.TCPFlagACK)
+	w.sendTCP(l, hop, p.DstAddr(), p.SrcAddr(), p.DstPort, p.SrcPort, 0, p.Seq+1, nat.TCPFlagRST|nat.TCPFlagACK)
 }
 
 // sendTCP builds a bare TCP segment in an arena slot and transmits it; it
 // returns the frame.
-func (w *worker) sendTCP(l *nic, hop, src, dst nat.Addr4, sport, dport uint16, seq, ack uint32, flags uint8) []byte {
+func (w *worker) sendTCP(l *nic, hop, src, dst nat.Addr16, sport, dport uint16, seq, ack uint32, flags uint8) []byte {
 	buf := w.scratch()
-	n := nat.BuildTCP(buf[nat.VirtioNetHdrLen:], l.mac, nat.MAC{}, src, dst, sport, dport, seq, ack, flags, 0)
+	n := nat.BuildTCPAny(buf[nat.VirtioNetHdrLen:], l.mac, nat.MAC{}, src, dst, sport, dport, seq, ack, flags, 0)
 	frame := buf[:nat.VirtioNetHdrLen+n]
 	w.transmit(l, hop, frame)
 	return frame

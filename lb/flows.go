@@ -12,13 +12,17 @@ import (
 // packed and pointer-free (Tailscale flowtrack: netip keys were twice as
 // slow).
 type flowKey struct {
-	src, dst     nat.Addr4
+	src, dst     nat.Addr16
 	sport, dport uint16
 }
 
 func (k flowKey) hash(seed uint64) uint64 {
-	h := seed ^ uint64(binary.LittleEndian.Uint32(k.src[:]))<<32 ^ uint64(binary.LittleEndian.Uint32(k.dst[:]))
-	h ^= uint64(k.sport)<<16 | uint64(k.dport)
+	// Each 64-bit word times its own odd constant, then one finaliser.
+	h := seed ^ binary.LittleEndian.Uint64(k.src[0:])*0x9e3779b97f4a7c15 ^
+		binary.LittleEndian.Uint64(k.src[8:])*0xc2b2ae3d27d4eb4f ^
+		binary.LittleEndian.Uint64(k.dst[0:])*0x165667b19e3779f9 ^
+		binary.LittleEndian.Uint64(k.dst[8:])*0xd6e8feb86659fd93 ^
+		(uint64(k.sport)<<16|uint64(k.dport))*0xff51afd7ed558ccd
 	return mix64(h)
 }
 
@@ -30,11 +34,11 @@ type flow struct {
 	be   *backend
 	pool *snat.Pool
 
-	client, vip, snat, baddr   nat.Addr4
+	client, vip, snat, baddr   nat.Addr16
 	cport, vport, sport, bport uint16
 
 	clientNIC *nic
-	clientHop nat.Addr4
+	clientHop nat.Addr16
 
 	created, last int64 // unix ns; last: the last packet either way
 	state         nat.ConnState

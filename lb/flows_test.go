@@ -17,7 +17,7 @@ func TestFlowTableModel(t *testing.T) {
 		model := map[flowKey]*flow{}
 		key := func() flowKey {
 			i := r.IntN(keys)
-			return flowKey{src: nat.Addr4{198, 18, byte(i >> 8), byte(i)}, dst: nat.Addr4{198, 18, 0, 100}, sport: uint16(i * 7), dport: 80}
+			return flowKey{src: nat.Addr4{198, 18, byte(i >> 8), byte(i)}.Mapped(), dst: nat.Addr4{198, 18, 0, 100}.Mapped(), sport: uint16(i * 7), dport: 80}
 		}
 		for op := range 200_000 {
 			k := key()
@@ -62,7 +62,7 @@ func TestFlowTableModel(t *testing.T) {
 
 func TestFlowTableAllocs(t *testing.T) {
 	ft := newFlowTable(1)
-	f := &flow{client: nat.Addr4{1, 2, 3, 4}, vip: nat.Addr4{5, 6, 7, 8}, cport: 1, vport: 80}
+	f := &flow{client: nat.Addr4{1, 2, 3, 4}.Mapped(), vip: nat.Addr4{5, 6, 7, 8}.Mapped(), cport: 1, vport: 80}
 	ft.insert(f)
 	k := f.clientKey()
 	if n := testing.AllocsPerRun(1000, func() {
@@ -78,8 +78,8 @@ func BenchmarkFlowTableGet(b *testing.B) {
 	ft := newFlowTable(1)
 	var keys []flowKey
 	for i := range 100_000 {
-		f := &flow{client: nat.Addr4{10, byte(i >> 16), byte(i >> 8), byte(i)}, vip: nat.Addr4{5, 6, 7, 8}, cport: uint16(i), vport: 80,
-			baddr: nat.Addr4{9, 9, 9, 9}, snat: nat.Addr4{8, 8, 8, 8}, bport: 8080, sport: uint16(i)}
+		f := &flow{client: nat.Addr4{10, byte(i >> 16), byte(i >> 8), byte(i)}.Mapped(), vip: nat.Addr4{5, 6, 7, 8}.Mapped(), cport: uint16(i), vport: 80,
+			baddr: nat.Addr4{9, 9, 9, 9}.Mapped(), snat: nat.Addr4{8, 8, 8, 8}.Mapped(), bport: 8080, sport: uint16(i)}
 		ft.insert(f)
 		keys = append(keys, f.clientKey())
 	}

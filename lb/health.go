@@ -67,6 +67,7 @@ func (c *healthChecker) run(ctx context.Context) {
 			return
 		}
 		up := c.be.up.Load()
+		transition := false
 		if err == nil {
 			c.checksOK.Inc()
 			succ, fail = succ+1, 0
@@ -77,6 +78,7 @@ func (c *healthChecker) run(ctx context.Context) {
 				c.be.passiveFails.Store(0)
 				c.be.up.Store(true)
 				c.toUp.Inc()
+				transition = true
 				c.log.Info("backend up", "service", c.svc, "backend", c.be.ap.String(), "successes", succ)
 			}
 		} else {
@@ -85,9 +87,11 @@ func (c *healthChecker) run(ctx context.Context) {
 			if up && fail >= c.hc.Fall {
 				c.be.up.Store(false)
 				c.toDown.Inc()
+				transition = true
 				c.log.Warn("backend down", "service", c.svc, "backend", c.be.ap.String(), "failures", fail, "err", err)
 			}
 		}
+		c.be.health.note(err == nil, err, transition)
 		c.upGauge.Set(boolFloat(c.be.up.Load()))
 		select {
 		case <-ctx.Done():
@@ -120,7 +124,7 @@ func (c *healthChecker) probe(ctx context.Context) error {
 		if path == "" {
 			path = "/"
 		}
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+c.be.ap.String()+path, nil)
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+c.be.ap.String()+path, nil) // [v6]:port for IPv6
 		if err != nil {
 			return err
 		}
@@ -189,7 +193,11 @@ func (h *healthSet) apply(b *Balancer, snap *snapshot) {
 			continue
 		}
 		lv := []string{k.svc, k.be.String()}
-		c := &healthChecker{be: be, svc: k.svc, hc: k.hc, source: snap.cfg.Health.Source, log: b.sh.log,
+		src := snap.cfg.Health.Source
+		if be.ap.Addr().Is6() {
+			src = snap.cfg.Health.Source6
+		}
+		c := &healthChecker{be: be, svc: k.svc, hc: k.hc, source: src, log: b.sh.log,
 			upGauge:  b.sh.m.backendUp.WithLabelValues(lv...),
 			toUp:     b.sh.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "up"),
 			toDown:   b.sh.m.healthTransitions.WithLabelValues(k.svc, k.be.String(), "down"),

@@ -36,7 +36,7 @@ import (
 // ledgerMagic opens every ledger file; ledgerHeaderLen keeps the pool's
 // memory 8-byte aligned.
 const (
-	ledgerMagic     = "TSLBLDG1"
+	ledgerMagic     = "TSLBLDG2"
 	ledgerHeaderLen = 64
 )
 
@@ -45,23 +45,26 @@ type ledgerHeader struct {
 	size    int
 	first   uint16
 	stride  int
-	snat    nat.Addr4
+	snat    nat.Addr16
 	backend netip.AddrPort
 }
 
+// The header: magic (8 bytes), size (4), first port (2), stride (2), the
+// SNAT address (16, IPv4 mapped), the backend address (16, IPv4 mapped)
+// and port (2), the backend's family (1: 4 or 6).
 func (h *ledgerHeader) encode(b []byte) {
 	copy(b, ledgerMagic)
 	binary.LittleEndian.PutUint32(b[8:], uint32(h.size))
 	binary.LittleEndian.PutUint16(b[12:], h.first)
 	binary.LittleEndian.PutUint16(b[14:], uint16(h.stride))
-	copy(b[16:20], h.snat[:])
+	copy(b[16:32], h.snat[:])
 	a := h.backend.Addr().As16()
-	copy(b[20:36], a[:])
-	binary.LittleEndian.PutUint16(b[36:], h.backend.Port())
+	copy(b[32:48], a[:])
+	binary.LittleEndian.PutUint16(b[48:], h.backend.Port())
 	if h.backend.Addr().Is4() {
-		b[38] = 4
+		b[50] = 4
 	} else {
-		b[38] = 6
+		b[50] = 6
 	}
 }
 
@@ -72,12 +75,12 @@ func (h *ledgerHeader) decode(b []byte) error {
 	h.size = int(binary.LittleEndian.Uint32(b[8:]))
 	h.first = binary.LittleEndian.Uint16(b[12:])
 	h.stride = int(binary.LittleEndian.Uint16(b[14:]))
-	copy(h.snat[:], b[16:20])
-	a := netip.AddrFrom16([16]byte(b[20:36]))
-	if b[38] == 4 {
+	copy(h.snat[:], b[16:32])
+	a := netip.AddrFrom16([16]byte(b[32:48]))
+	if b[50] == 4 {
 		a = a.Unmap()
 	}
-	h.backend = netip.AddrPortFrom(a, binary.LittleEndian.Uint16(b[36:]))
+	h.backend = netip.AddrPortFrom(a, binary.LittleEndian.Uint16(b[48:]))
 	if h.stride < 1 || h.size < 0 || len(b) < ledgerHeaderLen+snat.MemSize(h.size) {
 		return errors.New("ledger file truncated or inconsistent")
 	}
@@ -95,7 +98,7 @@ type ledgerDir struct {
 
 // ledgerTuple is one tuple read back from the files of a previous run.
 type ledgerTuple struct {
-	snat    nat.Addr4
+	snat    nat.Addr16
 	backend netip.AddrPort
 	port    uint16
 	live    bool
@@ -142,7 +145,7 @@ func openLedgerDir(dir string) (*ledgerDir, []ledgerTuple, error) {
 // poolMem creates the file of a new pool and maps it: the memory for
 // snat.NewPoolIn.
 func (d *ledgerDir) poolMem(h ledgerHeader) ([]byte, error) {
-	name := fmt.Sprintf("%s_%s_%d_%d_%d.pool", h.snat, strings.ReplaceAll(h.backend.Addr().String(), ":", "-"),
+	name := fmt.Sprintf("%s_%s_%d_%d_%d.pool", strings.ReplaceAll(h.snat.Text(), ":", "-"), strings.ReplaceAll(h.backend.Addr().String(), ":", "-"),
 		h.backend.Port(), h.first, h.stride)
 	path := filepath.Join(d.dir, name)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)

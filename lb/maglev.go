@@ -96,13 +96,22 @@ func maglevTable(backends []*backend, m uint64) []uint16 {
 // 4-byte address and big-endian port, with two different prefixes,
 // finished with splitmix64 so that neighbouring addresses spread.
 func maglevHashes(b *backend) (uint64, uint64) {
-	var key [7]byte
-	copy(key[1:5], b.addr[:])
-	binary.BigEndian.PutUint16(key[5:], b.port)
+	// IPv4: the 4-byte address (the table is the same as before tslb was
+	// dual-stack, and on every instance); IPv6: the 16 bytes.
+	var key [19]byte
+	n := 1
+	if b.addr.Is4() {
+		v4 := b.addr.Unmap()
+		n += copy(key[n:], v4[:])
+	} else {
+		n += copy(key[n:], b.addr[:])
+	}
+	binary.BigEndian.PutUint16(key[n:], b.port)
+	n += 2
 	key[0] = 'o'
-	h1 := mix64(fnv1a(key[:]))
+	h1 := mix64(fnv1a(key[:n]))
 	key[0] = 's'
-	h2 := mix64(fnv1a(key[:]))
+	h2 := mix64(fnv1a(key[:n]))
 	return h1, h2
 }
 

@@ -46,6 +46,7 @@ const (
 	dropHalfOpenFull                       // SYN refused: the service's half-open flows are all other workers'
 	dropBadCookie                          // ACK with no flow and no valid SYN cookie
 	dropProxyPending                       // client segment of a proxied flow beyond what it holds until the backend answers
+	dropLinkTruncated                      // frame larger than a ring slot with no copy buffer free (lb/link Stats.Truncated)
 
 	numDropReasons
 
@@ -60,6 +61,7 @@ var dropReasonNames = [numDropReasons]string{
 	"arp_not_ours", "shutting_down", "after_close", "owner_gone",
 	"port_zero", "bad_tcp_flags", "source_owned", "source_martian", "source_wrong_link",
 	"vlan_tagged", "arp_spoof", "half_open_full", "syncookie_invalid", "synproxy_pending_full",
+	"link_truncated",
 }
 
 // decodeIndex maps nat.Reason labels to their index in nat.Reasons.
@@ -318,12 +320,37 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// dropCounts sums the drops by reason: the workers' own, and those only
+// the links or the shared neighbour code see (tx errors, frames the kernel
+// took a VLAN tag off, frames too large for a ring slot, unresolved
+// neighbours). decode is indexed like nat.Reasons.
+func (b *Balancer) dropCounts() (drops [numDropReasons]uint64, decode []uint64) {
+	decode = make([]uint64, len(nat.Reasons))
+	for _, w := range b.workers {
+		for r := range drops {
+			drops[r] += w.c.drops[r].Load()
+		}
+		for r := range decode {
+			decode[r] += w.c.decode[r].Load()
+		}
+	}
+	for _, l := range b.sh.nics {
+		for _, q := range l.queues {
+			s := q.Stats()
+			drops[dropTxError] += s.TxErrors
+			drops[dropVLANTagged] += s.VLANTagged
+			drops[dropLinkTruncated] += s.Truncated
+		}
+	}
+	drops[dropNeighbour] += b.sh.neighDropped.Load()
+	return drops, decode
+}
+
 func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	b := c.b
 	counter := func(d *prometheus.Desc, v uint64, lv ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), lv...)
 	}
-	var txErrors uint64
 	workerRx := make([]uint64, len(b.workers))
 	for _, l := range b.sh.nics {
 		var st link.Stats
@@ -334,7 +361,6 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 				workerRx[w] += s.RxFrames
 			}
 		}
-		txErrors += st.TxErrors
 		counter(packetsDesc, st.RxFrames, l.name, "rx")
 		counter(packetsDesc, st.TxFrames, l.name, "tx")
 		counter(bytesDesc, st.RxBytes, l.name, "rx")
@@ -344,19 +370,12 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(kernelFreezeDesc, st.FreezeCount, l.name)
 		counter(copiedDesc, st.CopyFrames, l.name)
 	}
-	var drops [numDropReasons]uint64
-	decode := make([]uint64, len(nat.Reasons))
+	drops, decode := b.dropCounts()
 	var stripped, echo, icmpTr, pSent, pFreed, pReset uint64
 	var entries, halfOpen int64
 	var evicted uint64
 	for i, w := range b.workers {
 		wc := w.c
-		for r := range drops {
-			drops[r] += wc.drops[r].Load()
-		}
-		for r := range decode {
-			decode[r] += wc.decode[r].Load()
-		}
 		stripped += wc.tsStripped.Load()
 		echo += wc.icmpEchoReplies.Load()
 		icmpTr += wc.icmpTranslated.Load()
@@ -372,8 +391,6 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workerFlowsDesc, prometheus.GaugeValue, float64(f), id)
 		counter(handoffDesc, wc.handoffs.Load(), id)
 	}
-	drops[dropTxError] += txErrors
-	drops[dropNeighbour] += b.sh.neighDropped.Load()
 	for r, v := range drops {
 		counter(dropsDesc, v, dropReasonNames[r])
 	}
@@ -460,7 +477,7 @@ func (c *snatCollector) Collect(ch chan<- prometheus.Metric) {
 	keys, sum := c.b.poolUsage(c.b.sh.clock())
 	for _, k := range keys {
 		pu := sum[k]
-		lv := []string{k.snat.String(), k.backend.String()}
+		lv := []string{k.snat.Text(), k.backend.String()}
 		ch <- prometheus.MustNewConstMetric(snatInUseDesc, prometheus.GaugeValue, float64(pu.u.InUse), lv...)
 		ch <- prometheus.MustNewConstMetric(snatTWDesc, prometheus.GaugeValue, float64(pu.u.TimeWait), lv...)
 		ch <- prometheus.MustNewConstMetric(snatFreeDesc, prometheus.GaugeValue, float64(pu.u.Free), lv...)

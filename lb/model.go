@@ -15,7 +15,7 @@ import (
 // is stored, except for the schedulers' own state.
 type service struct {
 	name     string
-	vip      nat.Addr4
+	vip      nat.Addr16
 	port     uint16
 	ts       nat.TSMode
 	backends []*backend
@@ -75,11 +75,11 @@ var refusalNames = [numRefusals]string{"table_full", "no_backend", "snat_exhaust
 // backend is one real server of a service in one snapshot.
 type backend struct {
 	ap     netip.AddrPort
-	addr   nat.Addr4
+	addr   nat.Addr16
 	port   uint16
 	weight int // 0: drained (weight 0 or drain: true)
 	nic    *nic
-	hop    nat.Addr4
+	hop    nat.Addr16
 	*backendState
 }
 
@@ -97,6 +97,7 @@ type backendState struct {
 	active          prometheus.Gauge
 	collisions      [numSignatures]prometheus.Counter
 	repairs         prometheus.Counter
+	health          healthRecord // the latest active probe, for the status page
 }
 
 // usable reports whether be may get a new flow at now: up by the active
@@ -114,8 +115,10 @@ type nic struct {
 	mac     nat.MAC
 	mtu     int
 	subnets []netip.Prefix
-	gw      nat.Addr4
+	gw      nat.Addr16 // IPv4 next hop for off-link IPv4 destinations
 	hasGW   bool
+	gw6     nat.Addr16 // IPv6 next hop
+	hasGW6  bool
 	neigh   *neighTable
 	steer   link.Steering
 	queues  []link.Queue // by worker
@@ -124,14 +127,14 @@ type nic struct {
 }
 
 // onLink reports whether a is on nic's subnets or is its gateway.
-func (l *nic) onLink(a nat.Addr4) bool {
-	na := a.Netip()
+func (l *nic) onLink(a nat.Addr16) bool {
+	na := a.Addr()
 	for _, p := range l.subnets {
 		if p.Contains(na) {
 			return true
 		}
 	}
-	return l.hasGW && a == l.gw
+	return (l.hasGW && a == l.gw) || (l.hasGW6 && a == l.gw6)
 }
 
 type ownedKind uint8
@@ -160,11 +163,16 @@ func (o *ownedAddr) service(port uint16) *service {
 
 var broadcast = nat.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-func less(a, b nat.Addr4) bool {
+func less(a, b nat.Addr16) bool {
 	for i := range a {
 		if a[i] != b[i] {
 			return a[i] < b[i]
 		}
 	}
 	return false
+}
+
+// hostPort formats a and port as host:port ([v6]:port for IPv6).
+func hostPort(a nat.Addr16, port uint16) string {
+	return netip.AddrPortFrom(a.Addr(), port).String()
 }

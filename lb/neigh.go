@@ -37,22 +37,21 @@ type pendingQueue struct {
 // learning takes a mutex and copies the map only when an address or MAC is
 // new. Frames for addresses still being resolved wait in a small queue.
 type neighTable struct {
-	m       atomic.Pointer[map[nat.Addr4]*neighEntry]
+	m       atomic.Pointer[addrMap[*neighEntry]]
 	mu      sync.Mutex
-	pending map[nat.Addr4]*pendingQueue
+	pending map[nat.Addr16]*pendingQueue
 }
 
 func newNeighTable() *neighTable {
-	t := &neighTable{pending: make(map[nat.Addr4]*pendingQueue)}
-	m := make(map[nat.Addr4]*neighEntry)
-	t.m.Store(&m)
+	t := &neighTable{pending: make(map[nat.Addr16]*pendingQueue)}
+	t.m.Store(newAddrMap[*neighEntry](0))
 	return t
 }
 
 // lookup returns the MAC of ip. probe is true when an ARP request should be
 // sent now (unknown or stale entry, rate-limited per address).
-func (t *neighTable) lookup(ip nat.Addr4, now int64) (mac nat.MAC, ok, probe bool) {
-	e := (*t.m.Load())[ip]
+func (t *neighTable) lookup(ip nat.Addr16, now int64) (mac nat.MAC, ok, probe bool) {
+	e, _ := t.m.Load().get(ip)
 	if e == nil {
 		return mac, false, false
 	}
@@ -70,9 +69,9 @@ func (t *neighTable) lookup(ip nat.Addr4, now int64) (mac nat.MAC, ok, probe boo
 }
 
 // learn records ip at mac and returns the frames that were waiting for it.
-func (t *neighTable) learn(ip nat.Addr4, mac nat.MAC, now int64) [][]byte {
-	cur := *t.m.Load()
-	if e := cur[ip]; e != nil && e.mac == mac {
+func (t *neighTable) learn(ip nat.Addr16, mac nat.MAC, now int64) [][]byte {
+	cur := t.m.Load()
+	if e, _ := cur.get(ip); e != nil && e.mac == mac {
 		e.updated.Store(now)
 		t.mu.Lock()
 		q := t.takePending(ip)
@@ -81,19 +80,17 @@ func (t *neighTable) learn(ip nat.Addr4, mac nat.MAC, now int64) [][]byte {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	cur = *t.m.Load()
-	next := make(map[nat.Addr4]*neighEntry, len(cur)+1)
-	for k, v := range cur {
-		next[k] = v
-	}
+	cur = t.m.Load()
+	next := newAddrMap[*neighEntry](cur.len() + 1)
+	cur.each(func(k nat.Addr16, v *neighEntry) { next.set(k, v) })
 	e := &neighEntry{mac: mac}
 	e.updated.Store(now)
-	next[ip] = e
-	t.m.Store(&next)
+	next.set(ip, e)
+	t.m.Store(next)
 	return t.takePending(ip)
 }
 
-func (t *neighTable) takePending(ip nat.Addr4) [][]byte {
+func (t *neighTable) takePending(ip nat.Addr16) [][]byte {
 	q := t.pending[ip]
 	if q == nil {
 		return nil
@@ -104,7 +101,7 @@ func (t *neighTable) takePending(ip nat.Addr4) [][]byte {
 
 // enqueue keeps a copy of frame until ip is resolved. It reports whether
 // the frame was queued and whether an ARP request should be sent.
-func (t *neighTable) enqueue(ip nat.Addr4, frame []byte, now int64) (queued, probe bool) {
+func (t *neighTable) enqueue(ip nat.Addr16, frame []byte, now int64) (queued, probe bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	q := t.pending[ip]
@@ -138,24 +135,24 @@ func (t *neighTable) expire(now int64) (dropped int) {
 			delete(t.pending, ip)
 		}
 	}
-	cur := *t.m.Load()
+	cur := t.m.Load()
 	stale := 0
-	for _, e := range cur {
+	cur.each(func(_ nat.Addr16, e *neighEntry) {
 		if now-e.updated.Load() > neighExpire {
 			stale++
 		}
-	}
+	})
 	if stale == 0 {
 		return dropped
 	}
-	next := make(map[nat.Addr4]*neighEntry, len(cur)-stale)
-	for k, e := range cur {
+	next := newAddrMap[*neighEntry](cur.len() - stale)
+	cur.each(func(k nat.Addr16, e *neighEntry) {
 		if now-e.updated.Load() <= neighExpire {
-			next[k] = e
+			next.set(k, e)
 		}
-	}
-	t.m.Store(&next)
+	})
+	t.m.Store(next)
 	return dropped
 }
 
-func (t *neighTable) size() int { return len(*t.m.Load()) }
+func (t *neighTable) size() int { return t.m.Load().len() }

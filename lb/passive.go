@@ -101,7 +101,7 @@ func (w *worker) redispatch(f *flow, timeout bool) bool {
 	if !p.DecTTL() {
 		return false
 	}
-	p.SetTuple(f.snat, f.sport, f.baddr, f.bport)
+	p.SetTupleAny(f.snat, f.sport, f.baddr, f.bport)
 	frame = outFrame(frame, p)
 	f.syn = append(f.syn[:0], frame...)
 	w.transmit(f.be.nic, f.be.hop, frame)

@@ -27,7 +27,7 @@ type poolShard struct {
 }
 
 type poolKey struct {
-	snat    nat.Addr4
+	snat    nat.Addr16
 	backend netip.AddrPort
 }
 
@@ -37,14 +37,14 @@ func newPoolShard() *poolShard { return &poolShard{byKey: make(map[poolKey]*snat
 // (address, backend) pair that has none yet. A reload keeps every pool,
 // even of backends no longer listed: their flows and TIME_WAIT records
 // live on, and the backend may come back.
-func (ps *poolShard) ensure(addrs []nat.Addr4, lo, hi uint16, backends []netip.AddrPort, worker, workers int, seed uint64) error {
+func (ps *poolShard) ensure(addrs []nat.Addr16, lo, hi uint16, backends []netip.AddrPort, worker, workers int, seed uint64) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for _, a := range addrs {
 		for _, be := range backends {
 			k := poolKey{a, be}
-			if ps.byKey[k] != nil {
-				continue
+			if ps.byKey[k] != nil || a.Is4() != be.Addr().Is4() {
+				continue // a pair of one family only
 			}
 			var p *snat.Pool
 			if ps.ledger != nil {
@@ -72,21 +72,26 @@ func (ps *poolShard) ensure(addrs []nat.Addr4, lo, hi uint16, backends []netip.A
 }
 
 // pairBase is the timestamp clock base of an (SNAT address, backend) pair.
-func pairBase(a nat.Addr4, be netip.AddrPort) uint32 {
+func pairBase(a nat.Addr16, be netip.AddrPort) uint32 {
 	h := fnv.New32a()
-	h.Write(a[:])
+	if a.Is4() {
+		v4 := a.Unmap()
+		h.Write(v4[:]) // as before the dual stack: clocks stay as they were
+	} else {
+		h.Write(a[:])
+	}
 	h.Write(be.Addr().AsSlice())
 	return h.Sum32()
 }
 
-func poolSeed(seed uint64, a nat.Addr4, be netip.AddrPort, worker int) uint64 {
+func poolSeed(seed uint64, a nat.Addr16, be netip.AddrPort, worker int) uint64 {
 	return mix64(seed ^ uint64(pairBase(a, be))<<20 ^ uint64(be.Port())<<8 ^ uint64(worker))
 }
 
 // poolsFor appends to out the pools toward backend, starting from the
 // SNAT address chosen by hash (flows spread over addresses) and going on
 // with the next ones. The caller holds mu.
-func (ps *poolShard) poolsFor(addrs []nat.Addr4, backend netip.AddrPort, hash uint64, out []*snat.Pool) []*snat.Pool {
+func (ps *poolShard) poolsFor(addrs []nat.Addr16, backend netip.AddrPort, hash uint64, out []*snat.Pool) []*snat.Pool {
 	n := len(addrs)
 	for i := 0; i < n; i++ {
 		a := addrs[(int(hash%uint64(n))+i)%n]

@@ -39,7 +39,7 @@ var probeDelays = [...]time.Duration{time.Second, 2 * time.Second}
 
 // probeKey is the key of the backend's answer (backend -> SNAT:port).
 func (pr *probe) key() flowKey {
-	return flowKey{nat.Addr4From(pr.pool.Backend.Addr()), pr.pool.SNAT, pr.pool.Backend.Port(), pr.port}
+	return flowKey{nat.AddrFrom(pr.pool.Backend.Addr()), pr.pool.SNAT, pr.pool.Backend.Port(), pr.port}
 }
 
 // runProbes sends the probes that are due.

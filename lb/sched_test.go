@@ -22,7 +22,7 @@ func schedBackends(weights ...int) []*backend {
 		ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(11 + i)}), 8080)
 		st := &backendState{}
 		st.up.Store(true)
-		bs = append(bs, &backend{ap: ap, addr: nat.Addr4From(ap.Addr()), port: ap.Port(), weight: w, backendState: st})
+		bs = append(bs, &backend{ap: ap, addr: nat.AddrFrom(ap.Addr()), port: ap.Port(), weight: w, backendState: st})
 	}
 	return bs
 }

@@ -21,15 +21,19 @@ type snapshot struct {
 	version int
 	// owned maps every address tslb answers for (and the kernel's
 	// health.source) to what it is; a VIP's entry lists its services.
-	owned   map[nat.Addr4]*ownedAddr
+	owned   map[nat.Addr16]*ownedAddr
+	ownedT  *addrMap[*ownedAddr] // owned, for the per-packet lookups
 	svcList []*service
-	// per link (by index): addresses tslb answers ARP for there, and the
-	// sender address of its ARP requests (0.0.0.0 = ARP probe if none).
-	linkOwned []map[nat.Addr4]bool
-	arpFrom   []nat.Addr4
+	// per link (by index): addresses tslb answers ARP and neighbour
+	// solicitations for there, and the source address of its ARP requests
+	// (0.0.0.0 = ARP probe if none) and neighbour solicitations (:: if
+	// none).
+	linkOwned []map[nat.Addr16]bool
+	arpFrom   []nat.Addr16
+	ndFrom    []nat.Addr16
 	// snatAddrs are the SNAT addresses in configuration order (the pools
 	// themselves are the workers', in Balancer.shards).
-	snatAddrs []nat.Addr4
+	snatAddrs []nat.Addr16
 }
 
 // buildSnapshot derives a snapshot from cfg. prev (nil at start) lends its
@@ -37,16 +41,17 @@ type snapshot struct {
 // count). Every worker's pool shard gains the pools of new backends.
 func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot, error) {
 	sh := b.sh
-	s := &snapshot{cfg: cfg, owned: make(map[nat.Addr4]*ownedAddr),
-		linkOwned: make([]map[nat.Addr4]bool, len(sh.nics)), arpFrom: make([]nat.Addr4, len(sh.nics))}
+	s := &snapshot{cfg: cfg, owned: make(map[nat.Addr16]*ownedAddr),
+		linkOwned: make([]map[nat.Addr16]bool, len(sh.nics)), arpFrom: make([]nat.Addr16, len(sh.nics)),
+		ndFrom: make([]nat.Addr16, len(sh.nics))}
 	if prev != nil {
 		s.version = prev.version + 1
 	}
 	for i := range s.linkOwned {
-		s.linkOwned[i] = make(map[nat.Addr4]bool)
+		s.linkOwned[i] = make(map[nat.Addr16]bool)
 	}
 	own := func(a netip.Addr, kind ownedKind) {
-		a4 := nat.Addr4From(a)
+		a4 := nat.AddrFrom(a)
 		if s.owned[a4] == nil {
 			s.owned[a4] = &ownedAddr{kind: kind}
 		}
@@ -70,15 +75,17 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 	}
 	for _, a := range cfg.SNAT.Addresses {
 		own(a, ownedSNAT)
-		s.snatAddrs = append(s.snatAddrs, nat.Addr4From(a))
+		s.snatAddrs = append(s.snatAddrs, nat.AddrFrom(a))
 	}
-	if cfg.Health.Source.IsValid() {
-		s.owned[nat.Addr4From(cfg.Health.Source)] = &ownedAddr{kind: ownedKernel}
+	for _, src := range []netip.Addr{cfg.Health.Source, cfg.Health.Source6} {
+		if src.IsValid() {
+			s.owned[nat.AddrFrom(src)] = &ownedAddr{kind: ownedKernel}
+		}
 	}
 	var allBackends []netip.AddrPort
 	for _, sc := range cfg.Services {
 		own(sc.VIP, ownedVIP)
-		sv := &service{name: sc.Name, vip: nat.Addr4From(sc.VIP), port: sc.Port, ts: sc.Timestamps,
+		sv := &service{name: sc.Name, vip: nat.AddrFrom(sc.VIP), port: sc.Port, ts: sc.Timestamps,
 			timeWaitNs: int64(sc.TimeWait), isn: !sc.NoISNTranslation, exhaustion: sc.Exhaustion,
 			exhaustWaitNs: int64(sc.ExhaustionWait), hc: sc.HealthCheck,
 			halfOpenMax: int64(sc.HalfOpenMax), synProxy: sc.SYNProxy, proxyAbove: int64(sc.SYNProxyThreshold)}
@@ -109,7 +116,7 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 			if bc.Drain {
 				w = 0
 			}
-			be := &backend{ap: bc.Address, addr: nat.Addr4From(bc.Address.Addr()), port: bc.Address.Port(), weight: w,
+			be := &backend{ap: bc.Address, addr: nat.AddrFrom(bc.Address.Addr()), port: bc.Address.Port(), weight: w,
 				backendState: oldStates[sc.Name+"|"+bc.Address.String()]}
 			if be.backendState == nil {
 				st := &backendState{}
@@ -141,11 +148,20 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 		s.svcList = append(s.svcList, sv)
 	}
 	for i := range sh.nics {
+		s.arpFrom[i] = nat.Addr4{}.Mapped()
+		first4, first6 := true, true
 		for a := range s.linkOwned[i] {
-			if s.arpFrom[i] == (nat.Addr4{}) || less(a, s.arpFrom[i]) {
-				s.arpFrom[i] = a
+			switch {
+			case a.Is4() && (first4 || less(a, s.arpFrom[i])):
+				s.arpFrom[i], first4 = a, false
+			case !a.Is4() && (first6 || less(a, s.ndFrom[i])):
+				s.ndFrom[i], first6 = a, false
 			}
 		}
+	}
+	s.ownedT = newAddrMap[*ownedAddr](len(s.owned))
+	for a, o := range s.owned {
+		s.ownedT.set(a, o)
 	}
 	for w, ps := range b.shards {
 		if err := ps.ensure(s.snatAddrs, cfg.SNAT.PortMin, cfg.SNAT.PortMax, allBackends, w, sh.workers, sh.seed); err != nil {
@@ -194,7 +210,7 @@ func tried(not []*backend, be *backend) bool {
 // kernel's, set up outside tslb.
 func restartKeys(a, c *config.Config) []string {
 	out := a.RestartKeysDiffer(c)
-	if a.Health.Source != c.Health.Source {
+	if a.Health.Source != c.Health.Source || a.Health.Source6 != c.Health.Source6 {
 		out = append(out, "health.source")
 	}
 	return out
@@ -211,18 +227,23 @@ func (b *Balancer) Reload(cfg *config.Config) error {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
 	m := b.sh.m
+	b.lastReload = time.Now()
 	prev := b.sh.snap.Load()
 	if keys := restartKeys(prev.cfg, cfg); len(keys) > 0 {
 		m.reloads.WithLabelValues("failure").Inc()
 		m.lastReloadOK.Set(0)
-		return fmt.Errorf("lb: reload: these keys need a restart: %v", keys)
+		err := fmt.Errorf("lb: reload: these keys need a restart: %v", keys)
+		b.lastReloadErr = err.Error()
+		return err
 	}
 	s, err := b.buildSnapshot(cfg, prev)
 	if err != nil {
 		m.reloads.WithLabelValues("failure").Inc()
 		m.lastReloadOK.Set(0)
+		b.lastReloadErr = err.Error()
 		return err
 	}
+	b.lastReloadErr = ""
 	b.applyTimeouts(cfg)
 	b.sh.snap.Store(s)
 	b.health.apply(b, s)
@@ -237,9 +258,15 @@ func (b *Balancer) Reload(cfg *config.Config) error {
 
 // ReloadFailed counts a reload that failed before it reached Reload (the
 // file did not parse or validate).
-func (b *Balancer) ReloadFailed() {
+func (b *Balancer) ReloadFailed(err error) {
 	b.sh.m.reloads.WithLabelValues("failure").Inc()
 	b.sh.m.lastReloadOK.Set(0)
+	b.reloadMu.Lock()
+	b.lastReload = time.Now()
+	if err != nil {
+		b.lastReloadErr = err.Error()
+	}
+	b.reloadMu.Unlock()
 }
 
 // applyTimeouts sets the flow timeouts by state (read by the reaper).
@@ -253,4 +280,10 @@ func (b *Balancer) applyTimeouts(cfg *config.Config) {
 		b.sh.timeouts[st].Store(int64(d))
 	}
 	b.sh.noRepair.Store(cfg.Detector.NoRepair)
+}
+
+// ownedAt returns what tslb owns at a, or nil.
+func (s *snapshot) ownedAt(a nat.Addr16) *ownedAddr {
+	o, _ := s.ownedT.get(a)
+	return o
 }

@@ -52,7 +52,7 @@ func (b *Balancer) saveState(path string) (int, error) {
 		ps.mu.Lock()
 		for _, p := range ps.list {
 			p.TimeWaitRecords(now, func(port uint16, rec snat.Record) {
-				st.Tuples = append(st.Tuples, stateTuple{SNAT: p.SNAT.String(), Backend: p.Backend.String(), Port: port,
+				st.Tuples = append(st.Tuples, stateTuple{SNAT: p.SNAT.Text(), Backend: p.Backend.String(), Port: port,
 					Until: rec.Until, NextSeq: rec.NextSeq, LastTS: rec.LastTS, HasTS: rec.HasTS})
 			})
 		}
@@ -94,12 +94,12 @@ func (b *Balancer) loadState(path string) (int, error) {
 	for _, t := range st.Tuples {
 		a, err1 := netip.ParseAddr(t.SNAT)
 		be, err2 := netip.ParseAddrPort(t.Backend)
-		if err1 != nil || err2 != nil || !a.Is4() {
+		if err1 != nil || err2 != nil {
 			continue
 		}
 		ps := b.shards[snat.PortOwner(t.Port, len(b.shards))]
 		ps.mu.Lock()
-		p := ps.byKey[poolKey{nat.Addr4From(a), be}]
+		p := ps.byKey[poolKey{nat.AddrFrom(a), be}]
 		if p != nil && p.Restore(t.Port, now, snat.Record{Until: t.Until, NextSeq: t.NextSeq, LastTS: t.LastTS, HasTS: t.HasTS}) {
 			n++
 		}

@@ -77,7 +77,8 @@ func (w *worker) sendCookie(svc *service) {
 		w.c.dropErr(nat.ErrBadOptions)
 		return
 	}
-	l, hop := w.sh.route(p.Src)
+	src, dst := p.SrcAddr(), p.DstAddr()
+	l, hop := w.sh.route(src)
 	if l == nil {
 		w.c.drop(dropNoRoute)
 		return
@@ -86,9 +87,9 @@ func (w *worker) sendCookie(svc *service) {
 	if w.opts.HasMSS {
 		mss = w.opts.MSS
 	}
-	mss = min(mss, uint16(max(l.mtu-40, nat.MinMSS)))
+	mss = min(mss, uint16(max(nat.MaxMSS(l.mtu, p.IsIPv6()), nat.MinMSS)))
 	idx := nat.CookieMSSIndex(mss)
-	cookie := w.sh.cookies.Cookie(p.Src, p.Dst, p.SrcPort, p.DstPort, p.Seq, w.cookieMinute(), idx)
+	cookie := w.sh.cookies.Cookie(src, dst, p.SrcPort, p.DstPort, p.Seq, w.cookieMinute(), idx)
 	o := nat.TCPOptions{HasMSS: true, MSS: nat.CookieMSS[idx]}
 	if w.opts.HasTS && svc.ts != nat.TSStrip {
 		// Window scale and SACK-permitted can only be remembered in the
@@ -101,7 +102,7 @@ func (w *worker) sendCookie(svc *service) {
 		}
 	}
 	buf := w.scratch()
-	n := nat.BuildTCPOptions(buf[nat.VirtioNetHdrLen:], l.mac, nat.MAC{}, p.Dst, p.Src, p.DstPort, p.SrcPort,
+	n := nat.BuildTCPOptionsAny(buf[nat.VirtioNetHdrLen:], l.mac, nat.MAC{}, dst, src, p.DstPort, p.SrcPort,
 		cookie, p.Seq+1, nat.TCPFlagSYN|nat.TCPFlagACK, 65535, &o)
 	if n == 0 {
 		return
@@ -126,7 +127,8 @@ func (w *worker) acceptCookie(svc *service, frame []byte) bool {
 		return false
 	}
 	cookie, isn := p.Ack-1, p.Seq-1
-	idx, ok := w.sh.cookies.CheckCookie(cookie, p.Src, p.Dst, p.SrcPort, p.DstPort, isn, w.cookieMinute())
+	src, dst := p.SrcAddr(), p.DstAddr()
+	idx, ok := w.sh.cookies.CheckCookie(cookie, src, dst, p.SrcPort, p.DstPort, isn, w.cookieMinute())
 	if !ok {
 		svc.cookies[cookieInvalid].Inc()
 		w.c.drop(dropBadCookie)
@@ -163,16 +165,20 @@ func (w *worker) acceptCookie(svc *service, frame []byte) bool {
 	eth := p.Ethernet()
 	held := append(make([]byte, 0, len(frame)+64), frame...)
 	syn := w.retried[:cap(w.retried)]
-	n := nat.BuildTCPOptions(syn[nat.VirtioNetHdrLen:], eth.Src(), eth.Dst(), p.Src, p.Dst, p.SrcPort, p.DstPort,
+	n := nat.BuildTCPOptionsAny(syn[nat.VirtioNetHdrLen:], eth.Src(), eth.Dst(), src, dst, p.SrcPort, p.DstPort,
 		isn, 0, nat.TCPFlagSYN, 65535, &o)
 	if n == 0 {
 		return true
 	}
 	clear(syn[:nat.VirtioNetHdrLen])
-	nat.IPv4(syn[nat.VirtioNetHdrLen+nat.EthernetHeaderLen:]).SetTTL(p.IPv4().TTL())
-	ip := nat.IPv4(syn[nat.VirtioNetHdrLen+nat.EthernetHeaderLen:])
-	ip.SetChecksum(0)
-	ip.SetChecksum(ip.ComputeChecksum())
+	if p.IsIPv6() {
+		nat.IPv6(syn[nat.VirtioNetHdrLen+nat.EthernetHeaderLen:]).SetHopLimit(p.TTL())
+	} else {
+		ip := nat.IPv4(syn[nat.VirtioNetHdrLen+nat.EthernetHeaderLen:])
+		ip.SetTTL(p.TTL())
+		ip.SetChecksum(0)
+		ip.SetChecksum(ip.ComputeChecksum())
+	}
 	w.synth, w.synthFlow = st, nil
 	w.handle(syn[:nat.VirtioNetHdrLen+n]) // decoded again: the ordinary path from here
 	f := w.synthFlow
@@ -180,9 +186,9 @@ func (w *worker) acceptCookie(svc *service, frame []byte) bool {
 	if f == nil {
 		// Refused (full table, no backend, no tuple): the client believes
 		// it is connected; reset it in its window.
-		l, hop := w.sh.route(p.Src)
+		l, hop := w.sh.route(src)
 		if l != nil {
-			w.sendTCP(l, hop, p.Dst, p.Src, p.DstPort, p.SrcPort, cookie+1, 0, nat.TCPFlagRST)
+			w.sendTCP(l, hop, dst, src, p.DstPort, p.SrcPort, cookie+1, 0, nat.TCPFlagRST)
 		}
 		return true
 	}

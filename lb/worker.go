@@ -69,12 +69,13 @@ type worker struct {
 	bigBuf  []byte // a frame too large for the arena, re-sent after a repair or retried
 	retried []byte // copy of a held SYN being retried
 
-	pkt     nat.Packet
-	vh      nat.VirtioNetHdr
-	icmpErr nat.ICMPError
-	opts    nat.TCPOptions
-	pl      []*snat.Pool // scratch for the pools toward a backend
-	req     snat.Request
+	pkt      nat.Packet
+	vh       nat.VirtioNetHdr
+	icmpErr  nat.ICMPError
+	icmp6Err nat.ICMPv6Error
+	opts     nat.TCPOptions
+	pl       []*snat.Pool // scratch for the pools toward a backend
+	req      snat.Request
 
 	// synth is set while a SYN rebuilt from a valid cookie is run through
 	// fromClient; synthFlow is the flow it made.
@@ -312,8 +313,15 @@ func (w *worker) sendAnnouncements() {
 	for _, l := range w.sh.nics {
 		for a := range w.s.linkOwned[l.idx] {
 			buf := w.scratch()
-			n := nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, a, nat.MAC{}, a)
-			if w.sendQueue(l, buf[:nat.VirtioNetHdrLen+n]) {
+			var n int
+			if a.Is4() {
+				n = nat.BuildARP(buf[nat.VirtioNetHdrLen:], nat.ARPRequest, l.mac, broadcast, l.mac, a.Unmap(), nat.MAC{}, a.Unmap())
+			} else {
+				// An unsolicited Neighbor Advertisement to all nodes, with
+				// the Override flag (RFC 4861 §7.2.6).
+				n = nat.BuildNA(buf[nat.VirtioNetHdrLen:], l.mac, nat.MAC{}, a, nat.IPv6AllNodes(), a, nat.NAFlagOverride)
+			}
+			if n > 0 && w.sendQueue(l, buf[:nat.VirtioNetHdrLen+n]) {
 				l.arpGratuitous.Inc()
 			}
 		}

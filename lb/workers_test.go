@@ -1,8 +1,10 @@
 package lb
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -272,5 +274,52 @@ func TestPortOwnerMatchesSteering(t *testing.T) {
 				t.Fatalf("port %d, %d workers: snat says %d, link %d", port, n, a, b)
 			}
 		}
+	}
+}
+
+// The status document has every service, backend, SNAT pair and link, with
+// figures that match the traffic.
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) { c.SNAT.PortMax = 20099 }))
+	h.prime(t)
+	c := h.establish(t, 49000)
+	h.backendData(t, c, 1, 1, []byte("x"))
+	st := h.b.Status()
+	if st.Schema != StatusSchema || len(st.Services) != 1 || len(st.Services[0].Backends) != 2 || len(st.Links) != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	sv := st.Services[0]
+	if sv.Name != "web" || sv.VIP != vipAddr.String() || sv.Port != 80 || sv.FlowsActive != 1 || sv.FlowsCreated != 1 {
+		t.Errorf("service %+v", sv)
+	}
+	var flows int64
+	for _, be := range sv.Backends {
+		flows += be.FlowsActive
+		if !be.Up || be.PassiveDown {
+			t.Errorf("backend %+v not up", be)
+		}
+	}
+	if flows != 1 || st.Flows.Entries != 1 {
+		t.Errorf("backend flows %d, entries %d, want 1 and 1", flows, st.Flows.Entries)
+	}
+	inUse := 0
+	for _, p := range st.SNAT {
+		inUse += p.InUse
+		if p.SecondsToExhaustion != nil {
+			t.Errorf("pair %s-%s: seconds to exhaustion %v with nothing entering TIME_WAIT", p.SNAT, p.Backend, *p.SecondsToExhaustion)
+		}
+	}
+	if inUse != 1 {
+		t.Errorf("SNAT in use %d, want 1", inUse)
+	}
+	for _, l := range st.Links {
+		if l.RxPackets == 0 || l.TxPackets == 0 {
+			t.Errorf("link %+v: no traffic counted", l)
+		}
+	}
+	b, err := json.Marshal(st)
+	if err != nil || !strings.Contains(string(b), `"schema":"tslb-status/1"`) {
+		t.Errorf("JSON: %v %s", err, b)
 	}
 }

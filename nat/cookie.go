@@ -41,7 +41,8 @@ type CookieKey [4]uint64
 // Cookie returns the SYN-ACK ISN for a client SYN from src:sport to
 // dst:dport with sequence number seq, carrying mssIndex (0..3), at minute
 // count count.
-func (k *CookieKey) Cookie(src, dst Addr4, sport, dport uint16, seq, count uint32, mssIndex uint8) uint32 {
+// The addresses are in lb's one address type (IPv4 mapped, see Addr16.Is4).
+func (k *CookieKey) Cookie(src, dst Addr16, sport, dport uint16, seq, count uint32, mssIndex uint8) uint32 {
 	t := cookieTuple(src, dst, sport, dport)
 	return k.hash(0, t, 0) + seq + count<<cookieBits + (k.hash(1, t, count)+uint32(mssIndex))&cookieMask
 }
@@ -50,7 +51,7 @@ func (k *CookieKey) Cookie(src, dst Addr4, sport, dport uint16, seq, count uint3
 // the ACK's ack-1 and seq its seq-1 (the client's ISN), count the minute
 // now. It returns the MSS index and whether the cookie is valid (made by
 // this key for this tuple and ISN at most MaxCookieAge-1 minutes ago).
-func (k *CookieKey) CheckCookie(cookie uint32, src, dst Addr4, sport, dport uint16, seq, count uint32) (mssIndex uint8, ok bool) {
+func (k *CookieKey) CheckCookie(cookie uint32, src, dst Addr16, sport, dport uint16, seq, count uint32) (mssIndex uint8, ok bool) {
 	t := cookieTuple(src, dst, sport, dport)
 	cookie -= k.hash(0, t, 0) + seq
 	diff := (count - cookie>>cookieBits) & (^uint32(0) >> cookieBits)
@@ -76,21 +77,21 @@ func CookieMSSIndex(mss uint16) uint8 {
 	return i
 }
 
-func cookieTuple(src, dst Addr4, sport, dport uint16) [12]byte {
-	var t [12]byte
-	copy(t[0:4], src[:])
-	copy(t[4:8], dst[:])
-	binary.BigEndian.PutUint16(t[8:], sport)
-	binary.BigEndian.PutUint16(t[10:], dport)
+func cookieTuple(src, dst Addr16, sport, dport uint16) [36]byte {
+	var t [36]byte
+	copy(t[0:16], src[:])
+	copy(t[16:32], dst[:])
+	binary.BigEndian.PutUint16(t[32:], sport)
+	binary.BigEndian.PutUint16(t[34:], dport)
 	return t
 }
 
 // hash is SipHash-2-4 under key half i of k, over the tuple and count,
 // truncated to 32 bits.
-func (k *CookieKey) hash(i int, t [12]byte, count uint32) uint32 {
-	var m [16]byte
+func (k *CookieKey) hash(i int, t [36]byte, count uint32) uint32 {
+	var m [40]byte
 	copy(m[:], t[:])
-	binary.LittleEndian.PutUint32(m[12:], count)
+	binary.LittleEndian.PutUint32(m[36:], count)
 	return uint32(sipHash24(k[2*i], k[2*i+1], m[:]))
 }
 

@@ -33,7 +33,7 @@ func TestCookie(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	k := &CookieKey{r.Uint64(), r.Uint64(), r.Uint64(), r.Uint64()}
 	other := &CookieKey{r.Uint64(), r.Uint64(), r.Uint64(), r.Uint64()}
-	src, dst := Addr4{198, 18, 0, 11}, Addr4{198, 18, 0, 100}
+	src, dst := Addr4{198, 18, 0, 11}.Mapped(), Addr4{198, 18, 0, 100}.Mapped()
 	for i := range 10000 {
 		seq := r.Uint32()
 		count := r.Uint32()
@@ -50,7 +50,9 @@ func TestCookie(t *testing.T) {
 		for _, bad := range []func() (uint8, bool){
 			func() (uint8, bool) { return k.CheckCookie(c+1<<12, src, dst, 40000, 80, seq, count) },
 			func() (uint8, bool) { return k.CheckCookie(c, src, dst, 40001, 80, seq, count) },
-			func() (uint8, bool) { return k.CheckCookie(c, Addr4{198, 18, 0, 12}, dst, 40000, 80, seq, count) },
+			func() (uint8, bool) {
+				return k.CheckCookie(c, Addr4{198, 18, 0, 12}.Mapped(), dst, 40000, 80, seq, count)
+			},
 			func() (uint8, bool) { return k.CheckCookie(c, src, dst, 40000, 80, seq+1<<12, count) },
 			func() (uint8, bool) { return other.CheckCookie(c, src, dst, 40000, 80, seq, count) },
 		} {
@@ -107,7 +109,7 @@ func TestCookieTS(t *testing.T) {
 
 func BenchmarkCookie(b *testing.B) {
 	k := &CookieKey{1, 2, 3, 4}
-	src, dst := Addr4{198, 18, 0, 11}, Addr4{198, 18, 0, 100}
+	src, dst := Addr4{198, 18, 0, 11}.Mapped(), Addr4{198, 18, 0, 100}.Mapped()
 	b.ReportAllocs()
 	var s uint32
 	for b.Loop() {

@@ -4,8 +4,9 @@
 #
 # It is idempotent: running it again only re-checks. It installs packages and
 # downloads Go modules; it starts no service, and it stops and disables the
-# haproxy and prometheus packages' own services so that nothing binds ports
-# in the root namespace. One line of output per step.
+# haproxy, prometheus and bird2 packages' own services so that nothing binds
+# ports in the root namespace (the cluster lab runs bird in a namespace of its
+# own). One line of output per step.
 #
 # prometheus (promtool, and the server the lab runs in tslb's namespace),
 # podman, buildah and runc (the container image; no registry is used),
@@ -27,14 +28,14 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null || die "apt-get update failed"
 log "apt-get update: done"
 
-pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy ca-certificates curl git gcc libc6-dev prometheus podman buildah runc systemd util-linux"
+pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy bird2 ca-certificates curl git gcc libc6-dev prometheus podman buildah runc systemd util-linux"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
-	# policy-rc.d 101 keeps dpkg from starting haproxy and prometheus while
-	# they install.
+	# policy-rc.d 101 keeps dpkg from starting haproxy, prometheus or bird
+	# while they install.
 	prc=/usr/sbin/policy-rc.d
 	made_prc=0
 	if [ ! -e "$prc" ]; then
@@ -49,14 +50,15 @@ else
 	log "packages already installed: $pkgs"
 fi
 
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-	systemctl disable --now haproxy prometheus >/dev/null 2>&1 || true
-	log "haproxy, prometheus services: disabled and stopped (systemd)"
-else
-	service haproxy stop >/dev/null 2>&1 || true
-	service prometheus stop >/dev/null 2>&1 || true
-	log "haproxy, prometheus services: no systemd; stopped if they were running"
-fi
+for svc in haproxy prometheus bird; do
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		systemctl disable --now "$svc" >/dev/null 2>&1 || true
+		log "$svc service: disabled and stopped (systemd)"
+	else
+		service "$svc" stop >/dev/null 2>&1 || true
+		log "$svc service: no systemd; stopped if it was running"
+	fi
+done
 
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	PATH="/usr/local/go/bin:$PATH"

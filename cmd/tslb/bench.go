@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,8 @@ func cmdBench(args []string) int {
 	noTS := fs.Bool("backend-ts-off", false, "turn the backends' TCP timestamps off")
 	out := fs.String("out", "bench-results", "directory for results.md, results.json, connect-latency.svg")
 	keepPcap := fs.Bool("keep-pcap", false, "write OUT/<cell>-collisions.pcap with the first collisions")
+	tslbWorkers := fs.Int("tslb-workers", 0, "tslb cells: datapath.workers (0: one per CPU, tslb's default)")
+	tslbIO := fs.String("tslb-io", "ring", "tslb cells: datapath.io, ring or socket (the per-frame fallback)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -55,7 +58,11 @@ func cmdBench(args []string) int {
 	defer stop()
 	cfg := bench.Config{Binary: exe, Cells: strings.Split(*cells, ","), Rate: *rate, Conns: *conns, Duration: *duration,
 		Ports: *ports, Backends: *backends, Clients: *clients, CTTimeWait: *ctTW, ClosedFor: *closed, BulkFor: *bulk,
-		Workers: *workers, RRConns: *rrConns, RRFor: *rrFor, RRSize: *rrSize, Timeout: *timeout, BackendTSOff: *noTS, OutDir: *out, KeepPcap: *keepPcap, Progress: os.Stderr}
+		Workers: *workers, RRConns: *rrConns, RRFor: *rrFor, RRSize: *rrSize, Timeout: *timeout, BackendTSOff: *noTS, OutDir: *out, KeepPcap: *keepPcap, Progress: os.Stderr,
+		TSLBWorkers: *tslbWorkers, TSLBIO: *tslbIO}
+	if cfg.TSLBWorkers == 0 {
+		cfg.TSLBWorkers = runtime.NumCPU()
+	}
 	r, err := bench.Run(ctx, cfg)
 	if r == nil {
 		fmt.Fprintln(os.Stderr, "tslb bench:", err)

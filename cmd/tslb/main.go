@@ -15,7 +15,8 @@ const usage = `usage: tslb <command> [flags]
 commands:
   run -c FILE [-log-format text|json]
                        run the balancer with the configuration in FILE
-  check-config FILE    validate FILE; print every error with its key and line
+  check-config FILE... validate each FILE, printing every error with its key and
+                       line; several files are one cluster's: checked together too
   reload [-socket S]   make a running tslb re-read its configuration file
   demo                 build a network-namespace lab, balance HTTP through it, print a table
   lab up|down          build or remove a lab topology to play with by hand

@@ -81,3 +81,52 @@ func TestBinaryDoesNotLinkTesting(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConfigCluster: check-config of a cluster's files checks each
+// and then the rules across them.
+func TestCheckConfigCluster(t *testing.T) {
+	bin := buildTSLB(t)
+	dir := "../../config/testdata/cluster/"
+	files := []string{dir + "a.yaml", dir + "b.yaml", dir + "c.yaml"}
+	out, err := exec.Command(bin, append([]string{"check-config"}, files...)...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `cluster "edge": 3 files ok together`) {
+		t.Fatalf("the three instances: %v\n%s", err, out)
+	}
+	run := func(args ...string) (string, int) {
+		out, err := exec.Command(bin, append([]string{"check-config"}, args...)...).CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	// The same instance twice: cross-file error with file and line.
+	out2, code := run(files[0], files[1], files[0])
+	if code != 2 || !strings.Contains(out2, dir+"a.yaml:26: cluster.id: 1 is also the id of "+dir+"a.yaml") {
+		t.Errorf("a, b, a: exit %d\n%s", code, out2)
+	}
+	// A file with another member list.
+	tmp := t.TempDir()
+	b, err := os.ReadFile(files[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(tmp, "b.yaml")
+	os.WriteFile(other, []byte(strings.Replace(string(b), "address: 198.18.4.13", "address: 198.18.4.23", 1)), 0o644)
+	out3, code := run(files[0], other, files[2])
+	if code != 2 || !strings.Contains(out3, other+":39: cluster.members[2]: member 3 differs from its entry in "+dir+"a.yaml") {
+		t.Errorf("another member list: exit %d\n%s", code, out3)
+	}
+	// A broken file: its own errors, no cross-file check.
+	out4, code := run(files[0], "../../config/testdata/bad/cluster_snat_overlap.yaml")
+	if code != 2 || !strings.Contains(out4, "cluster_snat_overlap.yaml:") || !strings.Contains(out4, "not checked across files") {
+		t.Errorf("with a broken file: exit %d\n%s", code, out4)
+	}
+	// One file: no cross-file check (it would pass anyway).
+	if out5, code := run(files[0]); code != 0 || strings.Contains(out5, "together") {
+		t.Errorf("one file: exit %d\n%s", code, out5)
+	}
+}

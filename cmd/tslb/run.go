@@ -24,17 +24,39 @@ func cmdCheckConfig(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: tslb check-config FILE")
+	if fs.NArg() < 1 {
+		fmt.Fprintln(os.Stderr, "usage: tslb check-config FILE [FILE...]")
 		return 2
 	}
-	path := fs.Arg(0)
-	if _, err := config.Load(path); err != nil {
-		printConfigErrors(path, err)
-		return 2
+	// Every file on its own, then, for several files, the rules of one
+	// cluster across them (config.CheckCluster).
+	code := 0
+	var cfgs []*config.Config
+	for _, path := range fs.Args() {
+		c, err := config.Load(path)
+		if err != nil {
+			printConfigErrors(path, err)
+			code = 2
+			continue
+		}
+		cfgs = append(cfgs, c)
+		fmt.Printf("%s: ok\n", path)
 	}
-	fmt.Printf("%s: ok\n", path)
-	return 0
+	if fs.NArg() > 1 {
+		if code != 0 {
+			fmt.Fprintln(os.Stderr, "cluster: not checked across files: fix the files above first")
+			return code
+		}
+		if errs := config.CheckCluster(cfgs); len(errs) > 0 {
+			for _, e := range errs {
+				fmt.Fprintln(os.Stderr, e.Error())
+			}
+			fmt.Fprintf(os.Stderr, "cluster: %d error(s) across %d files\n", len(errs), len(cfgs))
+			return 2
+		}
+		fmt.Printf("cluster %q: %d files ok together\n", cfgs[0].Cluster.Name, len(cfgs))
+	}
+	return code
 }
 
 func printConfigErrors(path string, err error) {
@@ -114,6 +136,7 @@ func cmdRun(args []string) int {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", b.MetricsHandler())
+		mux.Handle("/status.json", b.StatusHandler())
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
@@ -137,7 +160,7 @@ func cmdRun(args []string) int {
 			} else {
 				log.Error("reload: keeping the running configuration", "err", err)
 			}
-			b.ReloadFailed()
+			b.ReloadFailed(err)
 			return err
 		}
 		if err := b.Reload(ncfg); err != nil {

@@ -169,6 +169,7 @@ type Stats struct {
 	TxErrors          uint64 // frames the kernel refused (dropped)
 	CopyFrames        uint64 // frames larger than a ring slot, read by TP_STATUS_COPY
 	Truncated         uint64 // frames larger than a ring slot with no copy (dropped)
+	VLANTagged        uint64 // frames whose 802.1Q/802.1ad tag the kernel took off (dropped: tslb's links are untagged)
 	KernelPackets     uint64 // tp_packets: frames that reached the socket, the dropped ones included
 	KernelDrops       uint64 // tp_drops: frames lost because the ring or buffer was full
 	FreezeCount       uint64 // tp_freeze_q_cnt (TPACKET_V3 only; 0 otherwise)
@@ -180,7 +181,7 @@ func (s Stats) Add(t Stats) Stats {
 		RxFrames: s.RxFrames + t.RxFrames, RxBytes: s.RxBytes + t.RxBytes,
 		TxFrames: s.TxFrames + t.TxFrames, TxBytes: s.TxBytes + t.TxBytes,
 		TxErrors: s.TxErrors + t.TxErrors, CopyFrames: s.CopyFrames + t.CopyFrames,
-		Truncated: s.Truncated + t.Truncated, KernelPackets: s.KernelPackets + t.KernelPackets,
+		Truncated: s.Truncated + t.Truncated, VLANTagged: s.VLANTagged + t.VLANTagged, KernelPackets: s.KernelPackets + t.KernelPackets,
 		KernelDrops: s.KernelDrops + t.KernelDrops, FreezeCount: s.FreezeCount + t.FreezeCount,
 	}
 }
@@ -204,7 +205,7 @@ var ErrClosed = errors.New("link: closed")
 type counters struct {
 	local Stats
 	pub   struct {
-		rxFrames, rxBytes, txFrames, txBytes, txErrors, copyFrames, truncated atomic.Uint64
+		rxFrames, rxBytes, txFrames, txBytes, txErrors, copyFrames, truncated, vlanTagged atomic.Uint64
 	}
 }
 
@@ -219,6 +220,7 @@ func (c *counters) publishRx() {
 	c.pub.rxBytes.Store(c.local.RxBytes)
 	c.pub.copyFrames.Store(c.local.CopyFrames)
 	c.pub.truncated.Store(c.local.Truncated)
+	c.pub.vlanTagged.Store(c.local.VLANTagged)
 }
 
 // publishTx publishes the counters Send and Flush change.
@@ -233,7 +235,7 @@ func (c *counters) load() Stats {
 		RxFrames: c.pub.rxFrames.Load(), RxBytes: c.pub.rxBytes.Load(),
 		TxFrames: c.pub.txFrames.Load(), TxBytes: c.pub.txBytes.Load(),
 		TxErrors: c.pub.txErrors.Load(), CopyFrames: c.pub.copyFrames.Load(),
-		Truncated: c.pub.truncated.Load(),
+		Truncated: c.pub.truncated.Load(), VLANTagged: c.pub.vlanTagged.Load(),
 	}
 }
 

@@ -186,3 +186,35 @@ func TestPollerWake(t *testing.T) {
 	p.Wake() // after Close: a no-op, not a write to a stale descriptor
 	p.Close()
 }
+
+// The Poller parks on the runtime's network poller (an epoll instance of
+// its own), not in a blocking poll(2).
+func TestPollerUsesRuntimePoller(t *testing.T) {
+	m, err := NewMem("x", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p, err := NewPoller([]Queue{m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.ep == nil {
+		t.Fatal("the Poller fell back to poll(2)")
+	}
+	start := time.Now()
+	if woken, err := p.Wait(30 * time.Millisecond); err != nil || woken {
+		t.Fatalf("Wait on nothing = %v %v", woken, err)
+	}
+	if d := time.Since(start); d < 25*time.Millisecond {
+		t.Errorf("Wait returned after %v, before its 30ms timeout", d)
+	}
+	go func() { time.Sleep(10 * time.Millisecond); m.Inject(make([]byte, 60)) }()
+	if _, err := p.Wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := m.Recv(make([][]byte, 1)); n != 1 {
+		t.Error("woke without a frame")
+	}
+}

@@ -178,7 +178,11 @@ func Open(ifname string, cfg Config) ([]Queue, Info, error) {
 		if cfg.Mode == ModeRing {
 			qs[i] = newRingQueue(fd, rs[i].mem, rs[i].frameSize, rs[i].frames, cfg.SendBatch)
 		} else {
-			qs[i] = newSockQueue(fd)
+			q, err := newSockQueue(fd)
+			if err != nil {
+				return fail(err)
+			}
+			qs[i] = q
 		}
 	}
 	return qs, info, nil

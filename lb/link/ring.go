@@ -179,6 +179,15 @@ func (q *ringQueue) Recv(frames [][]byte) (int, error) {
 		h := (*unix.Tpacket2Hdr)(unsafe.Pointer(&q.ring[off]))
 		mac, snap, length := int(h.Mac), int(h.Snaplen), int(h.Len)
 		switch {
+		case st&unix.TP_STATUS_VLAN_VALID != 0:
+			// The kernel moved an 802.1Q/802.1ad tag out of the frame
+			// into skb metadata (every NIC with rx-vlan-offload, and
+			// veth); the bytes look untagged. tslb's links are untagged.
+			// A TP_STATUS_COPY frame is still on the receive queue.
+			if st&unix.TP_STATUS_COPY != 0 {
+				q.discardCopy()
+			}
+			c.VLANTagged++
 		case st&unix.TP_STATUS_COPY != 0:
 			if q.cused == len(q.cbuf) {
 				goto done // this slot again after Release
@@ -233,6 +242,20 @@ func (q *ringQueue) readCopy(want int) []byte {
 		}
 		q.cused++
 		return b[:r:len(b)]
+	}
+}
+
+// discardCopy takes the current slot's TP_STATUS_COPY frame off the
+// socket's receive queue unread, so that the queue and the ring stay in
+// step.
+func (q *ringQueue) discardCopy() {
+	var b [1]byte
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(q.fd), uintptr(unsafe.Pointer(&b[0])),
+			1, unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		if e != unix.EINTR {
+			return
+		}
 	}
 }
 

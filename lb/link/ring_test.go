@@ -961,3 +961,60 @@ func TestPollerSpin(t *testing.T) {
 		t.Errorf("Recv after Close: %v", err)
 	}
 }
+
+// TestVLANTagged: the kernel takes an 802.1Q or 802.1ad tag off a frame
+// before AF_PACKET sees it (__netif_receive_skb_core → skb_vlan_untag;
+// on a NIC, rx-vlan-offload), so the bytes tslb reads look untagged.
+// Both modes must refuse such frames by the metadata (tp_status
+// TP_STATUS_VLAN_VALID in the ring slot or in PACKET_AUXDATA) and count
+// them, and still deliver every untagged frame.
+func TestVLANTagged(t *testing.T) {
+	l := newLab(t)
+	tx := l.raw(t, l.a, l.aIf, false, false)
+	tag := func(f []byte, tpid, tci uint16) []byte {
+		g := make([]byte, 0, len(f)+4)
+		g = append(g, f[:12]...)
+		g = binary.BigEndian.AppendUint16(g, tpid)
+		g = binary.BigEndian.AppendUint16(g, tci)
+		return append(g, f[12:]...)
+	}
+	for _, mode := range modes {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) {
+			qs, _ := l.openB(t, Config{Mode: mode, Queues: 2})
+			const tagged, plain = 30, 20
+			for i := range tagged + plain {
+				f := ipv4TCP(l.bMAC, l.aMAC, [4]byte{198, 18, 0, byte(i % 7)}, farIP, uint16(40000+i%5), 80, 5, 0x4000, uint32(i))
+				switch {
+				case i >= tagged:
+				case i%3 == 0:
+					f = tag(f, 0x8100, 100) // 802.1Q, VLAN 100
+				case i%3 == 1:
+					f = tag(f, 0x8100, 5<<13) // priority tag: VLAN 0, PCP 5
+				default:
+					f = tag(f, 0x88a8, 200) // 802.1ad service tag
+				}
+				tx.write(t, f)
+			}
+			got, _ := drain(t, qs, plain, 5*time.Second)
+			n := 0
+			for _, ms := range got {
+				for _, m := range ms {
+					if m < tagged {
+						t.Errorf("tagged frame %d delivered", m)
+					}
+					n++
+				}
+			}
+			if n != plain {
+				t.Errorf("%d untagged frames delivered, want %d", n, plain)
+			}
+			var st Stats
+			for _, q := range qs {
+				st = st.Add(q.Stats())
+			}
+			if st.VLANTagged != tagged {
+				t.Errorf("Stats.VLANTagged = %d, want %d", st.VLANTagged, tagged)
+			}
+		})
+	}
+}

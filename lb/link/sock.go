@@ -388,7 +388,12 @@ func (t *txBatch) flush(c *Stats) error {
 	var err error
 	i := 0
 	for i < t.n {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(t.fd),
+		// A raw system call: sendmmsg with MSG_DONTWAIT never sleeps, but
+		// it runs the receivers' softirq work inline (a veth peer, a
+		// bridge, a local TCP stack), tens of µs; through Syscall the
+		// runtime would count that as a blocking call and hand the
+		// worker's P to another thread at every batch.
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(t.fd),
 			uintptr(unsafe.Pointer(&t.hdrs[i])), uintptr(t.n-i), unix.MSG_DONTWAIT, 0, 0)
 		if e == 0 {
 			if r == 0 { // cannot happen: sendmmsg sends one or fails

@@ -12,17 +12,41 @@ import (
 // virtio_net_hdr and an Ethernet header.
 var errShortFrame = errors.New("link: frame shorter than virtio_net_hdr + Ethernet header")
 
-// sockQueue is a ModeSocket queue: one recvfrom(2) per Recv into a
-// queue-owned buffer, one write(2) per Send.
+// sockQueue is a ModeSocket queue: one recvmsg(2) per Recv into a
+// queue-owned buffer, one write(2) per Send. PACKET_AUXDATA tells it
+// which frames the kernel took a VLAN tag off.
 type sockQueue struct {
 	life
 	buf []byte
+	oob []byte // one PACKET_AUXDATA control message
+	iov unix.Iovec
+	msg unix.Msghdr
 }
 
-func newSockQueue(fd int) *sockQueue {
-	q := &sockQueue{buf: make([]byte, MemFrameCap)}
+func newSockQueue(fd int) (*sockQueue, error) {
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+		return nil, fmt.Errorf("PACKET_AUXDATA: %w", err)
+	}
+	q := &sockQueue{buf: make([]byte, MemFrameCap), oob: make([]byte, unix.CmsgSpace(auxLen))}
+	q.iov.Base = &q.buf[0]
+	q.iov.SetLen(len(q.buf))
+	q.msg.Iov = &q.iov
+	q.msg.Iovlen = 1
 	q.init(fd, true, nil)
-	return q
+	return q, nil
+}
+
+// auxStatus returns tp_status from the PACKET_AUXDATA control message of
+// the last recvmsg, or 0 without one.
+func (q *sockQueue) auxStatus() uint32 {
+	if q.msg.Controllen < uint64(unix.CmsgSpace(auxLen)) {
+		return 0
+	}
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&q.oob[0]))
+	if h.Level != unix.SOL_PACKET || h.Type != unix.PACKET_AUXDATA {
+		return 0
+	}
+	return (*unix.TpacketAuxdata)(unsafe.Pointer(&q.oob[unix.CmsgLen(0)])).Status
 }
 
 // Fd implements Queue.
@@ -34,7 +58,7 @@ func (q *sockQueue) Fd() int {
 }
 
 // Recv implements Queue: at most one frame, with one non-blocking
-// recvfrom(2) (MSG_TRUNC, so that a frame longer than the buffer is
+// recvmsg(2) (MSG_TRUNC, so that a frame longer than the buffer is
 // counted as Truncated rather than handed out cut). It returns 0 while
 // the previous frame is not released: it lives in the one buffer.
 func (q *sockQueue) Recv(frames [][]byte) (int, error) {
@@ -49,8 +73,10 @@ func (q *sockQueue) Recv(frames [][]byte) (int, error) {
 	}
 	defer q.leave()
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(q.fd), uintptr(unsafe.Pointer(&q.buf[0])),
-			uintptr(len(q.buf)), unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		q.msg.Control = &q.oob[0]
+		q.msg.SetControllen(len(q.oob))
+		r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(q.fd), uintptr(unsafe.Pointer(&q.msg)),
+			unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 		switch {
 		case e == unix.EINTR:
 			continue
@@ -61,6 +87,10 @@ func (q *sockQueue) Recv(frames [][]byte) (int, error) {
 			return 0, fmt.Errorf("link: recvfrom: %w", e)
 		case int(r) > len(q.buf) || int(r) < vnetLen:
 			q.c.local.Truncated++
+			q.c.publishRx()
+			return 0, nil
+		case q.auxStatus()&unix.TP_STATUS_VLAN_VALID != 0:
+			q.c.local.VLANTagged++ // see ringQueue.Recv
 			q.c.publishRx()
 			return 0, nil
 		}
@@ -188,3 +218,6 @@ func (q *txQueue) Close() error { return q.close() }
 func (q *txQueue) wakeOnClose(p *Poller) { q.pollers.add(p) }
 
 var _ Queue = (*txQueue)(nil)
+
+// auxLen is sizeof(struct tpacket_auxdata).
+const auxLen = int(unsafe.Sizeof(unix.TpacketAuxdata{}))

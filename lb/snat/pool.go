@@ -71,7 +71,7 @@ type Pool struct {
 	// SNAT and Backend name the pair; Clock is tslb's timestamp clock
 	// toward that backend (see Clock). They are set by the caller and
 	// never changed by the pool.
-	SNAT    nat.Addr4
+	SNAT    nat.Addr16
 	Backend netip.AddrPort
 	Clock   Clock
 	// Allocs counts the tuples handed to new flows, by Kind (the caller

@@ -98,6 +98,10 @@ type Config struct {
 	Progress io.Writer
 	// LogLevel is tslb's log level ("" means warn).
 	LogLevel string
+	// TSLBWorkers and TSLBIO are the tslb cells' datapath.workers and
+	// datapath.io (0 and "" mean the harness defaults: 2 workers, ring).
+	TSLBWorkers int
+	TSLBIO      string
 	// NewLab builds each cell's lab (nil means lab.New). Tests pass a
 	// function around lab.NewT. The cell closes the lab when it ends;
 	// Lab.Close is idempotent.
@@ -602,7 +606,8 @@ func startBalancer(ctx context.Context, cfg Config, name string, l *lab.Lab, dir
 // VIP:81 → backends:8081, with the cell's timestamp mode and policies.
 func tslbOptions(cfg Config, name, dir string) harness.Options {
 	o := harness.Options{Binary: cfg.Binary, Dir: dir, PortMin: cfg.PortMin, PortMax: cfg.PortMin + uint16(cfg.Ports-1), LogLevel: cfg.LogLevel,
-		Port: vipPort, BackendPort: backendPort, ExtraPorts: []lab.PortMap{{VIPPort: rrVIPPort, BackendPort: rrBackendPort}}}
+		Port: vipPort, BackendPort: backendPort, ExtraPorts: []lab.PortMap{{VIPPort: rrVIPPort, BackendPort: rrBackendPort}},
+		Workers: cfg.TSLBWorkers, IO: cfg.TSLBIO}
 	switch name {
 	case CellTSLBStrip:
 		o.Timestamps = config.TSStrip
