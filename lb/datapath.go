@@ -375,9 +375,14 @@ func (w *worker) fromBackend(frame []byte) {
 		return
 	}
 	f.state = st
-	f.last = w.now
 	if f.halfOpen && st >= nat.StateEstablished {
 		w.closeHalf(f)
+	}
+	if !f.halfOpen {
+		// A half-open flow's idle time runs from the client: the backend's
+		// SYN-ACK retransmits toward a spoofed client (1, 2, 4, 8 s ...)
+		// must not keep it, and its tuple, alive.
+		f.last = w.now
 	}
 	if !p.DecTTL() {
 		w.c.drop(dropTTLExpired)
