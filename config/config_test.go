@@ -631,7 +631,7 @@ detector: {repair: true, pcap_max_files: 100, pcap_dir: ""}
 log: {level: info}
 metrics: {listen: 127.0.0.1:9100}
 flows:
-  timeouts: {closed: 5s, time_wait: 2s, fin: 2m, established: 1h, syn: 30s}
+  timeouts: {closed: 5s, time_wait: 2s, fin: 2m, established: 1h, syn: 5s}
   max: 1048576
 snat:
   port_range: [20000, 60999]

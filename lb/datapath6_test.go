@@ -357,3 +357,12 @@ func TestIPv6SYNProxy(t *testing.T) {
 		t.Errorf("valid cookies %v, want 1", got)
 	}
 }
+
+func TestEUI64LinkLocal(t *testing.T) {
+	// The kernel's address for 02:00:5e:12:04:11: fe80::ff:fe12:411 ... with
+	// the universal/local bit flipped: 02 -> 00.
+	got := eui64LinkLocal(nat.MAC{0x02, 0x00, 0x5e, 0x12, 0x04, 0x11}).Addr()
+	if want := netip.MustParseAddr("fe80::5eff:fe12:411"); got != want {
+		t.Errorf("eui64LinkLocal = %v, want %v", got, want)
+	}
+}

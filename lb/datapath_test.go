@@ -1810,3 +1810,31 @@ func TestReopenAfterClose(t *testing.T) {
 		})
 	}
 }
+
+// TestARPMACChange: a backend that changes its MAC (failover, a new NIC)
+// announces it by gratuitous ARP — a request for its own address, not for
+// one of tslb's. tslb takes the new MAC for an address it already knows
+// (RFC 826's merge rule) and never learns an unknown one that way.
+func TestARPMACChange(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) { c.Services[0].Backends = c.Services[0].Backends[:1] }))
+	h.prime(t)
+	c := h.establish(t, 47000)
+	newMAC := nat.MAC{0x02, 0, 0, 0, 0x0b, 0x99}
+	h.b0.inject(t, arpFrame(t, nat.ARPRequest, newMAC, bcastMAC, newMAC, be1Addr, nat.MAC{}, be1Addr))
+	h.quiet(t, h.b0)
+	s := clientSeg(c.cport, nat.TCPFlagACK|nat.TCPFlagPSH, c.cisn+1, c.bisn+1)
+	s.payload = []byte("after the move")
+	h.c0.inject(t, tcpFrame(t, s))
+	if got := decode(t, h.b0.next(t)); nat.MAC(got.eth.DstMAC) != newMAC {
+		t.Errorf("segment after the gratuitous ARP went to %v, want the backend's new MAC %v", got.eth.DstMAC, newMAC)
+	}
+	// A gratuitous ARP of an address tslb does not know teaches nothing.
+	before := metric(t, h.b, "tslb_arp_table_entries", "link", "b0")
+	stranger := netip.MustParseAddr("198.18.1.200")
+	h.b0.inject(t, arpFrame(t, nat.ARPRequest, newMAC, bcastMAC, newMAC, stranger, nat.MAC{}, stranger))
+	h.quiet(t, h.b0)
+	if got := metric(t, h.b, "tslb_arp_table_entries", "link", "b0"); got != before {
+		t.Errorf("b0 neighbours = %v after a stranger's gratuitous ARP, want %v", got, before)
+	}
+}

@@ -359,3 +359,24 @@ func TestWorkersOneArm(t *testing.T) {
 		t.Errorf("%v frames handed over between workers on a one-arm link, want 0", got)
 	}
 }
+
+// TestHalfOpenExpiresDespiteBackendRetransmits: a half-open flow expires
+// flows.timeouts.syn after the client's last segment, however often the
+// backend retransmits its SYN-ACK toward a client that never answers (a
+// spoofed source): those must not keep the flow, and its tuple, alive.
+func TestHalfOpenExpiresDespiteBackendRetransmits(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) { c.Flows.Timeouts.Syn = 300 * time.Millisecond }))
+	h.prime(t)
+	c := h.connect(t, 46100, 100)
+	sa := tcpFrame(t, backendSeg(t, c.backend, c.sport, nat.TCPFlagSYN|nat.TCPFlagACK, 9, 101))
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		h.b0.inject(t, sa)
+	}
+	if got := metric(t, h.b, "tslb_half_open_flows"); got != 0 {
+		t.Errorf("half-open flows = %v after 2.5 s of SYN-ACK retransmits with a 300 ms syn timeout, want 0", got)
+	}
+	if got := metric(t, h.b, "tslb_snat_ports_in_use"); got != 0 {
+		t.Errorf("SNAT tuples in use = %v, want 0 (the expired flow's tuple back)", got)
+	}
+}

@@ -80,6 +80,11 @@ type Options struct {
 	// Wrapper... Binary run -c FILE in the lb namespace (such as setpriv
 	// dropping to a user with ambient capabilities).
 	Wrapper []string
+	// Edit, if set, changes the configuration last (after the defaults
+	// are applied, before it is written and loaded back): for keys the
+	// options above do not cover (syn_proxy, half_open_max,
+	// health.passive, ...).
+	Edit func(*config.Config)
 }
 
 // HealthSource is the address the harness gives the kernel of the lb
@@ -214,6 +219,9 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 		ns = l.LB
 	}
 	cfg.ApplyDefaults()
+	if o.Edit != nil {
+		o.Edit(cfg)
+	}
 	if cfg.Health.Source.IsValid() && o.NS == nil {
 		out, err := l.LB.Command(ctx, "ip", "addr", "replace", cfg.Health.Source.String()+"/24", "dev", l.LBBackendIf).CombinedOutput()
 		if err != nil {

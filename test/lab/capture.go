@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,6 +60,13 @@ type Capture struct {
 // most maxFrames frames (further frames are counted by Dropped) of at most
 // CaptureSnapLen bytes each. Stop it with Stop; Lab.Close also stops it.
 func (n *NS) Capture(ifname string, maxFrames int) (*Capture, error) {
+	return n.CaptureFiltered(ifname, maxFrames, nil)
+}
+
+// CaptureFiltered is Capture keeping only the frames a classic BPF
+// program accepts (attached before the socket is bound, so nothing else
+// is ever queued); nil keeps everything.
+func (n *NS) CaptureFiltered(ifname string, maxFrames int, filter []bpf.RawInstruction) (*Capture, error) {
 	if maxFrames <= 0 {
 		return nil, fmt.Errorf("lab: capture maxFrames=%d must be positive", maxFrames)
 	}
@@ -68,7 +76,11 @@ func (n *NS) Capture(ifname string, maxFrames int) (*Capture, error) {
 		if err != nil {
 			return err
 		}
-		conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+		var pc *packet.Config
+		if filter != nil {
+			pc = &packet.Config{Filter: filter}
+		}
+		conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, pc)
 		return err
 	})
 	if err != nil {
@@ -265,4 +277,38 @@ func DecodeTCP(f Frame) (*layers.IPv4, *layers.TCP, bool) {
 		return nil, nil, false
 	}
 	return &ip, &tcp, true
+}
+
+// TCPFlagsFilter is a classic BPF program for CaptureFiltered that keeps
+// untagged IPv4 TCP frames (first fragments) whose flags byte, masked
+// with mask, equals value: TCPFlagsFilter(0x12, 0x02) keeps SYNs without
+// ACK. A port of 0 matches any destination port.
+func TCPFlagsFilter(mask, value uint8, dstPort uint16) []bpf.RawInstruction {
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 2},                           // 0: EtherType
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0x0800, SkipTrue: 9}, // -> drop
+		bpf.LoadAbsolute{Off: 23, Size: 1},                           // 2: IP protocol
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 6, SkipTrue: 7},
+		bpf.LoadAbsolute{Off: 20, Size: 2}, // 4: fragment offset
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x1fff, SkipTrue: 5},
+		bpf.LoadMemShift{Off: 14},               // 6: X = IP header length
+		bpf.LoadIndirect{Off: 14 + 13, Size: 1}, // 7: TCP flags
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: uint32(mask)},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(value), SkipTrue: 1},
+		bpf.Jump{Skip: 1},       // 10: -> port check
+		bpf.RetConstant{Val: 0}, // 11: drop
+	}
+	if dstPort != 0 {
+		prog = append(prog,
+			bpf.LoadIndirect{Off: 14 + 2, Size: 2}, // 12: TCP destination port
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(dstPort), SkipTrue: 1},
+			bpf.RetConstant{Val: 0},
+		)
+	}
+	prog = append(prog, bpf.RetConstant{Val: 1 << 16})
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		panic("lab: TCPFlagsFilter: " + err.Error()) // a bug in the program above
+	}
+	return raw
 }

@@ -311,6 +311,9 @@ func (l *Lab) build() error {
 		return err
 	}
 
+	if err := l.Switch.bridgeNetfilterOff(); err != nil {
+		return err
+	}
 	brc, err := l.Switch.addBridge(clientBr)
 	if err != nil {
 		return err
