@@ -242,18 +242,18 @@ func (m *Members) Observe(hb Heartbeat, now int64) Outcome {
 }
 
 func (m *Members) observe(hb Heartbeat, now int64) Outcome {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if hb.Cluster != m.cfg.Cluster {
 		return OtherCluster
 	}
-	i := m.index(hb.From)
+	i := m.index(hb.From) // m.peers is replaced by SetMembers: under m.mu
 	if i < 0 {
 		return UnknownMember
 	}
 	if i == m.self {
 		return FromSelf
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	p := &m.peers[i]
 	if hb.Src != p.MAC {
 		return WrongMAC
