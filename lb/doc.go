@@ -27,6 +27,14 @@
 //   - the neighbour tables are copy-on-write maps behind atomic pointers,
 //     written only when ARP teaches something new.
 //
+// A cluster instance (a cluster: section) adds the membership machine and
+// the BGP speaker (clusterctl.go: a goroutine Balancer owns, announcing
+// and withdrawing the VIPs, draining and leaving) and hands every worker
+// the cluster's shared part and its own cluster counters (clusterpath.go):
+// heartbeats in and out on the front link, and the ownership decision for
+// client frames it does not hold, read from an immutable snapshot behind
+// an atomic pointer.
+//
 // It may not reach into config files, sockets or the network namespace
 // itself: configuration arrives as a validated *config.Config, frames
 // through lb/link queues opened by Options.Open.
