@@ -2,6 +2,7 @@ package link
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"golang.org/x/net/bpf"
@@ -44,5 +45,35 @@ func TestFilterFor(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHeartbeatsToQueueZero: every steering program gives a heartbeat
+// frame (EtherType 0x88B5, not TCP) to queue 0, whose worker handles the
+// cluster's heartbeats; the VM runs the very program the kernel gets.
+func TestHeartbeatsToQueueZero(t *testing.T) {
+	split, err := SteerSplit([]netip.Addr{netip.MustParseAddr("198.18.1.101")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := make([]byte, vnetLen+60)
+	binary.BigEndian.PutUint16(frame[vnetLen+12:], 0x88b5)
+	for i := range frame[vnetLen+14:] {
+		frame[vnetLen+14+i] = byte(i * 7) // whatever the payload, as if IP
+	}
+	for _, s := range []Steering{SteerFlowHash, SteerDstPort, split} {
+		for _, n := range []int{2, 3, 8} {
+			if q := s.Pick(frame, n); q != 0 {
+				t.Errorf("%v/%d: Pick = %d, want 0", s, n, q)
+			}
+			vm, err := bpf.NewVM(s.instructions(n, vmLayout))
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, err := vm.Run(frame[vnetLen:])
+			if err != nil || q != 0 {
+				t.Errorf("%v/%d: program gives queue %d (%v), want 0", s, n, q, err)
+			}
+		}
 	}
 }
