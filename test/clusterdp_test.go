@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"tslb/config"
 	"tslb/test/harness"
 	"tslb/test/lab"
 )
@@ -662,4 +663,65 @@ func BenchmarkClusterConnections(b *testing.B) {
 			b.ReportMetric(float64((cpu0-idle0).Milliseconds())/2, "idle-cpu-ms/s")
 		})
 	}
+}
+
+// TestClusterHealthWithdraw: an instance announces the VIP only while its
+// service has a healthy backend. Every backend's server stops: both
+// instances' health checks fail and they withdraw the VIP (the router has
+// no route left); the servers come back: the VIP is announced again.
+func TestClusterHealthWithdraw(t *testing.T) {
+	c := lab.NewClusterT(t, lab.ClusterConfig{Instances: 2, Clients: 1, Backends: 2})
+	bs, err := c.StartBackends(lab.ServerConfig{Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []*harness.TSLB
+	for _, in := range c.Instances {
+		src := netip.AddrFrom4([4]byte{198, 18, 1, byte(90 + in.ID)})
+		if out, err := in.NS.Command(context.Background(), "ip", "addr", "add", src.String()+"/24", "dev", lab.ClusterBackendIf).CombinedOutput(); err != nil {
+			t.Fatalf("health source on %s: %v: %s", in.NS.Name, err, out)
+		}
+		o := harness.Options{Binary: tslbBinary, Dir: t.TempDir(), NS: in.NS, Workers: 1,
+			HealthCheck: &config.HealthCheck{Type: "tcp", Interval: 200 * time.Millisecond, Timeout: 150 * time.Millisecond, Rise: 2, Fall: 2}}
+		o.Custom = harness.ClusterConfig(c, in, o)
+		o.Custom.Health.Source = src
+		tl, err := harness.Start(context.Background(), c.Lab, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("instance %d log:\n%s", in.ID, tl.Log())
+			}
+			tl.Stop(10 * time.Second)
+		})
+		ts = append(ts, tl)
+	}
+	vip := netip.PrefixFrom(lab.ClusterVIP, 32)
+	hops := func(want int) time.Duration {
+		t.Helper()
+		return eventually(t, fmt.Sprintf("router next hops for the VIP: %d", want), 15*time.Second, func() bool {
+			h, err := c.RouterNextHops(vip)
+			return err == nil && len(h) == want
+		})
+	}
+	hops(2)
+	for _, b := range bs {
+		b.Close()
+	}
+	down := time.Now()
+	hops(0)
+	t.Logf("every backend down: VIP withdrawn by both instances %v after the servers stopped", time.Since(down).Round(time.Millisecond))
+	for i, tl := range ts {
+		body, err := tl.Status(context.Background())
+		if err != nil || !strings.Contains(string(body), `"no_healthy_backend"`) {
+			t.Errorf("instance %d status: %v %s", i+1, err, body)
+		}
+	}
+	if _, err := c.StartBackends(lab.ServerConfig{Port: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	hops(2)
+	t.Logf("backends back: VIP announced again %v after the servers started", time.Since(up).Round(time.Millisecond))
 }

@@ -334,6 +334,9 @@ func (t *TSLB) Metrics(ctx context.Context) (Samples, error) {
 	return ParseMetrics(body)
 }
 
+// Status returns tslb's /status.json body.
+func (t *TSLB) Status(ctx context.Context) ([]byte, error) { return t.get(ctx, "/status.json") }
+
 // RawMetrics returns tslb's /metrics body as served (Prometheus text
 // format, # HELP and # TYPE lines included).
 func (t *TSLB) RawMetrics(ctx context.Context) ([]byte, error) { return t.get(ctx, "/metrics") }
