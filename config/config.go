@@ -143,16 +143,22 @@ type Link struct {
 	Name string
 	// Interface is the Linux interface name (1 to 15 bytes).
 	Interface string
-	// Subnets are the IPv4 prefixes that are on-link through Interface.
+	// Subnets are the IPv4 and IPv6 prefixes that are on-link through
+	// Interface. IPv6 ones are unicast prefixes of global scope (global
+	// or ULA): not IPv4-mapped, multicast or link-local. Prefixes overlap
+	// only within a family, and no two subnets may overlap.
 	Subnets []netip.Prefix
-	// Gateway is the next hop for destinations outside every link's
-	// subnets; the zero (invalid) Addr means none. At most one link has
-	// one, and it lies inside one of that link's Subnets.
+	// Gateway is the IPv4 next hop for IPv4 destinations outside every
+	// link's subnets; the zero (invalid) Addr means none. At most one
+	// link has one, and it lies inside one of that link's IPv4 Subnets.
 	Gateway netip.Addr
 	// Gateway6 is the IPv6 next hop for IPv6 destinations outside every
 	// link's subnets (the zero Addr means none); at most one link has
-	// one, inside one of its IPv6 subnets. YAML: the link's `gateway`
-	// key holds one address of each family (a scalar, or a list of two).
+	// one. It lies inside one of that link's IPv6 subnets, or is
+	// link-local (fe80::/10, no zone: on-link on every link, the usual
+	// way to name a router); the datapath resolves it with neighbour
+	// discovery on this link. YAML: the link's `gateway` key holds at
+	// most one address of each family (a scalar, or a list of two).
 	Gateway6 netip.Addr
 }
 
@@ -160,7 +166,11 @@ type Link struct {
 type Service struct {
 	// Name is unique and matches [a-z0-9_-]+.
 	Name string
-	// VIP is the IPv4 address clients connect to.
+	// VIP is the IPv4 or IPv6 address clients connect to. A service is
+	// one family: every backend has the VIP's family, and snat.addresses
+	// holds at least one address of it. IPv6 VIPs are global or ULA
+	// unicast (not link-local) and need no cluster section (the cluster
+	// is IPv4 only).
 	VIP netip.Addr
 	// Port is the TCP port clients connect to (1 to 65535).
 	Port uint16
@@ -221,7 +231,9 @@ const (
 
 // Backend is one real server of a service.
 type Backend struct {
-	// Address is the backend's IPv4 address and TCP port.
+	// Address is the backend's address, of its service's VIP's family,
+	// and TCP port. YAML: "198.18.1.11:8080" or "[2001:db8:1::11]:8080"
+	// (quoted: unquoted brackets start a YAML list).
 	Address netip.AddrPort
 	// Weight is the relative share of new flows (0 to 1000); 0 drains the
 	// backend: existing flows continue, new ones go elsewhere.
@@ -253,7 +265,9 @@ type HealthCheck struct {
 
 // SNAT is the pool of source addresses and ports used towards backends.
 type SNAT struct {
-	// Addresses are the unique IPv4 SNAT addresses; at least one.
+	// Addresses are the unique SNAT addresses, IPv4 and IPv6; at least
+	// one, and at least one of each family a service's VIP has. A flow
+	// uses an address of its service's family.
 	Addresses []netip.Addr
 	// PortMin is the lowest SNAT port (at least 1024).
 	PortMin uint16
@@ -348,18 +362,19 @@ type Detector struct {
 
 // Health configures tslb's health probes.
 type Health struct {
-	// Source is the IPv4 address the probes are sent from; the zero
-	// (invalid) Addr means none (the kernel picks one). tslb probes
-	// through the kernel's TCP stack, so Source must be an address of a
-	// kernel interface in tslb's network namespace; the kernel must own
-	// this address and only this one, never a VIP or SNAT address (the
-	// kernel would answer or reset tslb's flows). Source therefore equals
-	// no VIP, SNAT address or backend address, and lies inside one of the
-	// links' subnets unless a link has a gateway.
+	// Source is the IPv4 address the probes to IPv4 backends are sent
+	// from; the zero (invalid) Addr means none (the kernel picks one).
+	// tslb probes through the kernel's TCP stack, so Source must be an
+	// address of a kernel interface in tslb's network namespace; the
+	// kernel must own this address and only this one, never a VIP or SNAT
+	// address (the kernel would answer or reset tslb's flows). Source
+	// therefore equals no VIP, SNAT address or backend address, and lies
+	// inside one of the links' subnets unless a link has an IPv4 gateway.
 	Source netip.Addr
 	// Source6 is Source for probes to IPv6 backends (the zero Addr means
-	// none: the kernel picks). YAML: health.source holds one address of
-	// each family (a scalar, or a list of two).
+	// none: the kernel picks), with the same rules in IPv6 (global or ULA
+	// scope, not link-local). YAML: health.source holds at most one
+	// address of each family (a scalar, or a list of two).
 	Source6 netip.Addr
 	// Passive is passive health checking and SYN re-dispatch.
 	Passive PassiveHealth
@@ -409,11 +424,11 @@ type Shutdown struct {
 // for a Config built in Go before Validate or Marshal. Fields whose zero value
 // is meaningful are left alone: Backend.Weight (0 drains), Metrics.Listen and
 // Control.Socket ("" disables), Shutdown.Timeout (0 stops at once),
-// Link.Gateway, Service.HealthCheck, Health.Source and StateFile (none); the
-// booleans Service.NoISNTranslation, Detector.NoRepair and Backend.Drain need
-// no default, their zero value is the default. A HealthCheck's Path and ExpectStatus are defaulted
-// only for Type "http", and Service.ExhaustionWait only for Exhaustion
-// ExhaustWait.
+// Link.Gateway, Link.Gateway6, Service.HealthCheck, Health.Source,
+// Health.Source6 and StateFile (none); the booleans Service.NoISNTranslation,
+// Detector.NoRepair and Backend.Drain need no default, their zero value is
+// the default. A HealthCheck's Path and ExpectStatus are defaulted only for
+// Type "http", and Service.ExhaustionWait only for Exhaustion ExhaustWait.
 func (c *Config) ApplyDefaults() {
 	for i := range c.Links {
 		l := &c.Links[i]

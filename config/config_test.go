@@ -159,8 +159,12 @@ func TestExampleParses(t *testing.T) {
 	}
 }
 
-// wantRE matches the first line of every file in testdata/bad.
-var wantRE = regexp.MustCompile(`^# want: (\S+) line (\d+)$`)
+// wantRE matches the first line of every file in testdata/bad; msgRE an
+// optional second line, text the error's message must contain.
+var (
+	wantRE = regexp.MustCompile(`^# want: (\S+) line (\d+)$`)
+	msgRE  = regexp.MustCompile(`^# msg: (.+)$`)
+)
 
 func TestBadFiles(t *testing.T) {
 	files, err := filepath.Glob("testdata/bad/*.yaml")
@@ -184,6 +188,12 @@ func TestBadFiles(t *testing.T) {
 		"cluster_snat_mismatch", "cluster_snat_overlap", "cluster_duplicate_id", "cluster_duplicate_mac",
 		"cluster_duplicate_address", "cluster_vip_is_member", "cluster_bad_asn", "cluster_peer_asn_zero",
 		"cluster_id_not_member", "cluster_bad_mac", "cluster_dead_after_short",
+		"ipv6_backend_family", "ipv6_vip_no_snat", "ipv6_vip_off_link", "ipv6_backend_off_link",
+		"ipv6_link_local_vip", "ipv6_zone", "ipv6_mapped_backend", "ipv6_subnet_link_local",
+		"ipv6_overlapping_subnets", "ipv6_gateway_two_v4", "ipv6_gateway_off_subnet",
+		"ipv6_two_gateways", "ipv6_health_source_two_v6", "ipv6_health_source_vip",
+		"ipv6_health_source_off_link", "ipv6_unquoted_backend", "ipv6_backend_no_brackets",
+		"ipv6_cluster_vip",
 	}
 	have := map[string]bool{}
 	for _, f := range files {
@@ -200,7 +210,12 @@ func TestBadFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			first, _, _ := bytes.Cut(data, []byte("\n"))
+			first, rest, _ := bytes.Cut(data, []byte("\n"))
+			second, _, _ := bytes.Cut(rest, []byte("\n"))
+			var msg string
+			if mm := msgRE.FindSubmatch(second); mm != nil {
+				msg = string(mm[1])
+			}
 			m := wantRE.FindSubmatch(first)
 			if m == nil {
 				t.Fatalf("first line %q is not `# want: KEY line N`", first)
@@ -224,10 +239,10 @@ func TestBadFiles(t *testing.T) {
 				if e.File != f {
 					t.Errorf("error %q has File %q, want %q", e, e.File, f)
 				}
-				found = found || (e.Key == key && e.Line == line)
+				found = found || (e.Key == key && e.Line == line && strings.Contains(e.Msg, msg))
 			}
 			if !found {
-				t.Errorf("no error for key %q at line %d; got:\n%v", key, line, err)
+				t.Errorf("no error for key %q at line %d containing %q; got:\n%v", key, line, msg, err)
 			}
 			prefix := fmt.Sprintf("%s:%d: ", f, line)
 			if key != "" {
@@ -616,7 +631,7 @@ detector: {repair: true, pcap_max_files: 100, pcap_dir: ""}
 log: {level: info}
 metrics: {listen: 127.0.0.1:9100}
 flows:
-  timeouts: {closed: 5s, time_wait: 2s, fin: 2m, established: 1h, syn: 30s}
+  timeouts: {closed: 5s, time_wait: 2s, fin: 2m, established: 1h, syn: 5s}
   max: 1048576
 snat:
   port_range: [20000, 60999]
@@ -674,8 +689,8 @@ func TestWrongTypes(t *testing.T) {
 		{"name int", "name: web", `name: 7`, "services[0].name", 7, "expected a string, got integer"},
 		{"name bool", "name: web", `name: true`, "services[0].name", 7, "expected a string, got boolean"},
 		{"vip int", "vip: 198.18.0.100", `vip: 3323068516`, "services[0].vip", 8, "expected a string"},
-		{"vip ipv6", "vip: 198.18.0.100", `vip: "2001:db8::1"`, "services[0].vip", 8, "not an IPv4"},
-		{"vip mapped", "vip: 198.18.0.100", `vip: "::ffff:198.18.0.100"`, "services[0].vip", 8, "not an IPv4"},
+		{"vip ipv6 without ipv6 subnets", "vip: 198.18.0.100", `vip: "2001:db8::1"`, "services[0].vip", 8, "not inside any link's subnets (no link has an IPv6 subnet)"},
+		{"vip mapped", "vip: 198.18.0.100", `vip: "::ffff:198.18.0.100"`, "services[0].vip", 8, "IPv4-mapped IPv6 address; use the IPv4 form 198.18.0.100"},
 		{"vip multicast", "vip: 198.18.0.100", `vip: 224.0.0.1`, "services[0].vip", 8, "unicast"},
 		{"backends mapping", "backends:\n      - address: 198.18.1.11:8080", "backends: {address: 198.18.1.11:8080}", "services[0].backends", 10, "expected a list, got a mapping"},
 		{"backends scalar", "backends:\n      - address: 198.18.1.11:8080", "backends: 198.18.1.11:8080", "services[0].backends", 10, "expected a list"},
@@ -723,7 +738,7 @@ func TestWrongTypes(t *testing.T) {
 		{"half_open_max negative", "port: 80", "port: 80\n    half_open_max: -1", "services[0].half_open_max", 10, "out of range"},
 		{"health source int", "", "health:\n  source: 7\n", "health.source", 15, "expected a string"},
 		{"health source bad", "", "health:\n  source: 198.18.1.256\n", "health.source", 15, "not a valid IP address"},
-		{"health source ipv6", "", "health:\n  source: \"::1\"\n", "health.source", 15, "not an IPv4 address"},
+		{"health source ipv6 loopback", "", "health:\n  source: \"::1\"\n", "health.source", 15, "not a usable unicast"},
 		{"health source loopback", "", "health:\n  source: 127.0.0.1\n", "health.source", 15, "not a usable unicast"},
 		{"health source vip", "", "health:\n  source: 198.18.0.100\n", "health.source", 15, "VIP of services[0]"},
 		{"health source snat", "", "health:\n  source: 198.18.1.100\n", "health.source", 15, "equals snat.addresses[0]"},
@@ -892,7 +907,7 @@ func TestValidateGoConfig(t *testing.T) {
 		{"no links", func(c *config.Config) { c.Links = nil }, "links", "at least one link"},
 		{"dup link name", func(c *config.Config) { c.Links[1].Name = "clients" }, "links[1].name", "also used by links[0]"},
 		{"no subnets no gateway", func(c *config.Config) { c.Links[0].Subnets = nil }, "links[0].subnets", "unless gateway"},
-		{"ipv6 subnet", func(c *config.Config) { c.Links[0].Subnets[0] = netip.MustParsePrefix("2001:db8::/64") }, "links[0].subnets[0]", "not an IPv4 prefix"},
+		{"mapped subnet", func(c *config.Config) { c.Links[0].Subnets[0] = netip.MustParsePrefix("::ffff:198.18.0.0/120") }, "links[0].subnets[0]", "IPv4-mapped prefix; use the IPv4 form 198.18.0.0/24"},
 		{"two gateways", func(c *config.Config) { c.Links[0].Gateway = addr("198.18.0.1") }, "links[1].gateway", "only one link"},
 		{"no services", func(c *config.Config) { c.Services = nil }, "services", "at least one service"},
 		{"no name", func(c *config.Config) { c.Services[0].Name = "" }, "services[0].name", "required"},
@@ -914,7 +929,7 @@ func TestValidateGoConfig(t *testing.T) {
 			c.Links[1].Gateway = netip.Addr{}
 			c.Services[0].Backends = c.Services[0].Backends[:1]
 			c.Health.Source = addr("203.0.113.9")
-		}, "health.source", "no link has a gateway"},
+		}, "health.source", "no link has an IPv4 gateway"},
 		{"health source ipv6", func(c *config.Config) { c.Health.Source = addr("2001:db8::1") }, "health.source", "not an IPv4"},
 		{"control socket relative", func(c *config.Config) { c.Control.Socket = "tslb.sock" }, "control.socket", "absolute path"},
 		{"shutdown negative", func(c *config.Config) { c.Shutdown.Timeout = -time.Nanosecond }, "shutdown.timeout", "out of range 0s..1h"},
@@ -924,7 +939,7 @@ func TestValidateGoConfig(t *testing.T) {
 		{"backend is snat", func(c *config.Config) {
 			c.Services[0].Backends[1].Address = netip.AddrPortFrom(c.SNAT.Addresses[1], 80)
 		}, "services[0].backends[1].address", "equals snat.addresses[1]"},
-		{"backend off link without gateway", func(c *config.Config) { c.Links[1].Gateway = netip.Addr{} }, "services[0].backends[1].address", "no link has a gateway"},
+		{"backend off link without gateway", func(c *config.Config) { c.Links[1].Gateway = netip.Addr{} }, "services[0].backends[1].address", "no link has an IPv4 gateway"},
 		{"hc timeout", func(c *config.Config) {
 			c.Services[0].HealthCheck = &config.HealthCheck{Type: "tcp", Interval: time.Second, Timeout: 2 * time.Second, Rise: 1, Fall: 1}
 		}, "services[0].health_check.timeout", "shorter than interval"},
@@ -976,7 +991,7 @@ func TestValidateGoConfig(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	good, _ := filepath.Glob("testdata/cluster/*.yaml")
-	for _, name := range append(append(files, good...), "example.yaml") {
+	for _, name := range append(append(files, good...), "example.yaml", "example-dualstack.yaml") {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)
@@ -984,6 +999,8 @@ func FuzzParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte(minimal))
+	f.Add([]byte(dual))
+	f.Add([]byte(only6))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := config.Parse(data, "fuzz")
 		if (c == nil) == (err == nil) {
@@ -1078,6 +1095,8 @@ func TestRestartKeysDiffer(t *testing.T) {
 		{"log level", func(c *config.Config) { c.Log.Level = "debug" }, nil},
 		{"detector", func(c *config.Config) { c.Detector.NoRepair = true }, nil},
 		{"health source", func(c *config.Config) { c.Health.Source = addr("198.18.1.2") }, nil},
+		// health.source of either family is lb's to refuse (lb.restartKeys).
+		{"health source6", func(c *config.Config) { c.Health.Source6 = addr("2001:db8:1::2") }, nil},
 		{"shutdown timeout", func(c *config.Config) { c.Shutdown.Timeout = time.Minute }, nil},
 		// Changes that need a restart.
 		{"link name", func(c *config.Config) { c.Links[0].Name = "front" }, []string{"links[0].name"}},
@@ -1086,6 +1105,16 @@ func TestRestartKeysDiffer(t *testing.T) {
 			c.Links[0].Subnets = append(c.Links[0].Subnets, netip.MustParsePrefix("198.18.2.0/24"))
 		}, []string{"links[0].subnets"}},
 		{"link gateway", func(c *config.Config) { c.Links[1].Gateway = addr("198.18.1.254") }, []string{"links[1].gateway"}},
+		{"link gateway6 added", func(c *config.Config) { c.Links[1].Gateway6 = addr("fe80::1") }, []string{"links[1].gateway"}},
+		{"link gateway6 moved", func(c *config.Config) { c.Links[0].Gateway6 = addr("fe80::1") }, []string{"links[0].gateway"}},
+		{"link IPv6 subnet", func(c *config.Config) {
+			c.Links[1].Subnets = append(c.Links[1].Subnets, netip.MustParsePrefix("2001:db8:1::/64"))
+		}, []string{"links[1].subnets"}},
+		{"snat IPv6 address added", func(c *config.Config) { c.SNAT.Addresses = append(c.SNAT.Addresses, addr("2001:db8:1::100")) }, []string{"snat.addresses"}},
+		{"IPv6 service added", func(c *config.Config) {
+			c.Services = append(c.Services, config.Service{Name: "web6", VIP: addr("2001:db8::100"), Port: 80,
+				Backends: []config.Backend{{Address: netip.MustParseAddrPort("[2001:db8:1::11]:8080"), Weight: 1}}})
+		}, nil},
 		{"link added", func(c *config.Config) {
 			c.Links = append(c.Links, config.Link{Name: "x", Interface: "tslb-x0", Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}})
 		}, []string{"links"}},

@@ -33,16 +33,18 @@ func Load(path string) (*Config, error) {
 // defaults. On any problem Parse returns a nil Config and an error of type
 // Errors holding every problem found, sorted by line.
 func Parse(data []byte, source string) (*Config, error) {
-	d := &decoder{file: source, m: &meta{lines: map[string]int{}, bad: map[string]bool{}}}
+	d := &decoder{file: source, m: &meta{lines: map[string]int{}, bad: map[string]bool{}, fam: map[string]string{}}}
 	root, err := parseYAML(data)
 	if err != nil {
 		line, msg := yamlErrorLine(err)
+		ctx := line
 		if l := syntaxErrorLine(data); l > 0 && l != line {
 			if line > 0 {
 				msg += fmt.Sprintf(" (parser context at line %d)", line)
 			}
 			line = l
 		}
+		msg += unquotedIPv6Hint(data, line, ctx)
 		d.errAt(line, "", "%s", msg)
 		return nil, d.errs
 	}
@@ -126,6 +128,28 @@ func syntaxErrorLine(data []byte) int {
 	return 0
 }
 
+// unquotedIPv6RE matches an IPv6 spelling YAML cannot read unquoted: a
+// bracketed address:port ([2001:db8::11]:8080 starts a flow list) or a
+// plain scalar starting with "::" (a ':' indicator), unless a quote or a
+// word character precedes it.
+var unquotedIPv6RE = regexp.MustCompile(`(?:^|[^"'\w])(\[[0-9A-Fa-f.:]*:[0-9A-Fa-f.:]*\]:[0-9]+|::[0-9A-Fa-f.:]*(?:/[0-9]+)?)`)
+
+// unquotedIPv6Hint returns a hint to quote an IPv6 address for a YAML
+// syntax error at one of lines (1-based; 0 is skipped), or "".
+func unquotedIPv6Hint(data []byte, lines ...int) string {
+	all := bytes.Split(data, []byte("\n"))
+	for _, l := range lines {
+		if l < 1 || l > len(all) {
+			continue
+		}
+		text, _, _ := bytes.Cut(all[l-1], []byte(" #")) // drop a comment
+		if m := unquotedIPv6RE.FindSubmatch(text); m != nil {
+			return fmt.Sprintf(`; line %d: IPv6 addresses must be quoted in YAML there: write "%s"`, l, m[1])
+		}
+	}
+	return ""
+}
+
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // yamlErrorLine splits a yaml.v3 error "yaml: line N: msg" into its line and
@@ -149,6 +173,31 @@ func yamlErrorLine(err error) (int, string) {
 type meta struct {
 	lines map[string]int
 	bad   map[string]bool
+	// fam maps a key that holds one address per family (see addrPair),
+	// suffixed "#4" or "#6", to where that family's address was: the key
+	// itself for a scalar, "key[i]" for a list item.
+	fam map[string]string
+}
+
+// famPath returns the key path where Parse found the IPv4 (is6 false) or
+// IPv6 address of the one-per-family key path; path itself without meta
+// or when the file had no such address.
+func (m *meta) famPath(path string, is6 bool) string {
+	if m == nil {
+		return path
+	}
+	if p, ok := m.fam[path+famSuffix(is6)]; ok {
+		return p
+	}
+	return path
+}
+
+// famSuffix is the meta.fam key suffix of a family.
+func famSuffix(is6 bool) string {
+	if is6 {
+		return "#6"
+	}
+	return "#4"
 }
 
 // line returns the line of path, or of its nearest ancestor that was seen
@@ -395,8 +444,30 @@ func (d *decoder) duration(v *yaml.Node, p string) (time.Duration, bool) {
 	return x, true
 }
 
-// addr decodes an IP address.
+// bracketedIPv6 returns the address of an unquoted [2001:db8::1], which
+// YAML reads as a list of one string.
+func bracketedIPv6(v *yaml.Node) (netip.Addr, bool) {
+	v = deref(v)
+	if v.Kind != yaml.SequenceNode || len(v.Content) != 1 {
+		return netip.Addr{}, false
+	}
+	it := deref(v.Content[0])
+	if it.Kind != yaml.ScalarNode {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(it.Value)
+	if err != nil || !a.Is6() {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// addr decodes an IP address of either family.
 func (d *decoder) addr(v *yaml.Node, p string) (netip.Addr, bool) {
+	if a, ok := bracketedIPv6(v); ok {
+		d.errAt(deref(v).Line, p, `expected a string, got a list: unquoted [%s] is a YAML list; write the address without brackets: "%s"`, a, a)
+		return netip.Addr{}, false
+	}
 	s, ok := d.str(v, p)
 	if !ok {
 		return netip.Addr{}, false
@@ -409,7 +480,7 @@ func (d *decoder) addr(v *yaml.Node, p string) (netip.Addr, bool) {
 	return a, true
 }
 
-// prefix decodes an IP prefix such as 198.18.0.0/24.
+// prefix decodes an IP prefix such as 198.18.0.0/24 or 2001:db8::/64.
 func (d *decoder) prefix(v *yaml.Node, p string) (netip.Prefix, bool) {
 	s, ok := d.str(v, p)
 	if !ok {
@@ -417,24 +488,86 @@ func (d *decoder) prefix(v *yaml.Node, p string) (netip.Prefix, bool) {
 	}
 	x, err := netip.ParsePrefix(s)
 	if err != nil {
-		d.errAt(deref(v).Line, p, "%q is not a valid prefix (want address/bits, such as 198.18.0.0/24)", s)
+		d.errAt(deref(v).Line, p, "%q is not a valid prefix (want address/bits, such as 198.18.0.0/24 or 2001:db8::/64)", s)
 		return netip.Prefix{}, false
 	}
 	return x, true
 }
 
-// addrPort decodes address:port.
+// addrPort decodes address:port, an IPv6 address in brackets.
 func (d *decoder) addrPort(v *yaml.Node, p string) (netip.AddrPort, bool) {
+	if a, ok := bracketedIPv6(v); ok {
+		d.errAt(deref(v).Line, p, `expected a string, got a list: an IPv6 address:port must be quoted in YAML: "[%s]:PORT"`, a)
+		return netip.AddrPort{}, false
+	}
 	s, ok := d.str(v, p)
 	if !ok {
 		return netip.AddrPort{}, false
 	}
 	x, err := netip.ParseAddrPort(s)
 	if err != nil {
-		d.errAt(deref(v).Line, p, "%q is not a valid address:port (such as 198.18.1.11:8080)", s)
+		if a, err := netip.ParseAddr(s); err == nil {
+			hint := ""
+			if a.Is6() {
+				// 2001:db8::11:8080 is a valid IPv6 address: without
+				// brackets the port cannot be told from the last group.
+				hint = "; an IPv6 address:port needs brackets"
+				if i := strings.LastIndexByte(s, ':'); i > 0 {
+					if h, err := netip.ParseAddr(s[:i]); err == nil && h.Is6() {
+						if port, err := strconv.ParseUint(s[i+1:], 10, 16); err == nil && port > 0 {
+							hint += fmt.Sprintf(` (did you mean "[%s]:%d"?)`, s[:i], port)
+						}
+					}
+				}
+			}
+			d.errAt(deref(v).Line, p, `%q has no port; want address:port, such as 198.18.1.11:8080 or "[2001:db8::11]:8080"%s`, s, hint)
+		} else {
+			d.errAt(deref(v).Line, p, `%q is not a valid address:port (such as 198.18.1.11:8080 or "[2001:db8::11]:8080")`, s)
+		}
 		return netip.AddrPort{}, false
 	}
 	return x, true
+}
+
+// addrPair decodes a key that holds at most one address per family: one
+// address, or a list of at most two, one IPv4 and one IPv6 (in either
+// order). IPv4-mapped IPv6 addresses count as IPv6, so Validate can tell
+// the user to write the IPv4 form. It records in meta.fam where each
+// family's address was.
+func (d *decoder) addrPair(v *yaml.Node, p string) (v4, v6 netip.Addr) {
+	v = deref(v)
+	const want = "expected an address or a list of at most two (one IPv4, one IPv6)"
+	put := func(a netip.Addr, ap string, line int) {
+		dst, fam := &v4, "IPv4"
+		if a.Is6() {
+			dst, fam = &v6, "IPv6"
+		}
+		if dst.IsValid() {
+			d.errAt(line, ap, "a second %s address (%s is one already); at most one per family", fam, d.m.fam[p+famSuffix(a.Is6())])
+			return
+		}
+		*dst = a
+		d.m.fam[p+famSuffix(a.Is6())] = ap
+	}
+	switch v.Kind {
+	case yaml.ScalarNode:
+		if a, ok := d.addr(v, p); ok {
+			put(a, p, v.Line)
+		}
+	case yaml.SequenceNode:
+		if len(v.Content) == 0 || len(v.Content) > 2 {
+			d.errAt(v.Line, p, "%s, got a list of %d items", want, len(v.Content))
+			return
+		}
+		d.seq(v, p, func(_ int, it *yaml.Node, ip string) {
+			if a, ok := d.addr(it, ip); ok {
+				put(a, ip, it.Line)
+			}
+		})
+	default:
+		d.errAt(v.Line, p, "%s, got %s", want, describe(v))
+	}
+	return v4, v6
 }
 
 // portRange decodes "lo-hi" or [lo, hi].
@@ -530,7 +663,7 @@ func (d *decoder) root(n *yaml.Node) *Config {
 			d.mapping(v, p, []string{"source", "passive"}, func(key string, v *yaml.Node, p string) {
 				switch key {
 				case "source":
-					c.Health.Source, _ = d.addr(v, p)
+					c.Health.Source, c.Health.Source6 = d.addrPair(v, p)
 				case "passive":
 					d.passive(v, p, &c.Health.Passive)
 				}
@@ -571,7 +704,7 @@ func (d *decoder) link(n *yaml.Node, path string, l *Link) {
 				*out, _ = d.prefix(it, p)
 			})
 		case "gateway":
-			l.Gateway, _ = d.addr(v, p)
+			l.Gateway, l.Gateway6 = d.addrPair(v, p)
 		}
 	})
 	if l.Name == "" {

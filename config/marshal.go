@@ -73,7 +73,7 @@ type (
 		Name      string   `yaml:"name,omitempty"`
 		Interface string   `yaml:"interface"`
 		Subnets   []string `yaml:"subnets,flow"`
-		Gateway   string   `yaml:"gateway,omitempty"`
+		Gateway   addrPair `yaml:"gateway,omitempty"`
 	}
 	yamlService struct {
 		Name           string           `yaml:"name"`
@@ -135,7 +135,7 @@ type (
 		Repair       *bool  `yaml:"repair,omitempty"`
 	}
 	yamlHealth struct {
-		Source  string       `yaml:"source,omitempty"`
+		Source  addrPair     `yaml:"source,omitempty"`
 		Passive *yamlPassive `yaml:"passive,omitempty"`
 	}
 	yamlPassive struct {
@@ -184,8 +184,8 @@ func (c *Config) Marshal() ([]byte, error) {
 	if y.Shutdown.Timeout == "" {
 		y.Shutdown.Timeout = "0s"
 	}
-	if c.Health.Source.IsValid() {
-		y.Health = &yamlHealth{Source: c.Health.Source.String()}
+	if src := newAddrPair(c.Health.Source, c.Health.Source6); src != nil {
+		y.Health = &yamlHealth{Source: src}
 	}
 	if ph := c.Health.Passive; ph != (PassiveHealth{}) {
 		if y.Health == nil {
@@ -208,9 +208,7 @@ func (c *Config) Marshal() ([]byte, error) {
 		for _, s := range l.Subnets {
 			yl.Subnets = append(yl.Subnets, s.String())
 		}
-		if l.Gateway.IsValid() {
-			yl.Gateway = l.Gateway.String()
-		}
+		yl.Gateway = newAddrPair(l.Gateway, l.Gateway6)
 		y.Links = append(y.Links, yl)
 	}
 	for _, s := range c.Services {
@@ -303,6 +301,35 @@ func marshalCluster(cl *Cluster) *yamlCluster {
 		y.BGP.Peers = append(y.BGP.Peers, yp)
 	}
 	return y
+}
+
+// addrPair is the YAML form of a key with one address per family
+// (links[].gateway, health.source): a scalar when one family is set, a
+// flow list [IPv4, IPv6] when both are.
+type addrPair []string
+
+// newAddrPair returns the addrPair of v4 and v6, nil if neither is set.
+func newAddrPair(v4, v6 netip.Addr) addrPair {
+	var p addrPair
+	for _, a := range []netip.Addr{v4, v6} {
+		if a.IsValid() {
+			p = append(p, a.String())
+		}
+	}
+	return p
+}
+
+// MarshalYAML writes p as a scalar or a flow list.
+func (p addrPair) MarshalYAML() (any, error) {
+	if len(p) == 1 {
+		return p[0], nil
+	}
+	var n yaml.Node
+	if err := n.Encode([]string(p)); err != nil {
+		return nil, err
+	}
+	n.Style = yaml.FlowStyle
+	return &n, nil
 }
 
 // addrString formats a, or "" for the zero Addr (so Parse reports it as

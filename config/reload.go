@@ -7,7 +7,8 @@ import "slices"
 // applied by a hot reload: a change to any of them needs a restart. It
 // returns nil when a hot reload can apply o.
 //
-// Those keys are every links key, every snat key, flows.max, metrics.listen,
+// Those keys are every links key (a link's gateway of either family: one
+// key, gateway), every snat key, flows.max, metrics.listen,
 // control.socket, state_file, every datapath key, and of the cluster
 // section: adding or removing it ("cluster"), cluster.name, cluster.id,
 // cluster.link, cluster.heartbeat_interval, cluster.dead_after, this
@@ -16,7 +17,10 @@ import "slices"
 // listen_port. A reload applies the other members (added, removed or
 // changed: the membership state machine takes the new list, keeping the
 // liveness of members whose id and MAC stay) and cluster.bgp.peers (the
-// speaker adds, removes and updates sessions; unchanged ones stay up). Each differing key is listed once, in file
+// speaker adds, removes and updates sessions; unchanged ones stay up).
+// health.source (either family: Health.Source, Health.Source6) is not
+// listed: whether the probes' source can change on reload is the
+// balancer's decision. Each differing key is listed once, in file
 // order, by the most precise path that tells it: "links[1].subnets",
 // "snat.port_range", "flows.max". A change in the number of links is reported
 // as "links". Order matters in lists (links, subnets, SNAT addresses). Both
@@ -37,7 +41,7 @@ func (c *Config) RestartKeysDiffer(o *Config) []string {
 			diff(a.Name != b.Name, p+".name")
 			diff(a.Interface != b.Interface, p+".interface")
 			diff(!slices.Equal(a.Subnets, b.Subnets), p+".subnets")
-			diff(a.Gateway != b.Gateway, p+".gateway")
+			diff(a.Gateway != b.Gateway || a.Gateway6 != b.Gateway6, p+".gateway")
 		}
 	}
 	diff(!slices.Equal(c.SNAT.Addresses, o.SNAT.Addresses), "snat.addresses")

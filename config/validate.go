@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,31 +51,103 @@ func (v *validator) add(path, format string, args ...any) {
 	})
 }
 
-// unicast4 checks that a is a usable unicast IPv4 address and reports why
-// not under path; it returns whether a is usable.
-func (v *validator) unicast4(path string, a netip.Addr) bool {
+// familyName is "IPv4" or "IPv6", for messages.
+func familyName(is6 bool) string {
+	if is6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// unicast checks that a is a usable unicast address of either family for
+// the role what ("a VIP", "an SNAT address", ...) and reports why not
+// under path; it returns whether a is usable. IPv6 link-local addresses
+// (fe80::/10) are refused unless linkLocal: they are valid on one link
+// only and never routed, while tslb's VIPs, SNAT and backend addresses are
+// reached across routers (a gateway is the exception: a router is often
+// known by its link-local address). Zones (fe80::1%eth0) are refused: the
+// link says which interface.
+func (v *validator) unicast(path string, a netip.Addr, what string, linkLocal bool) bool {
 	switch {
 	case !a.IsValid():
-		v.add(path, "required: an IPv4 address")
-	case !a.Is4():
-		v.add(path, "%s is not an IPv4 address", a)
+		v.add(path, "required: an IPv4 or IPv6 address")
+	case a.Zone() != "":
+		v.add(path, "%s: zone identifiers are not allowed (the link names the interface)", a)
+	case a.Is4In6():
+		v.add(path, "%s is an IPv4-mapped IPv6 address; use the IPv4 form %s", a, a.Unmap())
 	case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		v.add(path, "%s is not a usable unicast address", a)
+	case a.Is6() && a.IsLinkLocalUnicast() && !linkLocal:
+		v.add(path, "%s is link-local (fe80::/10), valid on one link only and never routed: %s needs global scope (a global or ULA address)", a, what)
 	default:
 		return true
 	}
 	return false
 }
 
+// unicast4 is unicast for the keys that are IPv4 only (the cluster
+// section).
+func (v *validator) unicast4(path string, a netip.Addr) bool {
+	switch {
+	case !a.IsValid():
+		v.add(path, "required: an IPv4 address")
+	case a.Is6() && !a.Is4In6():
+		v.add(path, "%s is not an IPv4 address (the cluster section is IPv4 only)", a)
+	default:
+		return v.unicast(path, a, "", false)
+	}
+	return false
+}
+
+// familyField checks that a, held by a Go field of one family (is6), is
+// of that family; other names the twin field. Parse always files an
+// address under its own family (IPv4-mapped ones as IPv6).
+func (v *validator) familyField(path string, a netip.Addr, is6 bool, other string) bool {
+	if a.Is4() == is6 {
+		v.add(path, "%s is not an %s address (an %s one goes in %s)", a, familyName(is6), familyName(!is6), other)
+		return false
+	}
+	return true
+}
+
+// subnetProblem says why s is not acceptable as a link subnet, or "".
+// IPv6 subnets must be unicast prefixes of global scope: not IPv4-mapped
+// (::ffff:0:0/96, "use the IPv4 form"), not multicast (ff00::/8) and not
+// link-local (fe80::/10 is on every link already, and tslb's addresses
+// need global scope).
+func subnetProblem(s netip.Prefix) string {
+	a := s.Addr()
+	switch {
+	case !s.IsValid():
+		return "required: an IPv4 or IPv6 prefix"
+	case a.Is4In6() && s.Bits() >= 96:
+		return fmt.Sprintf("%s is an IPv4-mapped prefix; use the IPv4 form %s", s, netip.PrefixFrom(a.Unmap(), s.Bits()-96))
+	case s != s.Masked():
+		return fmt.Sprintf("%s has host bits set (did you mean %s?)", s, s.Masked())
+	case a.Is6() && a.IsMulticast() && s.Bits() >= 8:
+		return fmt.Sprintf("%s is a multicast prefix (ff00::/8); a subnet is a unicast prefix", s)
+	case a.Is6() && a.IsLinkLocalUnicast() && s.Bits() >= 10:
+		return fmt.Sprintf("%s is link-local (fe80::/10): every link has it already, and tslb's addresses need global scope; list the link's global or ULA prefix", s)
+	}
+	return ""
+}
+
+// subnetOK reports whether on-link checks may use s. A prefix with host
+// bits set is reported but still says what the user meant.
+func subnetOK(s netip.Prefix) bool {
+	p := subnetProblem(s)
+	return p == "" || s.IsValid() && s != s.Masked() && subnetProblem(s.Masked()) == ""
+}
+
 // subnetsUsable reports whether the link subnets are complete enough for
-// on-link checks: at least one, and all of them valid IPv4 prefixes.
-// Otherwise every address would be reported again for an error already
-// reported on the links.
+// on-link checks: at least one, and all of them acceptable. Otherwise
+// every address would be reported again for an error already reported on
+// the links.
 func (v *validator) subnetsUsable() bool {
 	n := 0
 	for _, l := range v.c.Links {
 		for _, s := range l.Subnets {
-			if !s.IsValid() || !s.Addr().Is4() {
+			if !subnetOK(s) {
 				return false
 			}
 			n++
@@ -89,11 +162,25 @@ func (v *validator) offLink(a netip.Addr) bool {
 	return v.subnetsUsable() && v.onLink(a) == ""
 }
 
+// offLinkNote explains an off-link a whose family no link has a subnet
+// of, or returns "".
+func (v *validator) offLinkNote(a netip.Addr) string {
+	for _, l := range v.c.Links {
+		for _, s := range l.Subnets {
+			if s.Addr().Is6() == a.Is6() {
+				return ""
+			}
+		}
+	}
+	return fmt.Sprintf(" (no link has an %s subnet)", familyName(a.Is6()))
+}
+
 // onLink returns the path of the first link subnet containing a, or "".
+// Prefixes only contain addresses of their own family.
 func (v *validator) onLink(a netip.Addr) string {
 	for i, l := range v.c.Links {
 		for j, s := range l.Subnets {
-			if s.IsValid() && s.Addr().Is4() && s.Contains(a) {
+			if subnetOK(s) && s.Contains(a) {
 				return indexPath(indexPath("links", i)+".subnets", j)
 			}
 		}
@@ -101,20 +188,21 @@ func (v *validator) onLink(a netip.Addr) string {
 	return ""
 }
 
-// gatewayLink returns the index of the first link with a gateway, or -1.
-func (v *validator) gatewayLink() int {
+// gatewayLink returns the index of the first link with a gateway of the
+// family (IPv6 if is6), or -1.
+func (v *validator) gatewayLink(is6 bool) int {
 	for i, l := range v.c.Links {
-		if l.Gateway.IsValid() {
+		if is6 && l.Gateway6.IsValid() || !is6 && l.Gateway.IsValid() {
 			return i
 		}
 	}
 	return -1
 }
 
-// notGateway reports a that equals some link's gateway.
+// notGateway reports a that equals some link's gateway of either family.
 func (v *validator) notGateway(path string, a netip.Addr) {
 	for i, l := range v.c.Links {
-		if l.Gateway.IsValid() && l.Gateway == a {
+		if l.Gateway.IsValid() && l.Gateway == a || l.Gateway6.IsValid() && l.Gateway6 == a {
 			v.add(path, "%s is links[%d].gateway", a, i)
 		}
 	}
@@ -155,7 +243,7 @@ func (v *validator) links() {
 	}
 	ifaces := map[string]int{}
 	names := map[string]int{}
-	gw := -1
+	gw := map[bool]int{false: -1, true: -1} // link with a gateway, per family (is6)
 	for i, l := range links {
 		p := indexPath("links", i)
 		ifaceDup := false
@@ -185,38 +273,43 @@ func (v *validator) links() {
 			}
 		}
 		for j, s := range l.Subnets {
-			sp := indexPath(p+".subnets", j)
-			switch {
-			case !s.IsValid():
-				v.add(sp, "required: an IPv4 prefix")
-			case !s.Addr().Is4():
-				v.add(sp, "%s is not an IPv4 prefix", s)
-			case s != s.Masked():
-				v.add(sp, "%s has host bits set (did you mean %s?)", s, s.Masked())
+			if msg := subnetProblem(s); msg != "" {
+				v.add(indexPath(p+".subnets", j), "%s", msg)
 			}
 		}
-		if len(l.Subnets) == 0 && !l.Gateway.IsValid() {
+		if len(l.Subnets) == 0 && !l.Gateway.IsValid() && !l.Gateway6.IsValid() {
 			v.add(p+".subnets", "at least one subnet is required unless gateway is set")
 		}
-		if l.Gateway.IsValid() {
-			gp := p + ".gateway"
-			if v.unicast4(gp, l.Gateway) {
+		for _, g := range []struct {
+			a     netip.Addr
+			is6   bool
+			other string
+		}{{l.Gateway, false, "Link.Gateway6"}, {l.Gateway6, true, "Link.Gateway"}} {
+			if !g.a.IsValid() {
+				continue
+			}
+			fam := familyName(g.is6)
+			gp := v.c.meta.famPath(p+".gateway", g.is6)
+			if v.familyField(gp, g.a, g.is6, g.other) && v.unicast(gp, g.a, "a gateway", g.is6) && !g.a.IsLinkLocalUnicast() {
+				// A link-local IPv6 gateway is on-link on every link
+				// (RFC 4291 section 2.5.6).
 				inside := false
 				for _, s := range l.Subnets {
-					inside = inside || (s.IsValid() && s.Contains(l.Gateway))
+					inside = inside || (s.IsValid() && s.Contains(g.a))
 				}
 				if !inside {
-					v.add(gp, "gateway %s is not inside any of this link's subnets", l.Gateway)
+					v.add(gp, "gateway %s is not inside any of this link's %s subnets", g.a, fam)
 				}
 			}
-			if gw >= 0 {
-				v.add(gp, "only one link may have a gateway; links[%d] already has one", gw)
+			if j := gw[g.is6]; j >= 0 {
+				v.add(gp, "only one link may have an %s gateway; links[%d] already has one", fam, j)
 			} else {
-				gw = i
+				gw[g.is6] = i
 			}
 		}
 	}
-	// Overlapping subnets, on different links or repeated on one.
+	// Overlapping subnets, on different links or repeated on one. Prefixes
+	// of different families never overlap.
 	type sub struct {
 		p    netip.Prefix
 		path string
@@ -224,7 +317,7 @@ func (v *validator) links() {
 	var seen []sub
 	for i, l := range links {
 		for j, s := range l.Subnets {
-			if !s.IsValid() || !s.Addr().Is4() {
+			if !subnetOK(s) {
 				continue
 			}
 			sp := indexPath(indexPath("links", i)+".subnets", j)
@@ -262,17 +355,27 @@ func (v *validator) services() {
 			}
 		}
 		vp := p + ".vip"
-		if v.unicast4(vp, s.VIP) {
+		vipOK := v.unicast(vp, s.VIP, "a VIP", false)
+		if vipOK {
+			is6 := s.VIP.Is6()
 			// A cluster's VIPs are routed to the instances (announced
 			// with BGP), so they need not be on a link.
-			if v.offLink(s.VIP) && c.Cluster == nil {
-				v.add(vp, "VIP %s is not inside any link's subnets", s.VIP)
+			if c.Cluster != nil && is6 {
+				v.add(vp, "IPv6 VIP %s with a cluster section: the cluster is IPv4 only (its BGP speaker announces IPv4 routes)", s.VIP)
+			} else if v.offLink(s.VIP) && c.Cluster == nil {
+				v.add(vp, "VIP %s is not inside any link's subnets%s", s.VIP, v.offLinkNote(s.VIP))
 			}
 			v.notGateway(vp, s.VIP)
 			for k, a := range c.SNAT.Addresses {
 				if a == s.VIP {
 					v.add(vp, "VIP %s equals snat.addresses[%d]", s.VIP, k)
 				}
+			}
+			// One service is one family: its flows to the backends leave
+			// from an SNAT address of the VIP's family. (With a cluster
+			// an IPv6 VIP is refused above already.)
+			if len(c.SNAT.Addresses) > 0 && (c.Cluster == nil || !is6) && !slices.ContainsFunc(c.SNAT.Addresses, func(a netip.Addr) bool { return a.IsValid() && a.Is6() == is6 }) {
+				v.add(vp, "no %s address in snat.addresses: a service is one family, and its flows to the backends leave from an SNAT address of the VIP's family", familyName(is6))
 			}
 			if s.Port != 0 {
 				ap := netip.AddrPortFrom(s.VIP, s.Port)
@@ -325,28 +428,29 @@ func (v *validator) services() {
 		default:
 			v.add(p+".exhaustion", "unknown exhaustion policy %q (supported: wait, reject, reuse)", s.Exhaustion)
 		}
-		v.backends(p, s)
+		v.backends(p, s, vipOK)
 		if s.HealthCheck != nil {
 			v.healthCheck(p+".health_check", s.HealthCheck)
 		}
 	}
 }
 
-func (v *validator) backends(p string, s Service) {
+// backends checks a service's backends; vipOK says s.VIP passed its
+// checks, so its family is the service's.
+func (v *validator) backends(p string, s Service, vipOK bool) {
 	c := v.c
 	bp := p + ".backends"
 	if len(s.Backends) == 0 {
 		v.add(bp, "at least one backend is required")
 		return
 	}
-	gw := v.gatewayLink()
 	seen := map[netip.AddrPort]int{}
 	live := false
 	for j, b := range s.Backends {
 		p := indexPath(bp, j)
 		ap := p + ".address"
 		a := b.Address.Addr()
-		if v.unicast4(ap, a) {
+		if v.unicast(ap, a, "a backend address", false) {
 			if b.Address.Port() == 0 {
 				v.add(ap, "port must be 1..65535")
 			}
@@ -355,8 +459,11 @@ func (v *validator) backends(p string, s Service) {
 			} else {
 				seen[b.Address] = j
 			}
-			if gw < 0 && v.offLink(a) {
-				v.add(ap, "backend %s is not inside any link's subnets and no link has a gateway", a)
+			if vipOK && a.Is6() != s.VIP.Is6() {
+				v.add(ap, "backend %s is %s but VIP %s is %s: a service is one family (put the %s backends in a service with an %s VIP)",
+					a, familyName(a.Is6()), s.VIP, familyName(s.VIP.Is6()), familyName(a.Is6()), familyName(a.Is6()))
+			} else if v.gatewayLink(a.Is6()) < 0 && v.offLink(a) {
+				v.add(ap, "backend %s is not inside any link's subnets and no link has an %s gateway", a, familyName(a.Is6()))
 			}
 			v.notGateway(ap, a)
 			for k, o := range c.Services {
@@ -427,7 +534,7 @@ func (v *validator) snat() {
 	seen := map[netip.Addr]int{}
 	for i, a := range s.Addresses {
 		p := indexPath("snat.addresses", i)
-		if !v.unicast4(p, a) {
+		if !v.unicast(p, a, "an SNAT address", false) {
 			continue
 		}
 		if j, dup := seen[a]; dup {
@@ -436,7 +543,7 @@ func (v *validator) snat() {
 		}
 		seen[a] = i
 		if v.offLink(a) {
-			v.add(p, "SNAT address %s is not inside any link's subnets", a)
+			v.add(p, "SNAT address %s is not inside any link's subnets%s", a, v.offLinkNote(a))
 		}
 		v.notGateway(p, a)
 	}
@@ -509,9 +616,7 @@ func (v *validator) misc() {
 	}
 }
 
-// health checks health.source: an IPv4 address the kernel owns, so none of
-// the addresses tslb itself answers for or talks to, and on-link unless a
-// link has a gateway.
+// passive checks health.passive.
 func (v *validator) passive() {
 	ph := v.c.Health.Passive
 	if ph.Off {
@@ -531,35 +636,44 @@ func (v *validator) passive() {
 	}
 }
 
+// health checks health.source, one address per family: an address the
+// kernel owns, so none of the addresses tslb itself answers for or talks
+// to, and on-link unless a link has a gateway of its family.
 func (v *validator) health() {
-	const p = "health.source"
 	c := v.c
-	a := c.Health.Source
-	if !a.IsValid() || !v.unicast4(p, a) {
-		return
-	}
-	for i, s := range c.Services {
-		if s.VIP == a {
-			v.add(p, "%s is the VIP of services[%d]; the kernel must not own a VIP", a, i)
+	for _, x := range []struct {
+		a     netip.Addr
+		is6   bool
+		other string
+	}{{c.Health.Source, false, "Health.Source6"}, {c.Health.Source6, true, "Health.Source"}} {
+		a := x.a
+		p := c.meta.famPath("health.source", x.is6)
+		if !a.IsValid() || !v.familyField(p, a, x.is6, x.other) || !v.unicast(p, a, "the health probe source", false) {
+			continue
 		}
-	}
-	for i, sa := range c.SNAT.Addresses {
-		if sa == a {
-			v.add(p, "%s equals snat.addresses[%d]; the kernel must not own an SNAT address", a, i)
-		}
-	}
-backends:
-	for i, s := range c.Services {
-		for j, b := range s.Backends {
-			if b.Address.Addr() == a {
-				v.add(p, "%s is the address of services[%d].backends[%d]", a, i, j)
-				break backends
+		for i, s := range c.Services {
+			if s.VIP == a {
+				v.add(p, "%s is the VIP of services[%d]; the kernel must not own a VIP", a, i)
 			}
 		}
-	}
-	v.notGateway(p, a)
-	if v.gatewayLink() < 0 && v.offLink(a) {
-		v.add(p, "health probe source %s is not inside any link's subnets and no link has a gateway", a)
+		for i, sa := range c.SNAT.Addresses {
+			if sa == a {
+				v.add(p, "%s equals snat.addresses[%d]; the kernel must not own an SNAT address", a, i)
+			}
+		}
+	backends:
+		for i, s := range c.Services {
+			for j, b := range s.Backends {
+				if b.Address.Addr() == a {
+					v.add(p, "%s is the address of services[%d].backends[%d]", a, i, j)
+					break backends
+				}
+			}
+		}
+		v.notGateway(p, a)
+		if v.gatewayLink(x.is6) < 0 && v.offLink(a) {
+			v.add(p, "health probe source %s is not inside any link's subnets and no link has an %s gateway", a, familyName(x.is6))
+		}
 	}
 }
 

@@ -117,9 +117,16 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 	// Links first: services need them to route to backends.
 	mode := link.Mode(cfg.Datapath.IO)
 	for i, lc := range cfg.Links {
+		// Clients' frames are owned by their flow hash, backends' replies
+		// by the SNAT port: a link with SNAT addresses steers the frames
+		// to them by port and the rest (a one-arm link also carries
+		// clients) by flow hash.
 		steer := link.SteerFlowHash
 		if linkHoldsSNAT(lc, cfg) {
-			steer = link.SteerDstPort
+			var err error
+			if steer, err = link.SteerSplit(cfg.SNAT.Addresses); err != nil {
+				steer = link.SteerDstPort // more SNAT addresses than the program compares: clients' frames are handed over
+			}
 		}
 		qs, info, err := opts.Open(lc.Interface, link.Config{Mode: mode, Queues: nw, Steering: steer, RingFrames: cfg.Datapath.RingFrames})
 		if err != nil {

@@ -71,7 +71,10 @@ func (w *worker) handleARP() {
 		return
 	}
 	forUs := w.s.linkOwned[l.idx][tip]
-	if l.onLink(sip) && (forUs || op == nat.ARPReply) && sip != (nat.Addr4{}).Mapped() {
+	// Learn from replies and from requests for tslb's addresses; from any
+	// other request only a new MAC for an address already known (RFC 826's
+	// merge rule: a host announcing its new MAC by gratuitous ARP).
+	if l.onLink(sip) && (forUs || op == nat.ARPReply || l.neigh.known(sip)) && sip != (nat.Addr4{}).Mapped() {
 		for _, fr := range l.neigh.learn(sip, a.SenderMAC(), w.now) {
 			nat.Ethernet(fr[nat.VirtioNetHdrLen:]).SetDst(a.SenderMAC())
 			w.keep(fr)
@@ -375,9 +378,14 @@ func (w *worker) fromBackend(frame []byte) {
 		return
 	}
 	f.state = st
-	f.last = w.now
 	if f.halfOpen && st >= nat.StateEstablished {
 		w.closeHalf(f)
+	}
+	if !f.halfOpen {
+		// A half-open flow's idle time runs from the client: the backend's
+		// SYN-ACK retransmits toward a spoofed client (1, 2, 4, 8 s ...)
+		// must not keep it, and its tuple, alive.
+		f.last = w.now
 	}
 	if !p.DecTTL() {
 		w.c.drop(dropTTLExpired)

@@ -97,8 +97,10 @@ func testConfig(mods ...func(*config.Config)) *config.Config {
 type harness struct {
 	b      *Balancer
 	c0, b0 *fakeLink
-	seq    int    // barrier counter
-	stop   func() // stops Run (and checks it returned nil); idempotent
+	seq    int // barrier counter
+	// announced6 counts the unsolicited NAs start read per link.
+	announced6 map[string]int
+	stop       func() // stops Run (and checks it returned nil); idempotent
 }
 
 // start validates cfg, builds a Balancer on fake links and runs it until
@@ -119,7 +121,7 @@ func start(t testing.TB, cfg *config.Config) *harness {
 		if !ok {
 			return nil, link.Info{}, fmt.Errorf("fake: no link %q", name)
 		}
-		l, err := newFakeLink(name, lc.Queues, lc.Steering == link.SteerDstPort)
+		l, err := newFakeLink(name, lc.Queues, lc.Steering)
 		if err != nil {
 			return nil, link.Info{}, err
 		}
@@ -151,6 +153,9 @@ func start(t testing.TB, cfg *config.Config) *harness {
 				t.Errorf("Run did not return within 5s of cancel")
 			}
 			for _, l := range []*fakeLink{h.c0, h.b0} {
+				if l == nil {
+					continue // a one-link configuration
+				}
 				if !l.closed() {
 					t.Errorf("link %s not closed after Run", l.name)
 				}
@@ -160,6 +165,20 @@ func start(t testing.TB, cfg *config.Config) *harness {
 	}
 	t.Cleanup(h.stop)
 	// Run announces every owned address with a gratuitous ARP.
+	if h.b0 == nil { // one link holds both
+		seen := map[netip.Addr]bool{}
+		for range 2 {
+			o := decode(t, h.c0.next(t))
+			if o.arp == nil {
+				t.Fatalf("c0: frame is not ARP: % x", o.raw)
+			}
+			seen[netip.AddrFrom4([4]byte(o.arp.SourceProtAddress))] = true
+		}
+		if !seen[vipAddr] || !seen[snatAddr] {
+			t.Fatalf("gratuitous ARPs on c0 for %v, want %v and %v", seen, vipAddr, snatAddr)
+		}
+		return h
+	}
 	h.expectGratuitous(t, h.c0, c0MAC, vipAddr)
 	h.expectGratuitous(t, h.b0, b0MAC, snatAddr)
 	return h
@@ -243,11 +262,27 @@ func isARPReplyTo(f []byte, mac nat.MAC) bool {
 
 func (h *harness) expectGratuitous(t testing.TB, l *fakeLink, mac nat.MAC, a netip.Addr) {
 	t.Helper()
-	o := decode(t, l.next(t))
+	f := l.next(t)
+	for isUnsolicitedNA(f) { // a dual-stack configuration's IPv6 announcement
+		if h.announced6 == nil {
+			h.announced6 = map[string]int{}
+		}
+		h.announced6[l.name]++
+		f = l.next(t)
+	}
+	o := decode(t, f)
 	if o.arp == nil {
 		t.Fatalf("%s: first frame is not ARP: % x", l.name, o.raw)
 	}
 	checkARP(t, o, arpWant{op: nat.ARPRequest, ethSrc: mac, ethDst: bcastMAC, sMAC: mac, sIP: a, tMAC: nat.MAC{}, tIP: a})
+}
+
+// isUnsolicitedNA reports an ICMPv6 Neighbor Advertisement without the
+// solicited flag (what tslb sends for its IPv6 addresses at start).
+func isUnsolicitedNA(f []byte) bool {
+	pkt := gopacket.NewPacket(f[nat.VirtioNetHdrLen:], layers.LayerTypeEthernet, gopacket.Default)
+	na, _ := pkt.Layer(layers.LayerTypeICMPv6NeighborAdvertisement).(*layers.ICMPv6NeighborAdvertisement)
+	return na != nil && !na.Solicited()
 }
 
 // ask sends an ARP request from (mac, from) for target on l and returns
@@ -1766,5 +1801,33 @@ func TestReopenAfterClose(t *testing.T) {
 				t.Errorf("flow table entries %v, SNAT ports in use %v; want 1 and 1", n, p)
 			}
 		})
+	}
+}
+
+// TestARPMACChange: a backend that changes its MAC (failover, a new NIC)
+// announces it by gratuitous ARP — a request for its own address, not for
+// one of tslb's. tslb takes the new MAC for an address it already knows
+// (RFC 826's merge rule) and never learns an unknown one that way.
+func TestARPMACChange(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) { c.Services[0].Backends = c.Services[0].Backends[:1] }))
+	h.prime(t)
+	c := h.establish(t, 47000)
+	newMAC := nat.MAC{0x02, 0, 0, 0, 0x0b, 0x99}
+	h.b0.inject(t, arpFrame(t, nat.ARPRequest, newMAC, bcastMAC, newMAC, be1Addr, nat.MAC{}, be1Addr))
+	h.quiet(t, h.b0)
+	s := clientSeg(c.cport, nat.TCPFlagACK|nat.TCPFlagPSH, c.cisn+1, c.bisn+1)
+	s.payload = []byte("after the move")
+	h.c0.inject(t, tcpFrame(t, s))
+	if got := decode(t, h.b0.next(t)); nat.MAC(got.eth.DstMAC) != newMAC {
+		t.Errorf("segment after the gratuitous ARP went to %v, want the backend's new MAC %v", got.eth.DstMAC, newMAC)
+	}
+	// A gratuitous ARP of an address tslb does not know teaches nothing.
+	before := metric(t, h.b, "tslb_arp_table_entries", "link", "b0")
+	stranger := netip.MustParseAddr("198.18.1.200")
+	h.b0.inject(t, arpFrame(t, nat.ARPRequest, newMAC, bcastMAC, newMAC, stranger, nat.MAC{}, stranger))
+	h.quiet(t, h.b0)
+	if got := metric(t, h.b, "tslb_arp_table_entries", "link", "b0"); got != before {
+		t.Errorf("b0 neighbours = %v after a stranger's gratuitous ARP, want %v", got, before)
 	}
 }

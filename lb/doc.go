@@ -15,7 +15,9 @@
 // another worker contends:
 //
 //   - the links' fanout programs steer a client's frames by a hash of its
-//     tuple and a backend's frames by the SNAT port, and worker w owns the
+//     tuple and a backend's frames by the SNAT port (a link with SNAT
+//     addresses compares each frame's destination with them, so a one-arm
+//     link carrying both is steered right: link.SteerSplit), and worker w owns the
 //     ports p with p % workers == w, so both directions of a flow reach the
 //     worker that created it (ownership is checked per frame; a frame that
 //     reached another worker is handed over through the owner's mailbox

@@ -15,17 +15,17 @@ import (
 // flushed on any of the link's queues. Frames in both directions start
 // with the virtio_net_hdr, as on a real link.
 type fakeLink struct {
-	name    string
-	qs      []*link.Mem
-	backend bool // steered by SNAT port (the backend link)
-	out     chan []byte
+	name  string
+	qs    []*link.Mem
+	steer link.Steering // the link's fanout program, as Open was given it
+	out   chan []byte
 
 	closeOnce sync.Once
 	done      chan struct{}
 }
 
-func newFakeLink(name string, queues int, backend bool) (*fakeLink, error) {
-	l := &fakeLink{name: name, backend: backend, out: make(chan []byte, 4096), done: make(chan struct{})}
+func newFakeLink(name string, queues int, steer link.Steering) (*fakeLink, error) {
+	l := &fakeLink{name: name, steer: steer, out: make(chan []byte, 4096), done: make(chan struct{})}
 	for range queues {
 		q, err := link.NewMem(name, 4096)
 		if err != nil {
@@ -62,11 +62,7 @@ func (l *fakeLink) queues() []link.Queue {
 // owner is the queue the link's fanout program delivers frame to (its Go
 // mirror, link.Steering.Pick): the worker owning the frame's flow.
 func (l *fakeLink) owner(frame []byte) int {
-	steer := link.SteerFlowHash
-	if l.backend {
-		steer = link.SteerDstPort
-	}
-	return steer.Pick(frame, len(l.qs))
+	return l.steer.Pick(frame, len(l.qs))
 }
 
 // injectErr hands frame to its owner's queue; usable from any goroutine.

@@ -68,6 +68,12 @@ func (t *neighTable) lookup(ip nat.Addr16, now int64) (mac nat.MAC, ok, probe bo
 	return e.mac, true, probe
 }
 
+// known reports whether ip has an entry (expired or not).
+func (t *neighTable) known(ip nat.Addr16) bool {
+	e, _ := t.m.Load().get(ip)
+	return e != nil
+}
+
 // learn records ip at mac and returns the frames that were waiting for it.
 func (t *neighTable) learn(ip nat.Addr16, mac nat.MAC, now int64) [][]byte {
 	cur := t.m.Load()

@@ -158,6 +158,14 @@ func (b *Balancer) buildSnapshot(cfg *config.Config, prev *snapshot) (*snapshot,
 				s.ndFrom[i], first6 = a, false
 			}
 		}
+		if first6 {
+			// No IPv6 address of tslb's on this link (only an IPv6
+			// gateway, say): solicit from the link-local address the
+			// kernel itself has on the interface (modified EUI-64 of its
+			// MAC, RFC 4291 §2.5.1), never from :: (RFC 4861 keeps that
+			// for duplicate address detection).
+			s.ndFrom[i] = eui64LinkLocal(sh.nics[i].mac)
+		}
 	}
 	s.ownedT = newAddrMap[*ownedAddr](len(s.owned))
 	for a, o := range s.owned {
@@ -286,4 +294,11 @@ func (b *Balancer) applyTimeouts(cfg *config.Config) {
 func (s *snapshot) ownedAt(a nat.Addr16) *ownedAddr {
 	o, _ := s.ownedT.get(a)
 	return o
+}
+
+// eui64LinkLocal is fe80::/64 with the modified EUI-64 interface
+// identifier of mac (RFC 4291 §2.5.1, Appendix A): what the kernel gives an
+// Ethernet interface with addr_gen_mode 0 (the default).
+func eui64LinkLocal(mac nat.MAC) nat.Addr16 {
+	return nat.Addr16{0xfe, 0x80, 8: mac[0] ^ 0x02, 9: mac[1], 10: mac[2], 11: 0xff, 12: 0xfe, 13: mac[3], 14: mac[4], 15: mac[5]}
 }

@@ -87,7 +87,19 @@ func (w *worker) sendCookie(svc *service) {
 	if w.opts.HasMSS {
 		mss = w.opts.MSS
 	}
-	mss = min(mss, uint16(max(nat.MaxMSS(l.mtu, p.IsIPv6()), nat.MinMSS)))
+	// The backend's own SYN-ACK never reaches the client, so the cookie's
+	// MSS must fit every link a segment may cross (the backend is not
+	// chosen yet) and, when tslb will insert timestamps toward the backend
+	// (rewrite, a client without them), leave room for their 12 bytes, as
+	// the SYN-ACK clamp of the ordinary path does.
+	mtu := l.mtu
+	for _, n := range w.sh.nics {
+		mtu = min(mtu, n.mtu)
+	}
+	mss = min(mss, uint16(max(nat.MaxMSS(mtu, p.IsIPv6()), nat.MinMSS)))
+	if svc.ts == nat.TSRewrite && !w.opts.HasTS {
+		mss = nat.ClampMSSForSynth(mss)
+	}
 	idx := nat.CookieMSSIndex(mss)
 	cookie := w.sh.cookies.Cookie(src, dst, p.SrcPort, p.DstPort, p.Seq, w.cookieMinute(), idx)
 	o := nat.TCPOptions{HasMSS: true, MSS: nat.CookieMSS[idx]}
@@ -164,13 +176,14 @@ func (w *worker) acceptCookie(svc *service, frame []byte) bool {
 	}
 	eth := p.Ethernet()
 	held := append(make([]byte, 0, len(frame)+64), frame...)
-	syn := w.retried[:cap(w.retried)]
+	// An arena slot: Send may reference the SYN until the next flush, so
+	// it must not share a buffer with the next cookie ACK of the batch.
+	syn := w.scratch()
 	n := nat.BuildTCPOptionsAny(syn[nat.VirtioNetHdrLen:], eth.Src(), eth.Dst(), src, dst, p.SrcPort, p.DstPort,
 		isn, 0, nat.TCPFlagSYN, 65535, &o)
 	if n == 0 {
 		return true
 	}
-	clear(syn[:nat.VirtioNetHdrLen])
 	if p.IsIPv6() {
 		nat.IPv6(syn[nat.VirtioNetHdrLen+nat.EthernetHeaderLen:]).SetHopLimit(p.TTL())
 	} else {

@@ -157,3 +157,92 @@ func TestSYNProxy(t *testing.T) {
 		t.Errorf("half-open flows %v after the handshake, want 0", n)
 	}
 }
+
+// TestSYNProxyACKsInOneBatch: cookie ACKs of several clients received in
+// one batch each open their own backend connection. (Each rebuilt SYN
+// needs memory of its own until the batch is flushed: they once shared
+// one buffer, and only the last SYN of a batch reached the backend,
+// several times.)
+func TestSYNProxyACKsInOneBatch(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) {
+		c.Services[0].SYNProxy = config.SYNProxyOn
+		c.Services[0].Backends = c.Services[0].Backends[:1]
+		c.SNAT.PortMax = 20099
+	}))
+	h.prime(t)
+	const n = 5
+	// Client ports whose frames the fanout gives the same worker.
+	var ports []uint16
+	for p := uint16(41000); len(ports) < n; p++ {
+		if h.c0.owner(tcpFrame(t, clientSeg(p, nat.TCPFlagSYN, 1, 0))) == h.c0.owner(tcpFrame(t, clientSeg(41000, nat.TCPFlagSYN, 1, 0))) {
+			ports = append(ports, p)
+		}
+	}
+	acks := make([][]byte, n)
+	for i, p := range ports {
+		isn := uint32(1_000_000 * (i + 1))
+		s := clientSeg(p, nat.TCPFlagSYN, isn, 0)
+		s.opts = synOptions(5000, 0)
+		h.c0.inject(t, tcpFrame(t, s))
+		sa := decode(t, h.c0.next(t))
+		cookieTS, _, _ := tsOf(sa.tcp)
+		a := clientSeg(p, nat.TCPFlagACK, isn+1, tcpOf(t, sa).seq+1)
+		a.opts = tsOpts(5001, cookieTS)
+		acks[i] = tcpFrame(t, a)
+	}
+	if err := h.c0.qs[h.c0.owner(acks[0])].InjectBatch(acks...); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint32]bool{}
+	for range n {
+		g := tcpOf(t, decode(t, h.b0.next(t)))
+		if g.flags != nat.TCPFlagSYN {
+			t.Fatalf("backend got %+v, want SYNs", g)
+		}
+		seen[g.seq] = true
+	}
+	for i := range n {
+		if isn := uint32(1_000_000 * (i + 1)); !seen[isn] {
+			t.Errorf("no backend SYN with the ISN %d of client %d (got %v)", isn, ports[i], seen)
+		}
+	}
+	h.quiet(t, h.b0)
+}
+
+// TestSYNProxyCookieMSS: the cookie SYN-ACK stands in for the backend's,
+// whose MSS the client never sees, so its MSS must already leave room for
+// the 12 bytes of timestamps tslb inserts toward the backend for a client
+// without them (rewrite). Otherwise every full-size segment of an upload
+// grows past the MTU and is lost.
+func TestSYNProxyCookieMSS(t *testing.T) {
+	t.Parallel()
+	noTS := []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionData: []byte{0x05, 0xb4}}}
+	for _, c := range []struct {
+		name string
+		ts   config.TSMode
+		opts []layers.TCPOption
+		want uint16
+	}{
+		{"rewrite/client_ts", config.TSRewrite, synOptions(5000, 0), 1460},
+		{"rewrite/no_client_ts", config.TSRewrite, noTS, 1440}, // 1460 − 12, down to the cookie table
+		{"passthrough/no_client_ts", config.TSPassthrough, noTS, 1460},
+		{"strip/client_ts", config.TSStrip, synOptions(5000, 0), 1460},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			h := start(t, testConfig(func(cf *config.Config) {
+				cf.Services[0].SYNProxy = config.SYNProxyOn
+				cf.Services[0].Timestamps = c.ts
+			}))
+			h.prime(t)
+			s := clientSeg(45000, nat.TCPFlagSYN, 7, 0)
+			s.opts = c.opts
+			h.c0.inject(t, tcpFrame(t, s))
+			sa := decode(t, h.c0.next(t))
+			if mss, _ := mssOf(sa.tcp); mss != c.want {
+				t.Errorf("cookie SYN-ACK MSS %d, want %d", mss, c.want)
+			}
+		})
+	}
+}

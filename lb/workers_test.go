@@ -2,6 +2,7 @@ package lb
 
 import (
 	"encoding/json"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -321,5 +322,61 @@ func TestStatus(t *testing.T) {
 	b, err := json.Marshal(st)
 	if err != nil || !strings.Contains(string(b), `"schema":"tslb-status/1"`) {
 		t.Errorf("JSON: %v %s", err, b)
+	}
+}
+
+// TestWorkersOneArm: one link carries clients' frames to the VIP and the
+// backends' replies to the SNAT address (a one-arm deployment). Its
+// fanout program steers the replies by SNAT port and the clients' frames
+// by flow hash (link.SteerSplit), so both directions of every flow reach
+// the flow's owner without a hand-over.
+func TestWorkersOneArm(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	h := start(t, workersConfig(n, func(c *config.Config) {
+		c.Links = []config.Link{{Name: "c0", Interface: "c0", Subnets: []netip.Prefix{
+			netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("198.18.1.0/24")}}}
+		c.Services[0].Backends = c.Services[0].Backends[:1]
+	}))
+	h.ask(t, h.c0, clientMAC, clientAddr, vipAddr)
+	h.ask(t, h.c0, be1MAC, be1Addr, snatAddr)
+	for i := range 12 {
+		cport := uint16(42000 + i)
+		syn := clientSeg(cport, nat.TCPFlagSYN, 100, 0)
+		h.c0.inject(t, tcpFrame(t, syn))
+		g := tcpOf(t, decode(t, h.c0.next(t)))
+		if g.flags != nat.TCPFlagSYN || g.dst != be1AP {
+			t.Fatalf("client %d: got %+v, want its SYN toward %v", cport, g, be1AP)
+		}
+		sa := backendSeg(t, be1AP, g.src.Port(), nat.TCPFlagSYN|nat.TCPFlagACK, 5000, 101)
+		sa.dstMAC = c0MAC
+		h.c0.inject(t, tcpFrame(t, sa))
+		if r := tcpOf(t, decode(t, h.c0.next(t))); r.flags != nat.TCPFlagSYN|nat.TCPFlagACK || r.dst.Port() != cport {
+			t.Fatalf("client %d: got %+v, want the SYN-ACK", cport, r)
+		}
+	}
+	if got := handoffs(t, h); got != 0 {
+		t.Errorf("%v frames handed over between workers on a one-arm link, want 0", got)
+	}
+}
+
+// TestHalfOpenExpiresDespiteBackendRetransmits: a half-open flow expires
+// flows.timeouts.syn after the client's last segment, however often the
+// backend retransmits its SYN-ACK toward a client that never answers (a
+// spoofed source): those must not keep the flow, and its tuple, alive.
+func TestHalfOpenExpiresDespiteBackendRetransmits(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) { c.Flows.Timeouts.Syn = 300 * time.Millisecond }))
+	h.prime(t)
+	c := h.connect(t, 46100, 100)
+	sa := tcpFrame(t, backendSeg(t, c.backend, c.sport, nat.TCPFlagSYN|nat.TCPFlagACK, 9, 101))
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		h.b0.inject(t, sa)
+	}
+	if got := metric(t, h.b, "tslb_half_open_flows"); got != 0 {
+		t.Errorf("half-open flows = %v after 2.5 s of SYN-ACK retransmits with a 300 ms syn timeout, want 0", got)
+	}
+	if got := metric(t, h.b, "tslb_snat_ports_in_use"); got != 0 {
+		t.Errorf("SNAT tuples in use = %v, want 0 (the expired flow's tuple back)", got)
 	}
 }

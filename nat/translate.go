@@ -781,6 +781,13 @@ func (x *Translation) clampMSSOption(p *Packet, o *TCPOptions, grow int) {
 	}
 }
 
+// ClampMSSForSynth is the MSS a client without timestamps may be told
+// when tslb inserts them toward the backend (TSActSynth): 12 bytes less,
+// no less than MinMSS, an MSS at or below MinMSS unchanged. The SYN-ACK
+// clamp of BackendToClient applies it; lb's SYN proxy applies it to its
+// cookie SYN-ACKs.
+func ClampMSSForSynth(m uint16) uint16 { return clampMSS(m) }
+
 // clampMSS lowers an MSS by the 12 bytes TSActSynth adds, to no less than
 // MinMSS; an MSS at or below MinMSS is returned as it is.
 func clampMSS(m uint16) uint16 {

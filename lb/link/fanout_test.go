@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -14,13 +15,14 @@ import (
 
 // TestSteeringLab proves the mirror against the kernel: frames sent from
 // the peer with many addresses and ports must each arrive on exactly the
-// queue Pick names, with 1, 2 and 3 queues, for both steerings, in both
-// modes.
+// queue Pick names, with 1, 2 and 3 queues, for every steering (a split
+// one whose port addresses half the frames go to), in both modes.
 func TestSteeringLab(t *testing.T) {
 	l := newLab(t)
 	tx := l.raw(t, l.a, l.aIf, false, false)
+	split := mustSplit(netip.AddrFrom4(farIP), netip.AddrFrom16(farIP6), netip.MustParseAddr("198.18.255.2"))
 	for _, mode := range []Mode{ModeRing, ModeSocket} {
-		for _, s := range []Steering{SteerFlowHash, SteerDstPort} {
+		for _, s := range []Steering{SteerFlowHash, SteerDstPort, split} {
 			for _, n := range []int{1, 2, 3} {
 				t.Run(fmt.Sprintf("%s/%v/%d", mode, s, n), func(t *testing.T) {
 					qs, _ := l.openB(t, Config{Mode: mode, Queues: n, Steering: s, RingFrames: 2048})
@@ -40,9 +42,12 @@ func TestSteeringLab(t *testing.T) {
 // frames quietly (no RST, no ICMP).
 var farIP = [4]byte{198, 18, 255, 1}
 
+// farIP6 is an IPv6 destination half the IPv6 test frames go to.
+var farIP6 = [16]byte{0xfd, 0xff, 15: 1}
+
 func testSteering(t *testing.T, l *vlab, tx *rawSock, qs []Queue, s Steering, mode Mode) {
 	n := len(qs)
-	r := rand.New(rand.NewPCG(uint64(n), uint64(s)))
+	r := rand.New(rand.NewPCG(uint64(n), uint64(s.kind)))
 	var sent [][]byte
 	for i := range 600 {
 		m := uint32(i)
@@ -57,9 +62,17 @@ func testSteering(t *testing.T, l *vlab, tx *rawSock, qs []Queue, s Steering, mo
 		var f []byte
 		switch {
 		case i%10 < 6:
-			f = ipv4TCP(l.bMAC, l.aMAC, sip, farIP, sp, dp, 5+r.IntN(3), 0x4000, m)
+			dip := farIP
+			if i%2 == 0 {
+				dip = [4]byte{198, 18, 255, 3}
+			}
+			f = ipv4TCP(l.bMAC, l.aMAC, sip, dip, sp, dp, 5+r.IntN(3), 0x4000, m)
 		case i%10 < 8:
-			f = ipv6TCP(l.bMAC, l.aMAC, s6, s6, sp, dp, 0, m)
+			d6 := s6
+			if i%2 == 0 {
+				d6 = farIP6
+			}
+			f = ipv6TCP(l.bMAC, l.aMAC, s6, d6, sp, dp, 0, m)
 		case i%10 == 8:
 			f = ipv4TCP(l.bMAC, l.aMAC, sip, farIP, sp, dp, 5, 0x2000, m) // fragment
 		default:

@@ -32,7 +32,10 @@
 // With more than one queue the sockets form one PACKET_FANOUT_CBPF group;
 // Config.Steering's program sends each received frame to one queue, and
 // Steering.Pick (FlowOwner, FlowOwner6, PortOwner) tells the datapath
-// which, without looking at the kernel. The lab tests check every frame
+// which, without looking at the kernel. SteerSplit combines the two by
+// destination address (port steering for up to MaxSplitAddrs SNAT
+// addresses per family, flow hash for the rest), for links that carry
+// clients' and backends' frames alike. The lab tests check every frame
 // of several hundred, in both modes, against the kernel's choice.
 //
 // # Why a TPACKET_V2 ring, sendmmsg, and no PACKET_QDISC_BYPASS

@@ -50,8 +50,15 @@ func NewMem(name string, outCap int) (*Mem, error) {
 func (m *Mem) Name() string { return m.name }
 
 // Inject queues a copy of frame for Recv. It fails after Close.
-func (m *Mem) Inject(frame []byte) error {
-	c := append(make([]byte, 0, MemFrameCap), frame...)
+func (m *Mem) Inject(frame []byte) error { return m.InjectBatch(frame) }
+
+// InjectBatch queues copies of frames at once, so that one Recv (of a
+// large enough batch) returns them together, as a busy ring would.
+func (m *Mem) InjectBatch(frames ...[]byte) error {
+	cs := make([][]byte, len(frames))
+	for i, f := range frames {
+		cs[i] = append(make([]byte, 0, MemFrameCap), f...)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	select {
@@ -59,7 +66,7 @@ func (m *Mem) Inject(frame []byte) error {
 		return ErrClosed
 	default:
 	}
-	m.in = append(m.in, c)
+	m.in = append(m.in, cs...)
 	one := [8]byte{1}
 	unix.Write(m.efd, one[:])
 	return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,20 +45,69 @@ const (
 // (PACKET_FANOUT_CBPF) with a Go mirror (Pick, FlowOwner, FlowOwner6,
 // PortOwner) that gives the same answer, so the datapath knows which
 // worker owns a tuple. Frames that are not TCP over IPv4 (not a fragment)
-// or IPv6 (no extension header) go to queue 0.
-type Steering uint8
+// or IPv6 (no extension header) go to queue 0. Steerings are comparable
+// values; the zero value is SteerFlowHash.
+type Steering struct {
+	kind steerKind
+	dsts *portDsts // SteerSplit's addresses; nil otherwise
+}
+
+type steerKind uint8
+
+const (
+	steerFlow steerKind = iota
+	steerPort
+	steerSplit
+)
+
+// portDsts are the destinations SteerSplit steers by port.
+type portDsts struct {
+	v4 [][4]byte
+	v6 [][16]byte
+}
 
 // Steerings.
-const (
+var (
 	// SteerFlowHash picks by a hash of the source address and the TCP
 	// ports (FlowOwner, FlowOwner6): client links, where a flow is known
 	// by its client tuple.
-	SteerFlowHash Steering = iota
+	SteerFlowHash = Steering{kind: steerFlow}
 	// SteerDstPort picks by the TCP destination port modulo the number of
 	// queues (PortOwner): backend links, where each worker owns the SNAT
 	// ports p with p % n == worker.
-	SteerDstPort
+	SteerDstPort = Steering{kind: steerPort}
 )
+
+// MaxSplitAddrs is the most addresses of one family SteerSplit takes:
+// the program compares a frame's destination with each in turn, and a
+// classic-BPF jump reaches at most 255 instructions ahead.
+const MaxSplitAddrs = 16
+
+// SteerSplit steers TCP segments to one of addrs by destination port
+// (SteerDstPort) and every other frame by flow hash (SteerFlowHash): a
+// link that carries both clients' traffic to VIPs and backends' replies to
+// SNAT addresses (one-arm deployments). With no addresses it is
+// SteerFlowHash.
+func SteerSplit(addrs []netip.Addr) (Steering, error) {
+	d := &portDsts{}
+	for _, a := range addrs {
+		switch a = a.Unmap(); {
+		case a.Is4():
+			d.v4 = append(d.v4, a.As4())
+		case a.Is6():
+			d.v6 = append(d.v6, a.As16())
+		default:
+			return Steering{}, fmt.Errorf("link: steering: invalid address %v", a)
+		}
+	}
+	if len(d.v4) > MaxSplitAddrs || len(d.v6) > MaxSplitAddrs {
+		return Steering{}, fmt.Errorf("link: steering: %d IPv4 and %d IPv6 addresses, at most %d of each", len(d.v4), len(d.v6), MaxSplitAddrs)
+	}
+	if len(d.v4)+len(d.v6) == 0 {
+		return SteerFlowHash, nil
+	}
+	return Steering{kind: steerSplit, dsts: d}, nil
+}
 
 // maxQueues is the largest fanout group Open builds: the kernel's legacy
 // PACKET_FANOUT_MAX, the member limit of a group created without
@@ -85,8 +135,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("unknown mode %q", c.Mode)
 	case c.Queues < 1 || c.Queues > maxQueues:
 		return c, fmt.Errorf("queues %d: want 1 to %d", c.Queues, maxQueues)
-	case c.Steering != SteerFlowHash && c.Steering != SteerDstPort:
-		return c, fmt.Errorf("unknown steering %d", c.Steering)
+	case c.Steering.kind > steerSplit || (c.Steering.kind == steerSplit) != (c.Steering.dsts != nil):
+		return c, fmt.Errorf("invalid steering %v", c.Steering)
 	case c.RingFrames < 1 || c.RingFrames > maxRingFrames:
 		return c, fmt.Errorf("ring frames %d: want 1 to %d", c.RingFrames, maxRingFrames)
 	case c.SendBatch < 1 || c.SendBatch > maxSendBatch:

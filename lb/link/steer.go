@@ -42,8 +42,10 @@ const (
 	ipv4Proto    = 9  // IPv4 protocol
 	ipv4FragOff  = 6  // IPv4 flags + fragment offset
 	ipv4Src      = 12 // IPv4 source address
+	ipv4Dst      = 16 // IPv4 destination address
 	ipv6Next     = 6  // IPv6 next header
 	ipv6Src      = 8  // IPv6 source address (16 bytes)
+	ipv6Dst      = 24 // IPv6 destination address (16 bytes)
 	ipv6Payload  = 40 // the transport header, with no extension header
 	ipProtoTCP   = 6
 	ipv4FragMask = 0x3fff // MF and the fragment offset: any fragment
@@ -82,82 +84,163 @@ func (s Steering) Program(n int) []bpf.RawInstruction {
 }
 
 // instructions is the program of s for n queues in layout l.
+//
+// Its shape: the EtherType picks the IPv4 or the IPv6 part; each checks
+// for TCP (and, IPv4, no fragment), then SteerSplit compares the
+// destination with each of its addresses, and the part ends in the flow
+// hash or the port rule. Anything else returns 0.
 func (s Steering) instructions(n int, l layout) []bpf.Instruction {
 	if n <= 1 {
 		return []bpf.Instruction{bpf.RetConstant{Val: 0}}
 	}
 	mod := uint32(n)
 	ld := func(off uint32, size int) bpf.Instruction { return bpf.LoadAbsolute{Off: l.net + off, Size: size} }
+	var a asm
+	const (
+		lRet0 = iota
+		lV6
+		lV4Hash
+		lV4Port
+		lV6Hash
+		lV6Port
+		lNext // lNext+i: after the comparison with IPv6 address i
+	)
 	// hash is A = ((A ^ X) * flowMul >> 16) % n; return A.
-	hash := []bpf.Instruction{
-		bpf.ALUOpX{Op: bpf.ALUOpXor},
-		bpf.ALUOpConstant{Op: bpf.ALUOpMul, Val: flowMul},
-		bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 16},
-		bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: mod},
-		bpf.RetA{},
+	hash := func() {
+		a.op(bpf.ALUOpX{Op: bpf.ALUOpXor})
+		a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMul, Val: flowMul})
+		a.op(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 16})
+		a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: mod})
+		a.op(bpf.RetA{})
 	}
-	var v4, v6 []bpf.Instruction
-	// Common IPv4 prefix: TCP, not a fragment; X = IHL*4.
-	v4 = []bpf.Instruction{
-		ld(ipv4Proto, 1),
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoTCP, SkipTrue: 0xff}, // → ret 0
-		ld(ipv4FragOff, 2),
-		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: ipv4FragMask, SkipTrue: 0xff}, // → ret 0
-		bpf.LoadMemShift{Off: l.net},
+	port := func(load bpf.Instruction) {
+		a.op(load)
+		a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: mod})
+		a.op(bpf.RetA{})
 	}
-	v6 = []bpf.Instruction{
-		ld(ipv6Next, 1),
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoTCP, SkipTrue: 0xff}, // → ret 0
-	}
-	switch s {
-	case SteerFlowHash:
-		v4 = append(v4,
-			bpf.LoadIndirect{Off: l.net, Size: 4}, // sport<<16 | dport
-			bpf.StoreScratch{Src: bpf.RegA, N: 0},
-			ld(ipv4Src, 4),
-			bpf.LoadScratch{Dst: bpf.RegX, N: 0},
-		)
-		v4 = append(v4, hash...)
-		v6 = append(v6,
-			ld(ipv6Src, 4), bpf.TAX{},
-			ld(ipv6Src+4, 4), bpf.ALUOpX{Op: bpf.ALUOpXor}, bpf.TAX{},
-			ld(ipv6Src+8, 4), bpf.ALUOpX{Op: bpf.ALUOpXor}, bpf.TAX{},
-			ld(ipv6Src+12, 4), bpf.ALUOpX{Op: bpf.ALUOpXor}, bpf.TAX{},
-			ld(ipv6Payload, 4), // sport<<16 | dport
-		)
-		v6 = append(v6, hash...)
-	case SteerDstPort:
-		v4 = append(v4,
-			bpf.LoadIndirect{Off: l.net + 2, Size: 2}, // dport
-			bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: mod},
-			bpf.RetA{},
-		)
-		v6 = append(v6,
-			ld(ipv6Payload+2, 2),
-			bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: mod},
-			bpf.RetA{},
-		)
-	default:
-		panic(fmt.Sprintf("link: unknown Steering %d", s))
-	}
-	prog := []bpf.Instruction{
-		l.proto,
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeIPv4, SkipTrue: 1},
-		bpf.Jump{Skip: uint32(len(v4))}, // not IPv4: to the IPv6 check
-	}
-	prog = append(prog, v4...)
-	prog = append(prog, bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: etherTypeIPv6, SkipTrue: 0xff}) // → ret 0
-	prog = append(prog, v6...)
-	prog = append(prog, bpf.RetConstant{Val: 0})
-	// Resolve the "→ ret 0" jumps (SkipTrue 0xff) to the final instruction.
-	last := len(prog) - 1
-	for i, ins := range prog {
-		if j, ok := ins.(bpf.JumpIf); ok && j.SkipTrue == 0xff {
-			j.SkipTrue = uint8(last - i - 1)
-			prog[i] = j
+	flow, byPort := s.kind != steerPort, s.kind != steerFlow
+
+	a.op(l.proto)
+	a.jump(bpf.JumpNotEqual, etherTypeIPv4, lV6, -1)
+	// IPv4: TCP, not a fragment; X = IHL*4.
+	a.op(ld(ipv4Proto, 1))
+	a.jump(bpf.JumpNotEqual, ipProtoTCP, lRet0, -1)
+	a.op(ld(ipv4FragOff, 2))
+	a.jump(bpf.JumpBitsSet, ipv4FragMask, lRet0, -1)
+	a.op(bpf.LoadMemShift{Off: l.net})
+	if s.kind == steerSplit {
+		a.op(ld(ipv4Dst, 4))
+		for _, d := range s.dsts.v4 {
+			a.jump(bpf.JumpEqual, binary.BigEndian.Uint32(d[:]), lV4Port, -1)
 		}
 	}
+	if flow {
+		a.label(lV4Hash)
+		a.op(bpf.LoadIndirect{Off: l.net, Size: 4}) // sport<<16 | dport
+		a.op(bpf.StoreScratch{Src: bpf.RegA, N: 0})
+		a.op(ld(ipv4Src, 4))
+		a.op(bpf.LoadScratch{Dst: bpf.RegX, N: 0})
+		hash()
+	}
+	if byPort {
+		a.label(lV4Port)
+		port(bpf.LoadIndirect{Off: l.net + 2, Size: 2}) // dport
+	}
+	// IPv6: TCP with no extension header.
+	a.label(lV6)
+	a.jump(bpf.JumpNotEqual, etherTypeIPv6, lRet0, -1)
+	a.op(ld(ipv6Next, 1))
+	a.jump(bpf.JumpNotEqual, ipProtoTCP, lRet0, -1)
+	if s.kind == steerSplit {
+		for i, d := range s.dsts.v6 {
+			for w := range 4 {
+				a.op(ld(ipv6Dst+uint32(4*w), 4))
+				v := binary.BigEndian.Uint32(d[4*w:])
+				if w < 3 {
+					a.jump(bpf.JumpNotEqual, v, lNext+i, -1)
+				} else {
+					a.jump(bpf.JumpEqual, v, lV6Port, -1)
+				}
+			}
+			a.label(lNext + i)
+		}
+	}
+	if flow {
+		a.label(lV6Hash)
+		a.op(ld(ipv6Src, 4))
+		a.op(bpf.TAX{})
+		for k := uint32(4); k < 16; k += 4 {
+			a.op(ld(ipv6Src+k, 4))
+			a.op(bpf.ALUOpX{Op: bpf.ALUOpXor})
+			a.op(bpf.TAX{})
+		}
+		a.op(ld(ipv6Payload, 4)) // sport<<16 | dport
+		hash()
+	}
+	if byPort {
+		a.label(lV6Port)
+		port(ld(ipv6Payload+2, 2))
+	}
+	a.label(lRet0)
+	a.op(bpf.RetConstant{Val: 0})
+	prog, err := a.resolve()
+	if err != nil {
+		panic(fmt.Sprintf("link: steering program: %v", err)) // SteerSplit bounds its addresses
+	}
 	return prog
+}
+
+// asm assembles a classic-BPF program whose conditional jumps name labels
+// (-1: the next instruction).
+type asm struct {
+	ins    []bpf.Instruction
+	jumps  []asmJump
+	labels map[int]int
+}
+
+type asmJump struct{ at, t, f int }
+
+func (a *asm) op(i bpf.Instruction) { a.ins = append(a.ins, i) }
+
+func (a *asm) jump(cond bpf.JumpTest, val uint32, t, f int) {
+	a.jumps = append(a.jumps, asmJump{len(a.ins), t, f})
+	a.ins = append(a.ins, bpf.JumpIf{Cond: cond, Val: val})
+}
+
+func (a *asm) label(l int) {
+	if a.labels == nil {
+		a.labels = map[int]int{}
+	}
+	a.labels[l] = len(a.ins)
+}
+
+func (a *asm) resolve() ([]bpf.Instruction, error) {
+	skip := func(at, l int) (uint8, error) {
+		if l < 0 {
+			return 0, nil
+		}
+		to, ok := a.labels[l]
+		if !ok {
+			return 0, fmt.Errorf("jump at %d to undefined label %d", at, l)
+		}
+		d := to - at - 1
+		if d < 0 || d > 255 {
+			return 0, fmt.Errorf("jump at %d to label %d: %d instructions", at, l, d)
+		}
+		return uint8(d), nil
+	}
+	for _, j := range a.jumps {
+		ji := a.ins[j.at].(bpf.JumpIf)
+		var err error
+		if ji.SkipTrue, err = skip(j.at, j.t); err != nil {
+			return nil, err
+		}
+		if ji.SkipFalse, err = skip(j.at, j.f); err != nil {
+			return nil, err
+		}
+		a.ins[j.at] = ji
+	}
+	return a.ins, nil
 }
 
 // Pick returns the queue, among n, that the fanout program of s sends
@@ -181,7 +264,15 @@ func (s Steering) Pick(frame []byte, n int) int {
 			return 0
 		}
 		sport, dport := binary.BigEndian.Uint16(ip[l4:]), binary.BigEndian.Uint16(ip[l4+2:])
-		if s == SteerDstPort {
+		if s.kind == steerSplit {
+			if len(ip) < ipv4Dst+4 {
+				return 0 // the destination load fails
+			}
+			if s.dsts.has4([4]byte(ip[ipv4Dst:])) {
+				return PortOwner(dport, n)
+			}
+		}
+		if s.kind == steerPort {
 			return PortOwner(dport, n)
 		}
 		if len(ip) < ipv4Src+4 {
@@ -193,7 +284,7 @@ func (s Steering) Pick(frame []byte, n int) int {
 			return 0
 		}
 		sport, dport := binary.BigEndian.Uint16(ip[ipv6Payload:]), binary.BigEndian.Uint16(ip[ipv6Payload+2:])
-		if s == SteerDstPort {
+		if s.kind == steerPort || (s.kind == steerSplit && s.dsts.has6([16]byte(ip[ipv6Dst:]))) {
 			return PortOwner(dport, n)
 		}
 		return FlowOwner6([16]byte(ip[ipv6Src:]), sport, dport, n)
@@ -236,13 +327,35 @@ func PortOwner(port uint16, n int) int {
 	return int(uint32(port) % uint32(n))
 }
 
+func (d *portDsts) has4(a [4]byte) bool {
+	for _, x := range d.v4 {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *portDsts) has6(a [16]byte) bool {
+	for _, x := range d.v6 {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
 // String returns the name of s.
 func (s Steering) String() string {
-	switch s {
-	case SteerFlowHash:
+	switch s.kind {
+	case steerFlow:
 		return "flow-hash"
-	case SteerDstPort:
+	case steerPort:
 		return "dst-port"
+	case steerSplit:
+		if s.dsts != nil {
+			return fmt.Sprintf("split(%d dst-port addresses)", len(s.dsts.v4)+len(s.dsts.v6))
+		}
 	}
-	return fmt.Sprintf("Steering(%d)", uint8(s))
+	return fmt.Sprintf("Steering(%d)", s.kind)
 }

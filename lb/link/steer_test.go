@@ -3,6 +3,7 @@ package link
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"net/netip"
 	"reflect"
 	"testing"
 
@@ -22,11 +23,64 @@ type steerCase struct {
 	flow, port int // expected owner among 3 (-1: not checked)
 }
 
+// The destinations of steerCases' frames, and addresses they do not go to.
+var (
+	caseDst4  = [4]byte{198, 18, 0, 100}
+	caseDst6  = [16]byte{0xfd, 15: 2}
+	splitHit  = mustSplit(netip.MustParseAddr("198.18.9.9"), netip.AddrFrom4(caseDst4), netip.MustParseAddr("fd00::9"), netip.AddrFrom16(caseDst6))
+	splitMiss = mustSplit(netip.MustParseAddr("198.18.9.9"), netip.MustParseAddr("fd00::2:0:0:2"), netip.MustParseAddr("fd00::3"))
+	// splitMax has MaxSplitAddrs of each family: the longest program.
+	splitMax = func() Steering {
+		var as []netip.Addr
+		for i := range MaxSplitAddrs {
+			as = append(as, netip.AddrFrom4([4]byte{198, 19, 1, byte(i)}), netip.AddrFrom16([16]byte{0xfd, 1, 15: byte(i)}))
+		}
+		as[0], as[1] = netip.AddrFrom4(caseDst4), netip.AddrFrom16(caseDst6)
+		return mustSplit(as...)
+	}()
+)
+
+func mustSplit(as ...netip.Addr) Steering {
+	s, err := SteerSplit(as)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// testSteerings are the steerings the program tests run, with the column
+// of steerCase each must agree with for the frames steerCases makes.
+var testSteerings = []struct {
+	s    Steering
+	port bool
+}{{SteerFlowHash, false}, {SteerDstPort, true}, {splitHit, true}, {splitMiss, false}, {splitMax, true}}
+
+func TestSteerSplitLimits(t *testing.T) {
+	var as []netip.Addr
+	for i := range MaxSplitAddrs + 1 {
+		as = append(as, netip.AddrFrom16([16]byte{0xfd, 15: byte(i)}))
+	}
+	if _, err := SteerSplit(as); err == nil {
+		t.Errorf("SteerSplit of %d IPv6 addresses: no error", len(as))
+	}
+	if s, err := SteerSplit(nil); err != nil || s != SteerFlowHash {
+		t.Errorf("SteerSplit(nil) = %v, %v; want SteerFlowHash", s, err)
+	}
+	if _, err := SteerSplit([]netip.Addr{{}}); err == nil {
+		t.Error("SteerSplit of the zero Addr: no error")
+	}
+	// An IPv4-mapped address counts as IPv4.
+	s, err := SteerSplit([]netip.Addr{netip.AddrFrom16(netip.AddrFrom4(caseDst4).As16())})
+	if err != nil || len(s.dsts.v4) != 1 {
+		t.Errorf("SteerSplit(::ffff:%v) = %+v, %v", caseDst4, s.dsts, err)
+	}
+}
+
 func steerCases() []steerCase {
 	src := [4]byte{198, 18, 0, 11}
-	dst := [4]byte{198, 18, 0, 100}
+	dst := caseDst4
 	v6src := [16]byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
-	v6dst := [16]byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}
+	v6dst := caseDst6
 	tcp := ipv4TCP(macB, macA, src, dst, 40000, 80, 5, 0, 1)
 	short := func(f []byte, n int) []byte { return append([]byte(nil), f[:n]...) }
 	ihl0 := append([]byte(nil), tcp...)
@@ -97,9 +151,9 @@ func vmRun(t testing.TB, s Steering, n int, eth []byte) int {
 
 func TestSteeringProgramVM(t *testing.T) {
 	for _, c := range steerCases() {
-		for _, s := range []Steering{SteerFlowHash, SteerDstPort} {
-			want := c.flow
-			if s == SteerDstPort {
+		for _, ts := range testSteerings {
+			s, want := ts.s, c.flow
+			if ts.port {
 				want = c.port
 			}
 			for n := 1; n <= 5; n++ {
@@ -124,13 +178,13 @@ func TestSteeringProgramVM(t *testing.T) {
 func TestSteeringProgramRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	vms := map[[2]int]*bpf.VM{}
-	for _, s := range []Steering{SteerFlowHash, SteerDstPort} {
+	for si, ts := range testSteerings {
 		for n := 1; n <= 8; n++ {
-			vm, err := bpf.NewVM(s.instructions(n, vmLayout))
+			vm, err := bpf.NewVM(ts.s.instructions(n, vmLayout))
 			if err != nil {
 				t.Fatal(err)
 			}
-			vms[[2]int{int(s), n}] = vm
+			vms[[2]int{si, n}] = vm
 		}
 	}
 	counts := map[int]int{}
@@ -148,9 +202,17 @@ func TestSteeringProgramRandom(t *testing.T) {
 			f = ipv4TCP(macB, macA, sip, sip, sp, dp, 5+r.IntN(11), uint16(r.IntN(4))<<13, 0)
 			f[ethLen] = 0x40 | byte(r.IntN(16)) // any IHL, even bogus
 		case 1:
-			f = ipv6TCP(macB, macA, s6, s6, sp, dp, 0, 0)
+			d6 := s6
+			if r.IntN(2) == 0 {
+				d6 = caseDst6 // one of splitHit's and splitMax's
+			}
+			f = ipv6TCP(macB, macA, s6, d6, sp, dp, 0, 0)
 		case 2:
-			f = ipv4TCP(macB, macA, sip, sip, sp, dp, 5, 0, 0)
+			d4 := sip
+			if r.IntN(2) == 0 {
+				d4 = caseDst4
+			}
+			f = ipv4TCP(macB, macA, sip, d4, sp, dp, 5, 0, 0)
 		default:
 			f = make([]byte, r.IntN(100))
 			for k := range f {
@@ -164,7 +226,7 @@ func TestSteeringProgramRandom(t *testing.T) {
 			f = f[:r.IntN(len(f))]
 		}
 		for key, vm := range vms {
-			s, n := Steering(key[0]), key[1]
+			s, n := testSteerings[key[0]].s, key[1]
 			got, err := vm.Run(f)
 			if err != nil {
 				t.Fatal(err)
@@ -195,7 +257,8 @@ func TestSteeringProgramRandom(t *testing.T) {
 // TestSteeringProgramShape checks that the kernel program is the VM
 // program with only the packet-access instructions changed, one for one.
 func TestSteeringProgramShape(t *testing.T) {
-	for _, s := range []Steering{SteerFlowHash, SteerDstPort} {
+	for _, ts := range testSteerings {
+		s := ts.s
 		for _, n := range []int{1, 2, 3, 16} {
 			k, v := s.instructions(n, kernelLayout), s.instructions(n, vmLayout)
 			if len(k) != len(v) {
@@ -243,9 +306,9 @@ func FuzzSteering(f *testing.F) {
 		if len(eth) < ethLen {
 			return
 		}
-		for _, s := range []Steering{SteerFlowHash, SteerDstPort} {
-			if got, pick := vmRun(t, s, n, eth), s.Pick(withVnet(eth), n); got != pick {
-				t.Fatalf("%v, n=%d: program %d, Pick %d", s, n, got, pick)
+		for _, ts := range testSteerings {
+			if got, pick := vmRun(t, ts.s, n, eth), ts.s.Pick(withVnet(eth), n); got != pick {
+				t.Fatalf("%v, n=%d: program %d, Pick %d", ts.s, n, got, pick)
 			}
 		}
 	})
