@@ -276,6 +276,12 @@ func (w *worker) fromClient(frame []byte, vip *ownedAddr) {
 	}
 	if err != nil {
 		w.c.dropErr(err)
+		if fresh {
+			// The SYN cannot go (no room for its options): the new flow
+			// must not keep a tuple or be blamed on the backend.
+			f.noLedger = true
+			w.removeFlow(f)
+		}
 		return
 	}
 	f.state = st

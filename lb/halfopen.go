@@ -106,4 +106,10 @@ func (w *worker) resetBackendHalf(f *flow) {
 	if f.tr.State >= nat.StateSynSent {
 		w.sendTCP(f.be.nic, f.be.hop, f.snat, f.baddr, f.sport, f.bport, f.isn+1, 0, nat.TCPFlagRST)
 	}
+	if f.tr.State == nat.StateSynRecv && f.clientNIC != nil {
+		// The backend's SYN-ACK reached the client, which believes it is
+		// connected: reset it too (at the sequence number it expects from
+		// us, in its own space), or it would wait for its own timeout.
+		w.sendTCP(f.clientNIC, f.clientHop, f.vip, f.client, f.vport, f.cport, f.tr.NextSeq[nat.SideBackend], 0, nat.TCPFlagRST)
+	}
 }

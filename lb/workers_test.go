@@ -380,3 +380,30 @@ func TestHalfOpenExpiresDespiteBackendRetransmits(t *testing.T) {
 		t.Errorf("SNAT tuples in use = %v, want 0 (the expired flow's tuple back)", got)
 	}
 }
+
+// TestHalfOpenEvictionResetsClient: a half-open flow evicted after the
+// backend's SYN-ACK reached the client (the client believes it is
+// connected) is reset on both sides, so the client fails at once instead
+// of waiting for its own timeout.
+func TestHalfOpenEvictionResetsClient(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) {
+		c.Flows.HalfOpenMax = 1
+		c.SNAT.PortMax = 20099
+	}))
+	h.prime(t)
+	a := h.connect(t, 46200, 100)
+	h.accept(t, a, 5000) // SYN-ACK forwarded: the client is ESTABLISHED, tslb waits for its ACK
+	h.c0.inject(t, tcpFrame(t, clientSeg(46201, nat.TCPFlagSYN, 300, 0)))
+	rst := tcpOf(t, decode(t, h.b0.next(t)))
+	if rst.flags != nat.TCPFlagRST || rst.dst != a.backend {
+		t.Errorf("eviction sent %+v to the backend side, want an RST to %s", rst, a.backend)
+	}
+	crst := tcpOf(t, decode(t, h.c0.next(t)))
+	if crst.flags != nat.TCPFlagRST || crst.src != vipAP || crst.dst != a.clientAP() || crst.seq != 5001 {
+		t.Errorf("eviction sent %+v to the client side, want an RST seq 5001 from %s to %s", crst, vipAP, a.clientAP())
+	}
+	if syn := tcpOf(t, decode(t, h.b0.next(t))); syn.flags != nat.TCPFlagSYN || syn.seq != 300 {
+		t.Errorf("then %+v, want the new SYN", syn)
+	}
+}

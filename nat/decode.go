@@ -90,7 +90,8 @@ var Reasons = []string{
 	"unsupported_ethertype", "bad_ip_checksum", "bad_tcp_checksum", "bad_ip_options",
 	"ip_source_route", "not_ipv6", "bad_payload_length", "jumbogram",
 	"ipv6_fragment", "short_ext_header", "bad_ext_header", "ext_header_limit",
-	"routing_header", "unsupported_next_header", "bad_ndp", "other",
+	"routing_header", "unsupported_next_header", "bad_ndp", "not_ndp",
+	"icmp_quote_unsupported", "no_room_for_options", "not_tcp", "other",
 }
 
 // Reason maps an error from this package to a short stable metric label.
@@ -147,6 +148,14 @@ func Reason(err error) string {
 		return "unsupported_next_header"
 	case ErrBadNDP:
 		return "bad_ndp"
+	case ErrNotNDP:
+		return "not_ndp"
+	case ErrNotICMPError:
+		return "icmp_quote_unsupported"
+	case ErrNoRoom:
+		return "no_room_for_options"
+	case ErrNotTCP:
+		return "not_tcp"
 	}
 	return "other"
 }

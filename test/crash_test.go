@@ -143,7 +143,12 @@ func crashCell(t *testing.T, ts config.TSMode, clientTS string, withState bool) 
 		t.Fatal(err)
 	}
 	url := fmt.Sprintf("http://%s/", l.VIP)
-	n := int(twRate * (2*phase + time.Second).Seconds())
+	// The load goes on for 3 s after the restart (phase with -tslb.long).
+	after := 3 * time.Second
+	if *longRun {
+		after = phase
+	}
+	n := int(twRate * (phase + time.Second + after).Seconds())
 	results := openLoopAsync(l.Clients, url, n, twRate, 5*time.Second)
 	time.Sleep(phase - time.Second)
 	holdDownloads(t, l.Clients[0], netip.AddrPortFrom(l.VIP, 80), live)
@@ -155,7 +160,7 @@ func crashCell(t *testing.T, ts config.TSMode, clientTS string, withState bool) 
 	tl2 := start()
 	restarted := time.Now()
 	res := <-results
-	time.Sleep(3 * time.Second) // probes answered, last flows end
+	time.Sleep(time.Second) // the last flows end
 	m := metrics(t, tl2)
 	if tl2.Exited() {
 		t.Fatalf("the restarted tslb exited; log:\n%s", tl2.Log())

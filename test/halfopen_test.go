@@ -26,10 +26,9 @@ import (
 // flows (RST seq = SYN seq + 1 on the SYN's tuple) during the flood in
 // exactly the order their SYNs arrived: oldest first; evicted tuples
 // come straight back (4,000 SYNs went through 1,024 ports and real
-// connects keep succeeding); and flows.timeouts.syn + 2 s after the
-// flood no half-open flow is left. Fails today: the backend's SYN-ACK
-// retransmits (+1, +3, +7 s) refresh the half-open flows' idle timer,
-// so the last ones go only about 12 s after their SYN.
+// connects keep succeeding); and flows.timeouts.syn + 3 s after the
+// flood no half-open flow is left (measured: 6.9 s; before lb's fix
+// c3edd21 the backend's SYN-ACK retransmits kept them about 12 s).
 func TestHalfOpenBounds(t *testing.T) {
 	const (
 		hoMax     = 256
@@ -97,11 +96,14 @@ func TestHalfOpenBounds(t *testing.T) {
 	}
 
 	// How long after the flood's end the last half-open flow and its
-	// tuple are gone (measured up to 20 s; required: syn + 2 s).
+	// tuple are gone (measured up to 20 s). Required: syn + 3 s — the
+	// reaper's full sweep (1 s), the 250 ms scrapes here and a second's
+	// slack for a busy box; the backend's SYN-ACK retransmits (+1, +3,
+	// +7 s) must not keep a flow (they did: about 12 s).
 	var clearedAfter time.Duration = -1
 	var m harness.Samples
 	var hoAtLimit float64 = -1
-	limit := config.DefaultSynTimeout + 2*time.Second
+	limit := config.DefaultSynTimeout + 3*time.Second
 	for time.Since(floodEnd) < 20*time.Second {
 		time.Sleep(250 * time.Millisecond)
 		m = metrics(t, tl)
@@ -197,7 +199,7 @@ func TestHalfOpenBounds(t *testing.T) {
 		t.Errorf("real connects: %d of %d succeeded, want >= 98%%: %v", legitOK, len(legit), legitErrs)
 	}
 	if clearedAfter < 0 || clearedAfter > limit {
-		t.Errorf("half-open flows: %v left %v after the flood, all gone after %v (-1: not within 20 s); want none left after flows.timeouts.syn + 2 s",
+		t.Errorf("half-open flows: %v left %v after the flood, all gone after %v (-1: not within 20 s); want none left after flows.timeouts.syn + 3 s",
 			hoAtLimit, limit, clearedAfter.Round(time.Millisecond))
 	}
 	if tw := m.Sum("tslb_snat_ports_time_wait"); tw > float64(len(legit)+idleN) {

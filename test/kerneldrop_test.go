@@ -17,8 +17,8 @@ import (
 // ring), frames the kernel cannot put in a full ring must show in
 // tslb_link_kernel_drops_total. tslb is stopped (SIGSTOP) while a client
 // sends 20,000 SYNs to a VIP port with no service, then continued: its
-// two rings (one per worker) hold at most 128 of them, so almost all
-// are lost in the kernel, and every frame sent is accounted for, either
+// two rings (one per worker) hold 128 of them, so almost all are lost
+// in the kernel, and every frame sent is accounted for, either
 // seen and dropped as no_service or counted as a kernel drop. Then a
 // burst of 200,000 such SYNs at full speed with tslb running: the
 // figures are reported (what a tiny ring loses depends on the box), and
@@ -77,8 +77,10 @@ func TestKernelDropsVisible(t *testing.T) {
 	m1 := metrics(t, tl)
 	t.Logf("stopped: %d SYNs in %v (%.0f/s)", fr.Sent, fr.Elapsed.Round(time.Millisecond), fr.Rate())
 	_, lost := account("tslb stopped", stopped, m0, m1)
-	if lost < stopped-2*64*2 {
-		t.Errorf("tslb stopped: the kernel dropped %v of %d frames into two 64-slot rings, want >= %d", lost, stopped, stopped-256)
+	// Two 64-slot rings hold 128 frames (measured: 128, once 256: some
+	// were read before the stop took hold); allow 1,024.
+	if lost < stopped-1024 {
+		t.Errorf("tslb stopped: the kernel dropped %v of %d frames into two 64-slot rings, want >= %d", lost, stopped, stopped-1024)
 	}
 
 	fr = flood(burst)
