@@ -278,6 +278,8 @@ var (
 		"Frames the kernel dropped because a packet socket's ring or buffer was full (PACKET_STATISTICS tp_drops): lost before tslb saw them.", []string{"link"}, nil)
 	kernelFreezeDesc = prometheus.NewDesc("tslb_link_kernel_freezes_total",
 		"Times a TPACKET_V3 ring froze its queue (tp_freeze_q_cnt); 0 with TPACKET_V2 rings.", []string{"link"}, nil)
+	linkDownDesc = prometheus.NewDesc("tslb_link_down_total",
+		"Times the link's interface went down under tslb (ENETDOWN on its packet sockets); tslb keeps its sockets and resumes when it is up.", []string{"link"}, nil)
 	copiedDesc = prometheus.NewDesc("tslb_link_copied_frames_total",
 		"Received frames larger than a ring slot (GSO superframes), read through the TP_STATUS_COPY path.", []string{"link"}, nil)
 	dropsDesc = prometheus.NewDesc("tslb_drops_total",
@@ -313,7 +315,7 @@ var (
 type datapathCollector struct{ b *Balancer }
 
 func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, kernelPacketsDesc, kernelDropsDesc, kernelFreezeDesc, copiedDesc,
+	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, kernelPacketsDesc, kernelDropsDesc, kernelFreezeDesc, copiedDesc, linkDownDesc,
 		dropsDesc, strippedDesc, echoDesc, icmpTrDesc, entriesDesc, workerRxDesc, workerFlowsDesc, handoffDesc,
 		probeDesc, recoveredDesc, halfOpenDesc, evictedDesc} {
 		ch <- d
@@ -369,6 +371,7 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(kernelDropsDesc, st.KernelDrops, l.name)
 		counter(kernelFreezeDesc, st.FreezeCount, l.name)
 		counter(copiedDesc, st.CopyFrames, l.name)
+		counter(linkDownDesc, l.downs.Load(), l.name)
 	}
 	drops, decode := b.dropCounts()
 	var stripped, echo, icmpTr, pSent, pFreed, pReset uint64

@@ -124,6 +124,12 @@ type nic struct {
 	queues  []link.Queue // by worker
 
 	arpReq, arpReply, arpGratuitous prometheus.Counter
+
+	// downs counts the interface going down (worker 0's queue reports
+	// each ENETDOWN once); down is set until a frame arrives again, and
+	// the first worker to see one re-announces tslb's addresses.
+	downs atomic.Uint64
+	down  atomic.Bool
 }
 
 // onLink reports whether a is on nic's subnets or is its gateway.

@@ -159,13 +159,21 @@ func (w *worker) once() (busy bool, err error) {
 	for i, q := range w.qs {
 		n, err := q.Recv(w.rx[:])
 		if err != nil {
-			return busy, err
+			if !link.IsDown(err) {
+				return busy, err
+			}
+			w.linkDown(w.sh.nics[i], err)
+			continue
 		}
 		if n == 0 {
 			continue
 		}
 		busy = true
 		w.in = w.sh.nics[i]
+		if w.in.down.Load() && w.in.down.CompareAndSwap(true, false) {
+			w.sh.log.Info("link up again: frames arrive; announcing tslb's addresses", "link", w.in.name)
+			w.peers[0].announce.Store(true)
+		}
 		for j := 0; j < n; j++ {
 			w.handle(w.rx[j])
 			w.rx[j] = nil
@@ -312,6 +320,20 @@ func (w *worker) drainMail() {
 		}
 	}
 	w.flush()
+}
+
+// linkDown handles a queue's report that its interface went down
+// (packet_notifier sets ENETDOWN on every socket bound to it). The socket
+// stays bound and the kernel re-registers it when the interface comes up,
+// so the worker goes on: sends fail and are counted meanwhile, and the
+// first frame received afterwards triggers the announcements again.
+func (w *worker) linkDown(l *nic, err error) {
+	l.down.Store(true)
+	if w.id != 0 {
+		return
+	}
+	l.downs.Add(1)
+	w.sh.log.Warn("link down: frames to it are dropped and counted as tx_error until it is up", "link", l.name, "err", err)
 }
 
 // sendAnnouncements sends a gratuitous ARP for every owned address on each

@@ -110,6 +110,8 @@ import (
 	"errors"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"tslb/nat"
 )
 
@@ -251,3 +253,9 @@ const (
 	etherTypeIPv6 = 0x86dd
 	etherTypeARP  = nat.EtherTypeARP
 )
+
+// IsDown reports whether err is a queue's report that its interface went
+// down (ENETDOWN, set by the kernel's packet_notifier on every packet
+// socket bound to the interface). The socket stays usable: the kernel
+// re-registers it when the interface comes up again.
+func IsDown(err error) bool { return errors.Is(err, unix.ENETDOWN) }

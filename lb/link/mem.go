@@ -31,6 +31,9 @@ type Mem struct {
 	// a full socket buffer would.
 	FailSend atomic.Bool
 
+	// recvErr, when set, is what the next Recv returns (once), as a
+	// socket reports ENETDOWN when its interface goes down.
+	recvErr   error
 	c         counters
 	closeOnce sync.Once
 	done      chan struct{}
@@ -72,6 +75,16 @@ func (m *Mem) InjectBatch(frames ...[]byte) error {
 	return nil
 }
 
+// FailRecv makes the next Recv return err once (then frames flow again),
+// and makes the queue readable so that a waiting worker sees it.
+func (m *Mem) FailRecv(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recvErr = err
+	one := [8]byte{1}
+	unix.Write(m.efd, one[:])
+}
+
 // Pending returns how many injected frames Recv has not taken yet.
 func (m *Mem) Pending() int {
 	m.mu.Lock()
@@ -93,6 +106,14 @@ func (m *Mem) Recv(frames [][]byte) (int, error) {
 	case <-m.done:
 		return 0, ErrClosed
 	default:
+	}
+	if err := m.recvErr; err != nil {
+		m.recvErr = nil
+		if len(m.in) == 0 {
+			var buf [8]byte
+			unix.Read(m.efd, buf[:])
+		}
+		return 0, err
 	}
 	n := min(len(frames), len(m.in))
 	for i := 0; i < n; i++ {
