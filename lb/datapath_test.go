@@ -1829,6 +1829,9 @@ func TestARPMACChange(t *testing.T) {
 	if got := decode(t, h.b0.next(t)); nat.MAC(got.eth.DstMAC) != newMAC {
 		t.Errorf("segment after the gratuitous ARP went to %v, want the backend's new MAC %v", got.eth.DstMAC, newMAC)
 	}
+	if got := metric(t, h.b, "tslb_neighbour_changes_total", "link", "b0"); got != 1 {
+		t.Errorf("tslb_neighbour_changes_total{link=b0} = %v, want 1", got)
+	}
 	// A gratuitous ARP of an address tslb does not know teaches nothing.
 	before := metric(t, h.b, "tslb_arp_table_entries", "link", "b0")
 	stranger := netip.MustParseAddr("198.18.1.200")

@@ -428,6 +428,8 @@ var (
 	snatAllocDesc = prometheus.NewDesc("tslb_snat_allocations_total",
 		"Backend tuples handed to new flows, per SNAT address and backend, by kind: fresh, early_reuse_isn (in TIME_WAIT, made acceptable by ISN translation), early_reuse_ts (by a newer TSval), forced (exhaustion: reuse, no guarantee).",
 		[]string{"snat", "backend", "kind"}, nil)
+	neighChangesDesc = prometheus.NewDesc("tslb_neighbour_changes_total",
+		"Neighbour entries (ARP or NDP) whose MAC address changed, per link: a host replaced or moved.", []string{"link"}, nil)
 	neighDesc = prometheus.NewDesc("tslb_arp_table_entries",
 		"Entries in tslb's own neighbour (ARP) table, per link.", []string{"link"}, nil)
 )
@@ -494,9 +496,13 @@ func (c *snatCollector) Collect(ch chan<- prometheus.Metric) {
 
 type neighCollector struct{ b *Balancer }
 
-func (c *neighCollector) Describe(ch chan<- *prometheus.Desc) { ch <- neighDesc }
+func (c *neighCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- neighDesc
+	ch <- neighChangesDesc
+}
 func (c *neighCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range c.b.sh.nics {
 		ch <- prometheus.MustNewConstMetric(neighDesc, prometheus.GaugeValue, float64(l.neigh.size()), l.name)
+		ch <- prometheus.MustNewConstMetric(neighChangesDesc, prometheus.CounterValue, float64(l.neigh.changes.Load()), l.name)
 	}
 }

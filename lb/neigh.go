@@ -40,6 +40,9 @@ type neighTable struct {
 	m       atomic.Pointer[addrMap[*neighEntry]]
 	mu      sync.Mutex
 	pending map[nat.Addr16]*pendingQueue
+	// changes counts entries whose MAC changed (a host replaced, a NIC
+	// swapped, a VM moved: learnt from its gratuitous ARP or a reply).
+	changes atomic.Uint64
 }
 
 func newNeighTable() *neighTable {
@@ -87,6 +90,9 @@ func (t *neighTable) learn(ip nat.Addr16, mac nat.MAC, now int64) [][]byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	cur = t.m.Load()
+	if old, _ := cur.get(ip); old != nil && old.mac != mac {
+		t.changes.Add(1)
+	}
 	next := newAddrMap[*neighEntry](cur.len() + 1)
 	cur.each(func(k nat.Addr16, v *neighEntry) { next.set(k, v) })
 	e := &neighEntry{mac: mac}
