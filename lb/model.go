@@ -130,6 +130,10 @@ type nic struct {
 	// the first worker to see one re-announces tslb's addresses.
 	downs atomic.Uint64
 	down  atomic.Bool
+	// upAt is when frames arrived again after the last down (unix ns):
+	// a SYN sent before it may have died with the link, which passive
+	// health does not blame on the backend.
+	upAt atomic.Int64
 }
 
 // onLink reports whether a is on nic's subnets or is its gateway.

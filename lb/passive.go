@@ -109,10 +109,16 @@ func (w *worker) redispatch(f *flow, timeout bool) bool {
 	return true
 }
 
-// passiveFailure counts a refused or unanswered SYN against f's backend.
+// passiveFailure counts a refused or unanswered SYN against f's backend,
+// unless tslb's own link toward it was down when the SYN was sent: that
+// is not the backend's fault (a link flap would otherwise take every
+// backend out at once).
 func (w *worker) passiveFailure(f *flow) {
 	ph := &w.s.cfg.Health.Passive
 	be := f.be
+	if l := be.nic; l != nil && (l.down.Load() || f.sentAt <= l.upAt.Load()) {
+		return
+	}
 	be.passiveFailures.Inc()
 	if n := be.passiveFails.Add(1); int(n) >= ph.Fall {
 		if be.downUntil.Load() < w.now {

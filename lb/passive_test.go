@@ -90,3 +90,39 @@ func TestPassiveHealth(t *testing.T) {
 		}
 	}
 }
+
+// When passive health has taken out every backend of a service (a link
+// outage, a network blip that made all of them miss SYNs), new flows
+// still go to the backends the active check calls up instead of being
+// refused: passive health guards against one bad backend, not against an
+// outage of all.
+func TestPassiveHealthAllDown(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(func(c *config.Config) {
+		c.Health.Passive = config.PassiveHealth{SYNTimeout: 10 * time.Second, Retries: 2, Fall: 1, DownFor: time.Hour}
+		c.SNAT.PortMax = 20099
+	}))
+	h.prime(t)
+	c := h.connect(t, 47400, 1000)
+	h.b0.inject(t, tcpFrame(t, backendSeg(t, c.backend, c.sport, nat.TCPFlagRST|nat.TCPFlagACK, 0, c.cisn+1)))
+	again := tcpOf(t, decode(t, h.b0.next(t)))
+	if again.flags != nat.TCPFlagSYN || again.dst != otherBackend(c.backend) {
+		t.Fatalf("after the first RST: %+v, want the SYN re-dispatched to %s", again, otherBackend(c.backend))
+	}
+	h.b0.inject(t, tcpFrame(t, backendSeg(t, again.dst, again.src.Port(), nat.TCPFlagRST|nat.TCPFlagACK, 0, c.cisn+1)))
+	if rst := tcpOf(t, decode(t, h.c0.next(t))); rst.flags&nat.TCPFlagRST == 0 {
+		t.Fatalf("after both refused: %+v reached the client, want the RST", rst)
+	}
+	for _, be := range []netip.AddrPort{be1AP, be2AP} {
+		if got := metric(t, h.b, "tslb_backend_passive_downs_total", "service", "web", "backend", be.String()); got != 1 {
+			t.Fatalf("passive downs of %s = %v, want 1", be, got)
+		}
+	}
+	for i := range 4 {
+		d := h.connect(t, uint16(47500+i), 3000) // fails the test if the SYN is refused
+		h.accept(t, d, 9000)
+	}
+	if got := metric(t, h.b, "tslb_syn_refused_total", "service", "web", "reason", "no_backend"); got != 0 {
+		t.Errorf("no_backend refusals = %v, want 0", got)
+	}
+}

@@ -202,6 +202,19 @@ func (s *service) pickExcept(h uint64, worker int, now int64, not []*backend) *b
 			return be
 		}
 	}
+	// Every backend the scheduler offered is out by passive health (or
+	// down): rather than refuse every client, use one that the active
+	// check (if any) still calls up — passive health guards against one
+	// bad backend, not against an outage of all (Envoy's "panic" rule).
+	for i := 0; i <= len(s.backends); i++ {
+		be := sched.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
+		if be == nil {
+			return nil
+		}
+		if be.up.Load() && !tried(not, be) {
+			return be
+		}
+	}
 	return nil
 }
 

@@ -171,6 +171,7 @@ func (w *worker) once() (busy bool, err error) {
 		busy = true
 		w.in = w.sh.nics[i]
 		if w.in.down.Load() && w.in.down.CompareAndSwap(true, false) {
+			w.in.upAt.Store(w.now)
 			w.sh.log.Info("link up again: frames arrive; announcing tslb's addresses", "link", w.in.name)
 			w.peers[0].announce.Store(true)
 		}

@@ -216,10 +216,16 @@ type stream struct {
 // stream of the killed instance waits for it: its client never hears
 // from the flow again).
 func runStream(ns *lab.NS, seed uint64, n int64, chunk int, every time.Duration, deadline time.Duration) stream {
+	return streamFrom(ns, lab.ClusterVIP.String(), seed, n, chunk, every, deadline)
+}
+
+// streamFrom is runStream from the service at host (an address, or
+// address:port).
+func streamFrom(ns *lab.NS, host string, seed uint64, n int64, chunk int, every time.Duration, deadline time.Duration) stream {
 	var st stream
 	hc := &http.Client{Timeout: deadline, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true,
 		ReadBufferSize: chunk}}
-	resp, err := hc.Get(fmt.Sprintf("http://%s/bytes?n=%d&seed=%d", lab.ClusterVIP, n, seed))
+	resp, err := hc.Get(fmt.Sprintf("http://%s/bytes?n=%d&seed=%d", host, n, seed))
 	if err != nil {
 		st.err = err
 		return st
