@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -105,7 +106,7 @@ func TestStatusPageBrowser(t *testing.T) {
 	chromium := requireTool(t, "chromium", "chromium")
 	start := time.Now()
 	hc := &config.HealthCheck{Type: "http", Interval: 300 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2, Path: "/", ExpectStatus: 200}
-	l, bs, tl := deploy(t, 1, 2, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{HealthCheck: hc, PcapDir: t.TempDir()})
+	l, bs, tl := deploy(t, 1, 2, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{HealthCheck: hc, PcapDir: t.TempDir(), Control: true})
 	ctx, stop := context.WithTimeout(context.Background(), 40*time.Second)
 	defer stop()
 	var wg sync.WaitGroup
@@ -201,6 +202,16 @@ func TestStatusPageBrowser(t *testing.T) {
 	rows = backendRows(t, dom)
 	if rows[addr(0)] != "up" || rows[addr(1)] != "down" {
 		t.Errorf("after the kill: backend rows %v, want %s up and %s down", rows, addr(0), addr(1))
+	}
+	// `tslb status` on the control socket says the same.
+	out, err := exec.Command(tslbBinary, "status", "-socket", tl.Config.Control.Socket).CombinedOutput()
+	if err != nil {
+		t.Errorf("tslb status: %v\n%s", err, out)
+	}
+	for _, want := range []string{addr(0) + "  up", addr(1) + "  down", "DROP REASON", "KERNEL DROPS"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("tslb status lacks %q:\n%s", want, out)
+		}
 	}
 	shot := filepath.Join(artifactDir(t), "status.png")
 	chromiumDOM(t, chromium, l.LB, statusURL, shot)
