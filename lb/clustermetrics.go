@@ -181,6 +181,7 @@ func (c *clusterCtl) peers(ctx context.Context) ([]bgp.PeerState, error) {
 // ClusterStatus is the cluster section of Status (absent without a
 // cluster section).
 type ClusterStatus struct {
+	// Name is cluster.name; Self this instance's cluster.id.
 	Name string `json:"name"`
 	Self uint16 `json:"self"`
 	// Ready: heard every member or waited dead_after; Draining: tslb
@@ -188,53 +189,76 @@ type ClusterStatus struct {
 	Ready    bool `json:"ready"`
 	Draining bool `json:"draining"`
 	// Current and Previous are the member IDs of the two views.
-	Current  []uint16              `json:"current_view"`
-	Previous []uint16              `json:"previous_view"`
-	Members  []ClusterMemberStatus `json:"members"`
+	Current  []uint16 `json:"current_view"`
+	Previous []uint16 `json:"previous_view"`
+	// Members are every configured member, by ascending ID.
+	Members []ClusterMemberStatus `json:"members"`
 	// Decisions counts the frames of flows not held here by verdict
 	// (tslb_cluster_decisions_total); FlowsLost the flows lost with a
 	// dead member (tslb_cluster_flows_lost_total).
 	Decisions map[string]uint64 `json:"decisions"`
 	FlowsLost uint64            `json:"flows_lost"`
-	BGP       BGPStatus         `json:"bgp"`
+	// BGP is the instance's BGP speaker.
+	BGP BGPStatus `json:"bgp"`
 }
 
 // ClusterMemberStatus is one member as this instance sees it.
 type ClusterMemberStatus struct {
-	ID        uint16    `json:"id"`
-	MAC       string    `json:"mac"`
-	Address   string    `json:"address"`
-	Self      bool      `json:"self"`
-	Live      bool      `json:"live"`
-	Draining  bool      `json:"draining"`
-	Agrees    bool      `json:"agrees"` // its last heartbeat carried our current view
+	// ID, MAC and Address are the member's cluster.members[] entry; Self
+	// marks this instance.
+	ID      uint16 `json:"id"`
+	MAC     string `json:"mac"`
+	Address string `json:"address"`
+	Self    bool   `json:"self"`
+	// Live: heard within dead_after; Draining: its heartbeats say it is
+	// draining.
+	Live     bool `json:"live"`
+	Draining bool `json:"draining"`
+	Agrees   bool `json:"agrees"` // its last heartbeat carried our current view
+	// LastHeard is its last heartbeat (absent for self and never heard).
 	LastHeard time.Time `json:"last_heard,omitzero"`
-	Restarts  uint64    `json:"restarts"`
-	Deaths    uint64    `json:"deaths"`
-	Forwarded uint64    `json:"frames_forwarded"`
-	Received  uint64    `json:"frames_received"`
+	// Restarts counts the new generations (restarts) seen after its
+	// first; Deaths its transitions from live to dead.
+	Restarts uint64 `json:"restarts"`
+	Deaths   uint64 `json:"deaths"`
+	// Forwarded and Received count the client frames this instance
+	// forwarded to it and received from it.
+	Forwarded uint64 `json:"frames_forwarded"`
+	Received  uint64 `json:"frames_received"`
 }
 
 // BGPStatus is the speaker: announced prefixes, VIPs not announced with
 // the reason, sessions.
 type BGPStatus struct {
+	// Announced are the prefixes announced now (sorted); NotAnnounced
+	// maps each VIP prefix held back to the reason.
 	Announced    []string          `json:"announced"`
 	NotAnnounced map[string]string `json:"not_announced,omitempty"`
-	Peers        []BGPPeerStatus   `json:"peers"`
-	LastError    string            `json:"last_error,omitempty"`
+	// Peers are the configured sessions.
+	Peers []BGPPeerStatus `json:"peers"`
+	// LastError is the speaker's last error ("" if none).
+	LastError string `json:"last_error,omitempty"`
 }
 
 // BGPPeerStatus is one BGP session.
 type BGPPeerStatus struct {
-	Address        string    `json:"address"`
-	ASN            uint32    `json:"asn"`
+	// Address and ASN are the neighbour's.
+	Address string `json:"address"`
+	ASN     uint32 `json:"asn"`
+	// State is the FSM state (idle, connect, active, opensent,
+	// openconfirm, established); Since when it became established
+	// (absent otherwise); Establishments how often it did since start.
 	State          string    `json:"state"`
 	Since          time.Time `json:"since,omitzero"`
 	Establishments uint64    `json:"establishments"`
-	Received       uint64    `json:"routes_received"`
-	Advertised     uint64    `json:"routes_advertised"`
-	LastError      string    `json:"last_error,omitempty"`
-	BFD            string    `json:"bfd,omitempty"`
+	// Received counts the routes the neighbour sent, Advertised those
+	// sent to it.
+	Received   uint64 `json:"routes_received"`
+	Advertised uint64 `json:"routes_advertised"`
+	// LastError is the session's last error; BFD the BFD session's state
+	// (absent without BFD).
+	LastError string `json:"last_error,omitempty"`
+	BFD       string `json:"bfd,omitempty"`
 }
 
 // clusterStatus returns the cluster section of Status, nil without one.

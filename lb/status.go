@@ -20,9 +20,13 @@ import (
 
 // Status is what a person (the status page, `tslb status`) sees of a
 // running balancer: every service, backend, SNAT pair and link with the
-// figures that matter, as one JSON document (/status.json). Its shape is
-// versioned by Schema; every field is documented here, and docs/status.md
-// (README, "Status page") mirrors it.
+// figures that matter, as one JSON document (/status.json, and the answer
+// to "status" on the control socket). Its shape is versioned by Schema:
+// a field may be added within "tslb-status/1", none renamed or removed.
+// Every field is documented here (the README's "Status page" points
+// here; TestStatusSchemaDocumented checks it). Times are RFC 3339 in UTC;
+// counters count since start (they do not reset on reload); a field
+// marked omitempty/omitzero in its tag is absent when empty.
 type Status struct {
 	// Schema is "tslb-status/1".
 	Schema string `json:"schema"`
@@ -33,12 +37,17 @@ type Status struct {
 	// Workers is the number of datapath workers.
 	Workers int `json:"workers"`
 	// Stopping is true once a graceful stop began (no new flows).
-	Stopping bool            `json:"stopping"`
-	Config   ConfigStatus    `json:"config"`
-	Flows    FlowsStatus     `json:"flows"`
+	Stopping bool `json:"stopping"`
+	// Config is the running configuration's version and last reload.
+	Config ConfigStatus `json:"config"`
+	// Flows is the flow table's occupancy.
+	Flows FlowsStatus `json:"flows"`
+	// Services are the configured services, sorted by name.
 	Services []ServiceStatus `json:"services"`
-	SNAT     []SNATStatus    `json:"snat"`
-	Links    []LinkStatus    `json:"links"`
+	// SNAT is one entry per (SNAT address, backend) pair in use.
+	SNAT []SNATStatus `json:"snat"`
+	// Links are the configured links, in configuration order.
+	Links []LinkStatus `json:"links"`
 	// Drops counts every dropped frame by reason (only non-zero reasons).
 	Drops map[string]uint64 `json:"drops"`
 	// Collisions are the latest collision signatures the detector saw
@@ -51,8 +60,10 @@ type Status struct {
 
 // ConfigStatus is the running configuration's version and reloads.
 type ConfigStatus struct {
-	Source  string `json:"source"`  // the file it was loaded from
-	Version int    `json:"version"` // 0 at start, +1 per applied reload
+	// Source is the file the configuration was loaded from.
+	Source string `json:"source"`
+	// Version is 0 at start, +1 per applied reload.
+	Version int `json:"version"`
 	// LastReload is the time of the last reload attempt (zero if none),
 	// LastReloadOK its outcome and LastReloadError its error.
 	LastReload      time.Time `json:"last_reload,omitzero"`
@@ -62,33 +73,48 @@ type ConfigStatus struct {
 
 // FlowsStatus is the flow table.
 type FlowsStatus struct {
-	Entries  int64 `json:"entries"`
+	// Entries is the flows in the table now (every state).
+	Entries int64 `json:"entries"`
+	// Capacity is flows.max.
 	Capacity int64 `json:"capacity"`
+	// HalfOpen is the flows that have not completed their handshake.
 	HalfOpen int64 `json:"half_open"`
 }
 
 // ServiceStatus is one service.
 type ServiceStatus struct {
-	Name       string `json:"name"`
-	VIP        string `json:"vip"`
-	Port       uint16 `json:"port"`
+	// Name is services[].name.
+	Name string `json:"name"`
+	// VIP and Port are the address clients connect to.
+	VIP  string `json:"vip"`
+	Port uint16 `json:"port"`
+	// Timestamps is the timestamp mode: strip, passthrough or rewrite.
 	Timestamps string `json:"timestamps"`
-	Scheduler  string `json:"scheduler"`
+	// Scheduler is services[].scheduler (wrr, lc, maglev, ...).
+	Scheduler string `json:"scheduler"`
 	// SYNProxy is the configured mode; SYNProxyActive whether new SYNs
 	// are answered with cookies now.
-	SYNProxy       string          `json:"syn_proxy"`
-	SYNProxyActive bool            `json:"syn_proxy_active"`
-	FlowsActive    float64         `json:"flows_active"`
-	FlowsCreated   float64         `json:"flows_created"`
-	HalfOpen       int64           `json:"half_open"`
-	Backends       []BackendStatus `json:"backends"`
+	SYNProxy       string `json:"syn_proxy"`
+	SYNProxyActive bool   `json:"syn_proxy_active"`
+	// FlowsActive is the service's open flows (tslb_service_flows_active),
+	// FlowsCreated the flows made since start
+	// (tslb_service_flows_created_total), HalfOpen those not yet
+	// established.
+	FlowsActive  float64 `json:"flows_active"`
+	FlowsCreated float64 `json:"flows_created"`
+	HalfOpen     int64   `json:"half_open"`
+	// Backends are the service's backends in configuration order.
+	Backends []BackendStatus `json:"backends"`
 }
 
 // BackendStatus is one backend of a service.
 type BackendStatus struct {
+	// Address is the backend's address:port.
 	Address string `json:"address"`
-	Weight  int    `json:"weight"` // 0: drained
-	Drain   bool   `json:"drain"`
+	// Weight is its effective weight (0 when drained); Drain is true when
+	// it takes no new flows (drain: true or weight 0).
+	Weight int  `json:"weight"`
+	Drain  bool `json:"drain"`
 	// Up is the active health check's verdict (true without a check);
 	// PassiveDown says passive health took it out of new flows until
 	// PassiveDownUntil.
@@ -103,19 +129,26 @@ type BackendStatus struct {
 	LastCheckOK    bool      `json:"last_check_ok"`
 	LastCheckError string    `json:"last_check_error,omitempty"`
 	Transitions    uint64    `json:"transitions"`
-	FlowsActive    int64     `json:"flows_active"`
-	FlowsCreated   float64   `json:"flows_created"`
-	Collisions     float64   `json:"collisions"`
-	Repairs        float64   `json:"repairs"`
+	// FlowsActive is its open flows now, FlowsCreated the flows sent to
+	// it since start (the status page's new flows/s is the rate of this
+	// counter), Collisions the collisions the detector saw on its tuples
+	// (every signature) and Repairs the ones it repaired.
+	FlowsActive  int64   `json:"flows_active"`
+	FlowsCreated float64 `json:"flows_created"`
+	Collisions   float64 `json:"collisions"`
+	Repairs      float64 `json:"repairs"`
 }
 
 // SNATStatus is one (SNAT address, backend) pair, all workers' shares.
 type SNATStatus struct {
-	SNAT     string `json:"snat"`
-	Backend  string `json:"backend"`
-	InUse    int    `json:"in_use"`
-	TimeWait int    `json:"time_wait"`
-	Free     int    `json:"free"`
+	// SNAT is the SNAT address, Backend the backend's address:port.
+	SNAT    string `json:"snat"`
+	Backend string `json:"backend"`
+	// InUse is ports held by open flows; TimeWait tuples the backend
+	// keeps in TIME_WAIT (in the ledger); Free ports neither.
+	InUse    int `json:"in_use"`
+	TimeWait int `json:"time_wait"`
+	Free     int `json:"free"`
 	// EntryRate is tuples entering TIME_WAIT per second (~10 s EWMA);
 	// SecondsToExhaustion is Free / EntryRate, null when nothing enters.
 	EntryRate           float64  `json:"time_wait_entries_per_second"`
@@ -127,25 +160,36 @@ type SNATStatus struct {
 
 // LinkStatus is one link, all workers' queues.
 type LinkStatus struct {
-	Name          string `json:"name"`
-	RxPackets     uint64 `json:"rx_packets"`
-	TxPackets     uint64 `json:"tx_packets"`
-	RxBytes       uint64 `json:"rx_bytes"`
-	TxBytes       uint64 `json:"tx_bytes"`
-	TxErrors      uint64 `json:"tx_errors"`
+	// Name is links[].name.
+	Name string `json:"name"`
+	// RxPackets, TxPackets, RxBytes and TxBytes are the frames and bytes
+	// tslb received and sent on it; TxErrors the sends that failed.
+	RxPackets uint64 `json:"rx_packets"`
+	TxPackets uint64 `json:"tx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	TxErrors  uint64 `json:"tx_errors"`
+	// KernelPackets and KernelDrops are the kernel's PACKET_STATISTICS of
+	// its sockets: frames it handed over, and frames lost because a ring
+	// was full.
 	KernelPackets uint64 `json:"kernel_packets"`
 	KernelDrops   uint64 `json:"kernel_drops"`
-	Neighbours    int    `json:"neighbours"`
+	// Neighbours is the entries in its neighbour (ARP/NDP) table.
+	Neighbours int `json:"neighbours"`
 }
 
 // CollisionStatus is one collision the detector saw.
 type CollisionStatus struct {
-	Time      time.Time `json:"time"`
-	Backend   string    `json:"backend"`
-	Tuple     string    `json:"tuple"`
-	Client    string    `json:"client"`
-	Signature string    `json:"signature"`
-	Repaired  bool      `json:"repaired"`
+	// Time is when it was seen; Backend the backend's address:port; Tuple
+	// the SNAT address:port of the flow; Client the client's address:port.
+	Time    time.Time `json:"time"`
+	Backend string    `json:"backend"`
+	Tuple   string    `json:"tuple"`
+	Client  string    `json:"client"`
+	// Signature is what gave it away (tslb_collisions_total's signature
+	// label, such as old_ack); Repaired whether the detector repaired it.
+	Signature string `json:"signature"`
+	Repaired  bool   `json:"repaired"`
 	// Pcap is the capture file's base name in detector.pcap_dir ("" when
 	// none is written); the status page links /pcap/<name>.
 	Pcap string `json:"pcap,omitempty"`

@@ -11,7 +11,8 @@
 # prometheus (promtool, and the server the lab runs in tslb's namespace),
 # podman, buildah and runc (the container image; no registry is used),
 # systemd (systemd-analyze verify) and util-linux (setpriv) are for the
-# tests of deploy/.
+# tests of deploy/; chromium (headless) loads the status page in
+# TestStatusPageBrowser.
 set -eu
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -28,7 +29,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null || die "apt-get update failed"
 log "apt-get update: done"
 
-pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy bird2 ca-certificates curl git gcc libc6-dev prometheus podman buildah runc systemd util-linux"
+pkgs="iproute2 iputils-ping nftables tcpdump ethtool iperf3 haproxy bird2 ca-certificates curl git gcc libc6-dev prometheus podman buildah runc systemd util-linux chromium"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -106,7 +106,7 @@ func cmdDemo(args []string) int {
 			}
 		}
 	}
-	fmt.Printf("  metrics URL: http://%s/metrics inside namespace %s\n", harness.MetricsAddr, l.LB.Name)
+	fmt.Printf("  metrics URL: http://%s/metrics inside namespace %s (status page: http://%s/, /status.json)\n", harness.MetricsAddr, l.LB.Name, harness.MetricsAddr)
 	if *keep {
 		fmt.Printf("\nkept running. Try:\n  ip netns exec %s curl -s http://%s:80/\n  ip netns exec %s curl -s http://%s/metrics | grep ^tslb_\nCtrl-C to stop and remove the lab.\n",
 			l.Clients[0].Name, l.VIP, l.LB.Name, harness.MetricsAddr)

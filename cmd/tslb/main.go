@@ -1,5 +1,6 @@
 // Command tslb is a userspace L4 TCP load balancer that keeps backends'
-// TIME_WAIT in mind. Subcommands: run, check-config, demo, lab, version.
+// TIME_WAIT in mind. Subcommands: run, check-config, reload, drain,
+// status, demo, lab, bench, version.
 package main
 
 import (
@@ -19,6 +20,10 @@ commands:
                        line; several files are one cluster's: checked together too
   reload [-socket S]   make a running tslb re-read its configuration file
   drain [-socket S]    stop a running tslb gracefully (a cluster instance withdraws its routes first)
+  status [-socket S] [-json]
+                       print a running tslb's services, backends, SNAT pressure, links and drops
+                       as tables (-json: the status document, as /status.json); the same is
+                       the status page at / of metrics.listen
   demo                 build a network-namespace lab, balance HTTP through it, print a table
   lab up|down          build or remove a lab topology to play with by hand
   bench [flags]        run one workload through nftables, HAProxy and tslb side by side
@@ -43,6 +48,8 @@ func main() {
 		code = cmdReload(args)
 	case "drain":
 		code = cmdDrain(args)
+	case "status":
+		code = cmdStatus(args)
 	case "lab":
 		code = cmdLab(args)
 	case "bench":

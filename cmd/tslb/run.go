@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"tslb/config"
 	"tslb/lb"
+	"tslb/lb/statuspage"
 )
 
 func cmdCheckConfig(args []string) int {
@@ -130,6 +132,9 @@ func cmdRun(args []string) int {
 	ctx, drain := context.WithCancel(ctx)
 	defer drain()
 
+	// The status page, /status.json (computed at most every 250 ms however
+	// many ask), /pcap/<name>; `tslb status` reads the same cache.
+	sp := statuspage.New(b.Status, statuspage.Options{PcapDir: b.PcapDir()})
 	var srv *http.Server
 	if cfg.Metrics.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
@@ -139,11 +144,12 @@ func cmdRun(args []string) int {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", b.MetricsHandler())
-		mux.Handle("/status.json", b.StatusHandler())
+		sp.Register(mux) // /, /status.json, /pcap/{name}
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
-		log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+		go sp.Run(ctx)
+		log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics", "status", "http://"+ln.Addr().String()+"/")
 	}
 
 	// Reload: SIGHUP or `tslb reload` on the control socket. The file is
@@ -192,7 +198,7 @@ func cmdRun(args []string) int {
 			b.Drain()
 			drain()
 			return nil
-		}}, log)
+		}, status: func() ([]byte, error) { return json.Marshal(sp.Status()) }}, log)
 		log.Info("control socket", "path", sock)
 	}
 

@@ -431,3 +431,18 @@ func (h *Hist) Quantile(p float64) int64 {
 	}
 	return h.max
 }
+
+// RR opens conns request/response connections (connection i to
+// targets[i%len(targets)], each connect bounded by timeout), runs
+// transactions of size bytes on them for dur with loops epoll loops, and
+// closes them: the request/response phase of Run for other tests. A
+// connection that could not be opened counts as an error, with its
+// message in FirstErrors.
+func RR(ctx context.Context, targets []Target, conns, size int, dur, timeout time.Duration, loops int) RRResult {
+	rc := dialRR(ctx, targets, conns, timeout)
+	defer rc.close()
+	res := runRR(ctx, rc.fds, size, dur, timeout, loops, nil)
+	res.Errors += rc.failed
+	res.FirstErrors = append(rc.errs, res.FirstErrors...)
+	return res
+}
