@@ -272,7 +272,10 @@ func (b *Balancer) Registry() *prometheus.Registry { return b.sh.m.reg }
 
 // MetricsHandler serves the metrics in the Prometheus text format.
 func (b *Balancer) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(b.sh.m.reg, promhttp.HandlerOpts{Registry: b.sh.m.reg})
+	// Uncompressed: gzip costs 1.5x the gathering itself (BenchmarkMetricsScrape:
+	// 0.29 ms plain, 0.74 ms gzip, for 25 KB), which a scrape storm turns into
+	// CPU the datapath needs; a scrape every few seconds does not miss it.
+	return promhttp.HandlerFor(b.sh.m.reg, promhttp.HandlerOpts{Registry: b.sh.m.reg, DisableCompression: true})
 }
 
 // Config is the configuration running now.

@@ -2,7 +2,9 @@ package lb
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -168,7 +170,11 @@ func (m *metrics) translationEvents(x *nat.Translation) {
 
 func newMetrics(b *Balancer) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
-	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The process collector reads several /proc files per scrape (stat,
+	// limits, fd, netstat: about 0.2 ms); its figures change slowly, so a
+	// scrape storm is answered from a copy at most a second old.
+	m.reg.MustRegister(collectors.NewGoCollector(),
+		newCachedCollector(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), time.Second, time.Now))
 	m.flowsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tslb_flows_active", Help: "Flows in the flow table, by service.",
 	}, []string{"service"})
@@ -504,5 +510,48 @@ func (c *neighCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range c.b.sh.nics {
 		ch <- prometheus.MustNewConstMetric(neighDesc, prometheus.GaugeValue, float64(l.neigh.size()), l.name)
 		ch <- prometheus.MustNewConstMetric(neighChangesDesc, prometheus.CounterValue, float64(l.neigh.changes.Load()), l.name)
+	}
+}
+
+// cachedCollector serves the metrics of c collected at most every apart:
+// prometheus.Metric values are immutable, so the same ones can be sent to
+// every scrape in between.
+type cachedCollector struct {
+	c     prometheus.Collector
+	every time.Duration
+	now   func() time.Time
+
+	mu   sync.Mutex
+	at   time.Time
+	last []prometheus.Metric
+}
+
+func newCachedCollector(c prometheus.Collector, every time.Duration, now func() time.Time) *cachedCollector {
+	return &cachedCollector{c: c, every: every, now: now}
+}
+
+func (c *cachedCollector) Describe(ch chan<- *prometheus.Desc) { c.c.Describe(ch) }
+
+func (c *cachedCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	if t := c.now(); c.last == nil || t.Sub(c.at) >= c.every {
+		fresh := make(chan prometheus.Metric, 32)
+		done := make(chan struct{})
+		var ms []prometheus.Metric
+		go func() {
+			for m := range fresh {
+				ms = append(ms, m)
+			}
+			close(done)
+		}()
+		c.c.Collect(fresh)
+		close(fresh)
+		<-done
+		c.last, c.at = ms, t
+	}
+	last := c.last
+	c.mu.Unlock()
+	for _, m := range last {
+		ch <- m
 	}
 }
