@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 bash test/setup-debian.sh
 export PATH="$PATH:/usr/local/go/bin"
 export CGO_ENABLED="${CGO_ENABLED:-1}" # -race needs cgo
+# Artifacts of lab tests (the status page screenshot, ...) land here.
+export TSLB_TEST_OUT="${TSLB_TEST_OUT:-$PWD/test-output}"
+mkdir -p "$TSLB_TEST_OUT"
 
 echo "== gofmt"
 bad=$(gofmt -l $(find . -name '*.go' -not -path './.git/*'))
