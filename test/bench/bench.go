@@ -632,9 +632,11 @@ func haproxyConfig(vip, snat netip.Addr, backends []netip.Addr, portMin, portMax
 		name        string
 		port, bport int
 	}{{"", vipPort, backendPort}, {"_rr", rrVIPPort, rrBackendPort}} {
-		fmt.Fprintf(&s, "\nfrontend fe%s\n  bind %s:%d\n  default_backend be%s\n\nbackend be%s\n  balance roundrobin\n", p.name, vip, p.port, p.name, p.name)
+		fmt.Fprintf(&s, "\nfrontend fe%s\n  bind %s\n  default_backend be%s\n\nbackend be%s\n  balance roundrobin\n", p.name, netip.AddrPortFrom(vip, uint16(p.port)), p.name, p.name)
 		for i, b := range backends {
-			fmt.Fprintf(&s, "  server b%d %s:%d source %s:%d-%d\n", i+1, b, p.bport, snat, portMin, portMax)
+			// [addr]:port works for both families (HAProxy ≥ 1.9).
+			src := netip.AddrPortFrom(snat, portMin).String()
+			fmt.Fprintf(&s, "  server b%d %s source %s-%d\n", i+1, netip.AddrPortFrom(b, uint16(p.bport)), src, portMax)
 		}
 	}
 	return s.String()
@@ -644,13 +646,7 @@ func haproxyConfig(vip, snat netip.Addr, backends []netip.Addr, portMin, portMax
 // ModeKernelNAT lab whose nftables table it deletes first (the lb
 // namespace keeps the VIP and SNAT addresses; forwarding is turned off).
 func startHAProxy(l *lab.Lab, dir string, portMin, portMax uint16) (*balancer, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	out, err := l.LB.Command(ctx, "nft", "delete", "table", "ip", lab.NATTable).CombinedOutput()
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("bench: nft delete table: %v: %s", err, out)
-	}
-	if err := l.LB.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
+	if err := l.StopKernelNAT(); err != nil {
 		return nil, err
 	}
 	var bs []netip.Addr
@@ -683,7 +679,7 @@ func startHAProxy(l *lab.Lab, dir string, portMin, portMax uint16) (*balancer, e
 			return nil, fmt.Errorf("bench: haproxy exited during start (%v): %s", err, b)
 		default:
 		}
-		c, err := l.LB.DialContext(context.Background(), "tcp4", fmt.Sprintf("%s:%d", l.VIP, vipPort))
+		c, err := l.LB.DialContext(context.Background(), "tcp", netip.AddrPortFrom(l.VIP, vipPort).String())
 		if err == nil {
 			c.Close()
 			break
