@@ -102,6 +102,10 @@ type Config struct {
 	// datapath.io (0 and "" mean the harness defaults: 2 workers, ring).
 	TSLBWorkers int
 	TSLBIO      string
+	// IPv6 runs every cell over IPv6: dual-stack labs whose VIP, SNAT
+	// address and backends are IPv6 (nftables table ip6, HAProxy and tslb
+	// on IPv6 addresses).
+	IPv6 bool
 	// NewLab builds each cell's lab (nil means lab.New). Tests pass a
 	// function around lab.NewT. The cell closes the lab when it ends;
 	// Lab.Close is idempotent.
@@ -211,7 +215,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Clients: cfg.Clients, CTTimeWaitS: cfg.CTTimeWait.Seconds(), DurationS: cfg.Duration.Seconds(),
 		ClosedS: max(0, cfg.ClosedFor.Seconds()), BulkS: max(0, cfg.BulkFor.Seconds()), Workers: cfg.Workers,
 		TimeoutS: cfg.Timeout.Seconds(), BackendTS: !cfg.BackendTSOff, BackendTWSec: backendTW,
-		RRConns: cfg.RRConns, RRS: max(0, cfg.RRFor.Seconds()), RRSize: cfg.RRSize, RRVIPPort: rrVIPPort, RRBackendPort: rrBackendPort}}
+		RRConns: cfg.RRConns, RRS: max(0, cfg.RRFor.Seconds()), RRSize: cfg.RRSize, RRVIPPort: rrVIPPort, RRBackendPort: rrBackendPort,
+		IPv6: cfg.IPv6}}
 	if cfg.OutDir != "" {
 		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
@@ -261,7 +266,7 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 		return cell
 	}
 	progress("building lab")
-	lc := lab.Config{Clients: cfg.Clients, Backends: cfg.Backends}
+	lc := lab.Config{Clients: cfg.Clients, Backends: cfg.Backends, IPv6: cfg.IPv6}
 	switch name {
 	case CellNFTStrip, CellNFTPass, CellHAProxy:
 		lc.Mode = lab.ModeKernelNAT
@@ -607,7 +612,7 @@ func startBalancer(ctx context.Context, cfg Config, name string, l *lab.Lab, dir
 func tslbOptions(cfg Config, name, dir string) harness.Options {
 	o := harness.Options{Binary: cfg.Binary, Dir: dir, PortMin: cfg.PortMin, PortMax: cfg.PortMin + uint16(cfg.Ports-1), LogLevel: cfg.LogLevel,
 		Port: vipPort, BackendPort: backendPort, ExtraPorts: []lab.PortMap{{VIPPort: rrVIPPort, BackendPort: rrBackendPort}},
-		Workers: cfg.TSLBWorkers, IO: cfg.TSLBIO}
+		Workers: cfg.TSLBWorkers, IO: cfg.TSLBIO, IPv6: cfg.IPv6}
 	switch name {
 	case CellTSLBStrip:
 		o.Timestamps = config.TSStrip
