@@ -25,6 +25,9 @@ func TestHostAddr6(t *testing.T) {
 			t.Errorf("hostAddr6(%v, %d) = %v, want %s", tc.p, tc.i, got, tc.want)
 		}
 	}
+	if got := RoutedNet(1); got.String() != "fd00:5e18:0:11::/64" || !IPv6Prefix.Contains(got.Addr()) {
+		t.Errorf("RoutedNet(1) = %v, want fd00:5e18:0:11::/64", got)
+	}
 	if !IPv6Prefix.Contains(labV6.VIP) || !IPv6Prefix.Contains(labV6.SNAT) {
 		t.Errorf("VIP %v or SNAT %v outside %v", labV6.VIP, labV6.SNAT, IPv6Prefix)
 	}
