@@ -22,10 +22,23 @@ import (
 // forward. The router's Packet Too Big goes to the SNAT address; tslb must
 // translate it (outer and quoted addresses and ports) to the client, which
 // then learns a path MTU of 1280 for the VIP and completes the upload
-// intact. The control drops the router's Packet Too Big: the same upload
+// intact. Both with client timestamps (rewrite mode offsets them) and
+// without (tslb inserts 12 bytes of options into each segment: on a path
+// MTU under 1292 it must stop, since the client cannot send packets under
+// 1280 bytes). The control drops the router's Packet Too Big: the same upload
 // then stalls (a black hole) and the client learns nothing.
 func TestPMTU6(t *testing.T) {
+	t.Run("client_ts", func(t *testing.T) { testPMTU6(t, true) })
+	t.Run("no_client_ts", func(t *testing.T) { testPMTU6(t, false) })
+}
+
+func testPMTU6(t *testing.T, clientTS bool) {
 	l := lab.NewT(t, lab.Config{Clients: 1, Backends: 1, IPv6: true})
+	if !clientTS {
+		if err := l.Clients[0].Sysctl("net.ipv4.tcp_timestamps", "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	router, err := l.RouteBackend(0, 1280)
 	if err != nil {
 		t.Fatal(err)
