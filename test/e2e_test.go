@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -408,4 +409,27 @@ func testDropsAndICMP(t *testing.T, ipv6 bool) {
 		t.Errorf("drops{unsupported_proto} = %v, want >= 1", got)
 	}
 	_ = http.StatusOK
+}
+
+// TestDemo runs `tslb demo` and `tslb demo -6`: 300 requests through the
+// VIP of its family, none failed, the backends see only the SNAT address,
+// and tslb exits 0 on SIGTERM.
+func TestDemo(t *testing.T) {
+	forFamilies(t, func(t *testing.T, ipv6 bool) {
+		lab.Require(t)
+		args := []string{"demo", "-requests", "300"}
+		vip, snat := "198.18.0.100:80", " 198.18.1.100("
+		if ipv6 {
+			args = append(args, "-6")
+			vip, snat = "[fd00:5e18::100]:80", " fd00:5e18:0:1::100("
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, tslbBinary, args...).CombinedOutput()
+		text := strings.ReplaceAll(string(out), "\r", "\n")
+		if err != nil || !strings.Contains(text, "300 requests in") || !strings.Contains(text, ", 0 errors") ||
+			!strings.Contains(text, "VIP "+vip) || !strings.Contains(text, snat) || !strings.Contains(text, "exit code 0") {
+			t.Fatalf("tslb %s: %v\n%s", strings.Join(args, " "), err, text)
+		}
+	})
 }
