@@ -447,9 +447,10 @@ func (l *Lab) setHostAddr6(ns *NS, p netip.Prefix, i int) {
 }
 
 // prefixes returns the addresses of a client or backend namespace with
-// their subnets' lengths: IPv4 and, in a dual-stack lab, IPv6.
+// their subnets' lengths (every lab subnet is a /24 and, in IPv6, a /64):
+// IPv4 and, in a dual-stack lab, IPv6.
 func (n *NS) prefixes(l *Lab) []netip.Prefix {
-	out := []netip.Prefix{netip.PrefixFrom(n.Addr4, l.V4.ClientNet.Bits())}
+	out := []netip.Prefix{netip.PrefixFrom(n.Addr4, l.V4.BackendNet.Bits())}
 	if n.Addr6.IsValid() {
 		out = append(out, netip.PrefixFrom(n.Addr6, 64))
 	}
