@@ -155,10 +155,11 @@ func (w *worker) handleICMP6(frame []byte, kind ownedKind) {
 	}
 	p.SetSrc6(f.vip)
 	p.SetDst6(f.client)
-	if e.Type == nat.ICMPv6TypePacketTooBig && f.x.TS == nat.TSActSynth && !f.x.Fallback {
-		// tslb adds 12 bytes to each of this flow's segments toward the
-		// backend: the client must send that much less.
-		p.LowerPacketTooBigMTU(12)
+	if e.Type == nat.ICMPv6TypePacketTooBig {
+		// Where tslb inserts timestamps toward the backend the client must
+		// send 12 bytes less, or, on a path MTU under 1292, tslb stops
+		// inserting them.
+		f.x.PacketTooBigToClient(p)
 	}
 	p.RewriteICMPv6Error(e, f.client, f.cport, f.vip, f.vport, f.x.QuotedSeqToClient(e.InnerSeq))
 	w.c.icmpTranslated.Add(1)

@@ -268,9 +268,25 @@ func TestIPv6Flow(t *testing.T) {
 // flow reaches the client translated (addresses and ports of the quoted
 // segment the client's, its sequence number in the client's space), with
 // the MTU lowered by the 12 bytes tslb inserts for a client without
-// timestamps in rewrite mode.
+// timestamps in rewrite mode; under 1292, where the client cannot go
+// below 1280, the MTU passes unchanged and tslb stops inserting the
+// option (else every 1280-byte packet would grow to 1292: a black hole
+// the lab's TestPMTU6 showed).
 func TestIPv6PacketTooBig(t *testing.T) {
 	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		mtu, want uint32
+		fallback  bool
+	}{{"lowered", 1400, 1388, false}, {"falls_back", 1290, 1290, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			testIPv6PacketTooBig(t, tt.mtu, tt.want, tt.fallback)
+		})
+	}
+}
+
+func testIPv6PacketTooBig(t *testing.T, ptbMTU, wantMTU uint32, fallback bool) {
 	h := start6(t, func(c *config.Config) { c.Services[1].Timestamps = config.TSRewrite })
 	const cport, cisn, bisn = 50001, 5000, 77_000
 	syn := client6Seg(cport, nat.TCPFlagSYN, cisn, 0)
@@ -292,7 +308,7 @@ func TestIPv6PacketTooBig(t *testing.T) {
 		SrcIP: net.IP(router.AsSlice()), DstIP: net.IP(snat6.AsSlice())}
 	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypePacketTooBig, 0)}
 	icmp.SetNetworkLayerForChecksum(ip)
-	body := append(binary.BigEndian.AppendUint32(nil, 1400), quoted...)
+	body := append(binary.BigEndian.AppendUint32(nil, ptbMTU), quoted...)
 	h.b0.inject(t, serialize(t, nat.VirtioNetHdr{}, eth, ip, icmp, gopacket.Payload(body)))
 
 	o := decode6(t, h.c0.next(t))
@@ -304,10 +320,8 @@ func TestIPv6PacketTooBig(t *testing.T) {
 		t.Errorf("Packet Too Big to %v, want the client %v", d, client6)
 	}
 	pl := o.icmp.Payload
-	// (Never below IPv6's 1280: there the SYN-ACK's MSS clamp by 12 has
-	// already made room.)
-	if mtu := binary.BigEndian.Uint32(pl); mtu != 1400-12 {
-		t.Errorf("MTU %d, want %d (1400 less the synthesised timestamps)", mtu, 1400-12)
+	if mtu := binary.BigEndian.Uint32(pl); mtu != wantMTU {
+		t.Errorf("MTU %d, want %d", mtu, wantMTU)
 	}
 	inner := gopacket.NewPacket(pl[4:], layers.LayerTypeIPv6, gopacket.Default)
 	iip, _ := inner.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
@@ -323,6 +337,15 @@ func TestIPv6PacketTooBig(t *testing.T) {
 	}
 	if got := metric(t, h.b, "tslb_icmp_errors_translated_total"); got != 1 {
 		t.Errorf("tslb_icmp_errors_translated_total = %v, want 1", got)
+	}
+	// The client's next segment: with a timestamp inserted, or after the
+	// fallback as the client sent it.
+	seg := client6Seg(cport, nat.TCPFlagACK|nat.TCPFlagPSH, cisn+1, bisn+1)
+	seg.payload = make([]byte, 1200)
+	h.c0.inject(t, seg.frame(t))
+	bd := decode6(t, h.b0.next(t))
+	if _, _, ok := tsOf6(bd.tcp); ok == fallback || len(bd.tcp.Payload) != 1200 || bd.tcp.Seq != cisn+1 {
+		t.Errorf("client data at the backend: TS option %v (want %v), %d bytes, seq %d", ok, !fallback, len(bd.tcp.Payload), bd.tcp.Seq)
 	}
 }
 

@@ -77,6 +77,8 @@ func FuzzDecode(f *testing.F) {
 			p.RewriteICMPv6Error(&e6, ip6V, 10, ip6C, 12, e6.InnerSeq+1)
 		}
 		p.LowerPacketTooBigMTU(12)
+		x := nat.Translation{TS: nat.TSActSynth}
+		x.PacketTooBigToClient(&p)
 		var nd nat.NDP
 		if p.ParseNDP(&nd) == nil {
 			p.NDPReply(&nd)

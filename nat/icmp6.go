@@ -248,6 +248,37 @@ func (p *Packet) RewriteICMPv6Error(e *ICMPv6Error, innerSrc Addr16, innerSrcPor
 	e.InnerSrcPort, e.InnerDstPort = innerSrcPort, innerDstPort
 }
 
+// PacketTooBigToClient adjusts p, a decoded Packet Too Big from the
+// backend's side about x's flow, before it goes to the client, and returns
+// the MTU the client gets (0 if p is no Packet Too Big). tslb adds no
+// encapsulation, so the MTU normally passes unchanged. In TSActSynth every
+// client segment reaches the backend 12 bytes longer, so the MTU is
+// lowered by 12 (LowerPacketTooBigMTU), unless the path MTU is under 1292:
+// the client would then have to send packets under 1280 bytes, which no
+// IPv6 node does (RFC 8201 §4), and its 1280-byte packets would grow to
+// 1292 at tslb and meet the same Packet Too Big for ever (a black hole).
+// There x falls back instead (Fallback: nothing is inserted toward the
+// backend any more) and the MTU passes unchanged. Linux backends accept
+// segments without the option on a connection that negotiated timestamps
+// (RFC 7323 §3.2 lets a receiver drop them; Linux does not), and the
+// TIME_WAIT ledger keeps LastTS, the newest TSval the backend saw.
+func (x *Translation) PacketTooBigToClient(p *Packet) uint32 {
+	m := p.ICMPv6()
+	if m == nil || m.Type() != ICMPv6TypePacketTooBig {
+		return 0
+	}
+	mtu := m.MTU()
+	if x.action() != TSActSynth {
+		return mtu
+	}
+	if mtu < IPv6MinMTU+tsOptLen {
+		x.Fallback = true
+		return mtu
+	}
+	mtu, _ = p.LowerPacketTooBigMTU(tsOptLen)
+	return mtu
+}
+
 // LowerPacketTooBigMTU lowers the MTU advertised by an ICMPv6 Packet Too
 // Big (RFC 4443 §3.2) by by bytes, to no less than IPv6MinMTU, updating
 // the checksum (full mode; in partial mode the field is left alone, the

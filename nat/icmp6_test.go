@@ -405,3 +405,52 @@ func TestICMPv6Checksum(t *testing.T) {
 		t.Errorf("ICMPv6 view: %d %d %#x %#x", m.Type(), m.Code(), m.Checksum(), m.MTU())
 	}
 }
+
+// TestPacketTooBigToClient: the MTU a client gets from a Packet Too Big
+// about its flow: unchanged unless tslb inserts timestamps (TSActSynth),
+// then 12 less, and under 1292 (where the client could not follow below
+// 1280) unchanged with the flow fallen back to inserting nothing.
+func TestPacketTooBigToClient(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		ts           nat.TSAction
+		fallback     bool
+		mtu, want    uint32
+		wantFallback bool
+	}{
+		{"offset", nat.TSActOffset, false, 1400, 1400, false},
+		{"pass", nat.TSActPass, false, 1280, 1280, false},
+		{"synth", nat.TSActSynth, false, 1400, 1388, false},
+		{"synth_1292", nat.TSActSynth, false, 1292, 1280, false},
+		{"synth_1291_falls_back", nat.TSActSynth, false, 1291, 1291, true},
+		{"synth_1280_falls_back", nat.TSActSynth, false, 1280, 1280, true},
+		{"synth_after_fallback", nat.TSActSynth, true, 1400, 1400, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			frame := icmp6ErrorFrame(2, 0, tt.mtu, icmp6Inner(nil, false), 60, false)
+			var p nat.Packet
+			if err := p.Decode(frame); err != nil {
+				t.Fatal(err)
+			}
+			x := nat.Translation{TS: tt.ts, Fallback: tt.fallback}
+			got := x.PacketTooBigToClient(&p)
+			if got != tt.want || nat.ICMPv6(frame[54:]).MTU() != tt.want || x.Fallback != tt.wantFallback {
+				t.Errorf("MTU %d: client gets %d (field %d), Fallback %v; want %d, %v", tt.mtu, got, nat.ICMPv6(frame[54:]).MTU(), x.Fallback, tt.want, tt.wantFallback)
+			}
+			checkFull6(t, frame)
+			if n := testing.AllocsPerRun(10, func() { x.PacketTooBigToClient(&p) }); n != 0 {
+				t.Errorf("allocs %v", n)
+			}
+		})
+	}
+	frame := icmp6ErrorFrame(1, 0, 1500, icmp6Inner(nil, false), 60, false)
+	orig := slices.Clone(frame)
+	var p nat.Packet
+	if err := p.Decode(frame); err != nil {
+		t.Fatal(err)
+	}
+	x := nat.Translation{TS: nat.TSActSynth}
+	if got := x.PacketTooBigToClient(&p); got != 0 || x.Fallback || !slices.Equal(frame, orig) {
+		t.Errorf("destination unreachable: %d, Fallback %v, changed %v", got, x.Fallback, !slices.Equal(frame, orig))
+	}
+}

@@ -161,9 +161,10 @@ type Translation struct {
 	BackendAck     uint32
 	HaveBackendAck bool
 	// Fallback means TSActSynth was turned off because the backend's SYN-ACK
-	// carried no TS (backend tcp_timestamps=0): from then on nothing is
-	// inserted toward the backend. A stray TS from the backend is still
-	// NOPed out, so its clock never reaches the client.
+	// carried no TS (backend tcp_timestamps=0), or because a Packet Too
+	// Big left no room for the option (PacketTooBigToClient): from then on
+	// nothing is inserted toward the backend. A TS from the backend is
+	// still NOPed out, so its clock never reaches the client.
 	Fallback bool
 
 	// Counters of bad or unusual input, exported by lb.
@@ -733,7 +734,12 @@ func (x *Translation) BackendToClient(p *Packet) error {
 				x.Fallback = true
 			}
 			if o.HasTS {
-				x.UnexpectedTS++
+				if !x.BackendUsedTS {
+					// A backend that fell back at the SYN-ACK sends
+					// none; after a Packet Too Big fallback
+					// (PacketTooBigToClient) they are expected.
+					x.UnexpectedTS++
+				}
 				p.nopTSAt(o.TSOff)
 				x.Stripped++
 			}

@@ -21,14 +21,17 @@ import (
 // results.json holds both cells. A 2 s request/response phase (64
 // connections) runs in both cells: it must produce transactions with no
 // error and per-phase CPU figures; how fast is for benchmarks, not tests.
-func TestBenchHarness(t *testing.T) {
+// For IPv4 and IPv6 (nftables table ip6, tslb on an IPv6 service).
+func TestBenchHarness(t *testing.T) { forFamilies(t, testBenchHarness) }
+
+func testBenchHarness(t *testing.T, ipv6 bool) {
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := bench.Run(ctx, bench.Config{
 		Binary: tslbBinary, Cells: []string{bench.CellNFTStrip, bench.CellTSLBRewrite},
 		Rate: 100, Duration: 10 * time.Second, Ports: 256, Backends: 2, Clients: 2, CTTimeWait: 2 * time.Second,
-		ClosedFor: time.Second, BulkFor: time.Second, RRFor: 2 * time.Second, RRConns: 64, OutDir: out,
+		ClosedFor: time.Second, BulkFor: time.Second, RRFor: 2 * time.Second, RRConns: 64, OutDir: out, IPv6: ipv6,
 		// lab.NewT: CI=true fails instead of skipping, and every lab is
 		// removed when the test ends.
 		NewLab: func(c lab.Config) (*lab.Lab, error) { return lab.NewT(t, c), nil },
@@ -107,6 +110,9 @@ func TestBenchHarness(t *testing.T) {
 	got, err := bench.ReadReport(filepath.Join(out, "results.json"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got.Config.IPv6 != ipv6 {
+		t.Errorf("results.json ipv6 = %v, want %v", got.Config.IPv6, ipv6)
 	}
 	if len(got.Cells) != 2 || got.Cells[0].Name != bench.CellNFTStrip || got.Cells[1].Name != bench.CellTSLBRewrite {
 		t.Fatalf("results.json cells = %+v, want nft-strip and tslb-rewrite", got.Cells)

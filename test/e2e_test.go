@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,11 +46,33 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// deploy builds a lab with the given shape, starts its backends and tslb,
-// and registers cleanup that also checks tslb exits 0 on SIGTERM.
+// families are the address families of the tests that run for both: an
+// IPv4 lab, and a dual-stack lab whose primary family (VIP, SNAT,
+// backends, the service tslb is given) is IPv6.
+var families = []struct {
+	name string
+	ipv6 bool
+}{{"ipv4", false}, {"ipv6", true}}
+
+// forFamilies runs fn as the subtests ipv4 and ipv6, each with a lab of
+// its own.
+func forFamilies(t *testing.T, fn func(t *testing.T, ipv6 bool)) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) { fn(t, f.ipv6) })
+	}
+}
+
+// vipURL is http://VIP:port/path, the VIP in brackets if IPv6.
+func vipURL(l *lab.Lab, port uint16, path string) string {
+	return "http://" + netip.AddrPortFrom(l.VIP, port).String() + path
+}
+
+// deploy builds a lab with the given shape (dual-stack with IPv6 primary
+// if o.IPv6), starts its backends and tslb, and registers cleanup that
+// also checks tslb exits 0 on SIGTERM.
 func deploy(t *testing.T, clients, backends int, sc lab.ServerConfig, o harness.Options) (*lab.Lab, []*lab.Backend, *harness.TSLB) {
 	t.Helper()
-	l := lab.NewT(t, lab.Config{Clients: clients, Backends: backends})
+	l := lab.NewT(t, lab.Config{Clients: clients, Backends: backends, IPv6: o.IPv6})
 	bs, err := l.StartBackends(sc)
 	if err != nil {
 		t.Fatalf("start backends: %v", err)
@@ -88,12 +111,15 @@ func metrics(t testing.TB, tl *harness.TSLB) harness.Samples {
 
 // TestHTTPThroughVIP: 1,000 requests from two client namespaces through the
 // VIP to three backends with weights 1:2:3; 0 errors, the backends see only
-// the SNAT address, and the spread is within ±5% of the weights.
-func TestHTTPThroughVIP(t *testing.T) {
+// the SNAT address, and the spread is within ±5% of the weights. For IPv4
+// and IPv6.
+func TestHTTPThroughVIP(t *testing.T) { forFamilies(t, testHTTPThroughVIP) }
+
+func testHTTPThroughVIP(t *testing.T, ipv6 bool) {
 	weights := []int{1, 2, 3}
-	l, bs, tl := deploy(t, 2, 3, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{Weights: weights})
+	l, bs, tl := deploy(t, 2, 3, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{Weights: weights, IPv6: ipv6})
 	ctx := context.Background()
-	res := lab.Requests(ctx, l.Clients, fmt.Sprintf("http://%s:80/", l.VIP), 1000, 16, 5*time.Second, 90*time.Second, false)
+	res := lab.Requests(ctx, l.Clients, vipURL(l, 80, "/"), 1000, 16, 5*time.Second, 90*time.Second, false)
 	if res.Errors != 0 || res.OK != 1000 {
 		t.Fatalf("ok %d errors %d, first errors %v; tslb log:\n%s", res.OK, res.Errors, res.FirstErrors, tl.Log())
 	}
@@ -130,9 +156,13 @@ func TestHTTPThroughVIP(t *testing.T) {
 
 // TestBulkTransferBothWays moves 50 MB each way through tslb with the
 // kernels' offloads on (GSO superframes, partial checksums) and checks the
-// sha256 of what arrived.
-func TestBulkTransferBothWays(t *testing.T) {
-	l, _, tl := deploy(t, 1, 1, lab.ServerConfig{Port: 8080}, harness.Options{})
+// sha256 of what arrived, for IPv4 and IPv6. tslb must have received
+// superframes (more bytes per frame than the MTU allows) and dropped none
+// as oversize.
+func TestBulkTransferBothWays(t *testing.T) { forFamilies(t, testBulkTransferBothWays) }
+
+func testBulkTransferBothWays(t *testing.T, ipv6 bool) {
+	l, _, tl := deploy(t, 1, 1, lab.ServerConfig{Port: 8080}, harness.Options{IPv6: ipv6})
 	const n = 50 << 20
 	hc := l.Clients[0].HTTPClient(false, 60*time.Second)
 
@@ -141,7 +171,7 @@ func TestBulkTransferBothWays(t *testing.T) {
 	wantHex := hex.EncodeToString(want.Sum(nil))
 
 	start := time.Now()
-	resp, err := hc.Get(fmt.Sprintf("http://%s/bytes?n=%d&seed=7", l.VIP, n))
+	resp, err := hc.Get(vipURL(l, 80, fmt.Sprintf("/bytes?n=%d&seed=7", n)))
 	if err != nil {
 		t.Fatalf("download: %v; log:\n%s", err, tl.Log())
 	}
@@ -157,7 +187,7 @@ func TestBulkTransferBothWays(t *testing.T) {
 	t.Logf("download 50 MB in %v (%.0f Mbit/s)", time.Since(start).Round(time.Millisecond), n*8/time.Since(start).Seconds()/1e6)
 
 	start = time.Now()
-	resp, err = hc.Post(fmt.Sprintf("http://%s/upload", l.VIP), "application/octet-stream", lab.Stream(7, n))
+	resp, err = hc.Post(vipURL(l, 80, "/upload"), "application/octet-stream", lab.Stream(7, n))
 	if err != nil {
 		t.Fatalf("upload: %v", err)
 	}
@@ -171,6 +201,16 @@ func TestBulkTransferBothWays(t *testing.T) {
 	for k, v := range m {
 		if strings.HasPrefix(k, "tslb_drops_total{") && v > 0 {
 			t.Logf("%s = %v", k, v)
+		}
+	}
+	for _, link := range []string{"clients", "backends"} {
+		b, p := m.Sum("tslb_link_bytes_total", "link="+link, "direction=rx"), m.Sum("tslb_link_packets_total", "link="+link, "direction=rx")
+		copied := m.Sum("tslb_link_copied_frames_total", "link="+link)
+		t.Logf("link %s: received %.0f frames, %.0f bytes (%.0f per frame), %.0f through the copy path", link, p, b, b/p, copied)
+		// A 1500-byte MTU allows 1514 bytes per frame: more on average
+		// means GSO superframes went through tslb whole.
+		if p == 0 || b/p <= 1514 || copied == 0 {
+			t.Errorf("link %s: %.0f bytes in %.0f frames, %.0f superframes copied: no GSO superframes reached tslb", link, b, p, copied)
 		}
 	}
 }
@@ -187,7 +227,7 @@ func synsOnBothSides(t *testing.T, l *lab.Lab) (client, backend []*layers.TCP) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := lab.Requests(context.Background(), l.Clients[:1], fmt.Sprintf("http://%s/", l.VIP), 5, 1, 5*time.Second, 30*time.Second, false)
+	res := lab.Requests(context.Background(), l.Clients[:1], vipURL(l, 80, "/"), 5, 1, 5*time.Second, 30*time.Second, false)
 	time.Sleep(100 * time.Millisecond)
 	cf, bf := cc.Stop(), bc.Stop()
 	if res.Errors != 0 {
@@ -216,9 +256,12 @@ func tsOption(tcp *layers.TCP) (tsval uint32, ok bool) {
 }
 
 // TestTimestampStrip: with timestamps: strip no SYN reaching the backend
-// carries the TS option (the client's did), and the requests complete.
-func TestTimestampStrip(t *testing.T) {
-	l, _, tl := deploy(t, 1, 1, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{Timestamps: config.TSStrip})
+// carries the TS option (the client's did), and the requests complete;
+// IPv4 and IPv6.
+func TestTimestampStrip(t *testing.T) { forFamilies(t, testTimestampStrip) }
+
+func testTimestampStrip(t *testing.T, ipv6 bool) {
+	l, _, tl := deploy(t, 1, 1, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{Timestamps: config.TSStrip, IPv6: ipv6})
 	client, backend := synsOnBothSides(t, l)
 	if len(client) < 5 || len(backend) < 5 {
 		t.Fatalf("captured %d client SYNs and %d backend SYNs, want >= 5 each", len(client), len(backend))
@@ -239,9 +282,12 @@ func TestTimestampStrip(t *testing.T) {
 }
 
 // TestTimestampPassthrough: the client's TSval reaches the backend
-// unchanged (SYNs matched by their untranslated sequence number).
-func TestTimestampPassthrough(t *testing.T) {
-	l, _, _ := deploy(t, 1, 1, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{Timestamps: config.TSPassthrough})
+// unchanged (SYNs matched by their untranslated sequence number); IPv4
+// and IPv6.
+func TestTimestampPassthrough(t *testing.T) { forFamilies(t, testTimestampPassthrough) }
+
+func testTimestampPassthrough(t *testing.T, ipv6 bool) {
+	l, _, _ := deploy(t, 1, 1, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{Timestamps: config.TSPassthrough, IPv6: ipv6})
 	client, backend := synsOnBothSides(t, l)
 	bySeq := make(map[uint32]uint32)
 	for _, s := range client {
@@ -328,10 +374,13 @@ func TestFlowTableFull(t *testing.T) {
 	}
 }
 
-// TestDropsAndICMP: ping to the VIP is answered; TCP to a port with no
-// service, and UDP to the VIP, are dropped and counted by reason.
-func TestDropsAndICMP(t *testing.T) {
-	l, _, tl := deploy(t, 1, 1, lab.ServerConfig{Port: 8080}, harness.Options{})
+// TestDropsAndICMP: ping to the VIP is answered (ICMPv6 echo on IPv6);
+// TCP to a port with no service, and UDP to the VIP, are dropped and
+// counted by reason. IPv4 and IPv6.
+func TestDropsAndICMP(t *testing.T) { forFamilies(t, testDropsAndICMP) }
+
+func testDropsAndICMP(t *testing.T, ipv6 bool) {
+	l, _, tl := deploy(t, 1, 1, lab.ServerConfig{Port: 8080}, harness.Options{IPv6: ipv6})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	out, err := l.Clients[0].Command(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "1", l.VIP.String()).CombinedOutput()
@@ -360,4 +409,27 @@ func TestDropsAndICMP(t *testing.T) {
 		t.Errorf("drops{unsupported_proto} = %v, want >= 1", got)
 	}
 	_ = http.StatusOK
+}
+
+// TestDemo runs `tslb demo` and `tslb demo -6`: 300 requests through the
+// VIP of its family, none failed, the backends see only the SNAT address,
+// and tslb exits 0 on SIGTERM.
+func TestDemo(t *testing.T) {
+	forFamilies(t, func(t *testing.T, ipv6 bool) {
+		lab.Require(t)
+		args := []string{"demo", "-requests", "300"}
+		vip, snat := "198.18.0.100:80", " 198.18.1.100("
+		if ipv6 {
+			args = append(args, "-6")
+			vip, snat = "[fd00:5e18::100]:80", " fd00:5e18:0:1::100("
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, tslbBinary, args...).CombinedOutput()
+		text := strings.ReplaceAll(string(out), "\r", "\n")
+		if err != nil || !strings.Contains(text, "300 requests in") || !strings.Contains(text, ", 0 errors") ||
+			!strings.Contains(text, "VIP "+vip) || !strings.Contains(text, snat) || !strings.Contains(text, "exit code 0") {
+			t.Fatalf("tslb %s: %v\n%s", strings.Join(args, " "), err, text)
+		}
+	})
 }

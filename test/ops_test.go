@@ -26,7 +26,7 @@ import (
 // stop check, which some tests do themselves.
 func opsDeploy(t *testing.T, clients, backends int, sc lab.ServerConfig, o harness.Options) (*lab.Lab, []*lab.Backend, *harness.TSLB) {
 	t.Helper()
-	l := lab.NewT(t, lab.Config{Clients: clients, Backends: backends})
+	l := lab.NewT(t, lab.Config{Clients: clients, Backends: backends, IPv6: o.IPv6})
 	bs, err := l.StartBackends(sc)
 	if err != nil {
 		t.Fatal(err)
@@ -52,11 +52,13 @@ func opsDeploy(t *testing.T, clients, backends int, sc lab.ServerConfig, o harne
 // TestHealthCheckFailover kills one backend's server during a steady load:
 // new flows stop going to it within interval × fall + 1 s, no client error
 // after that, and it gets flows again after rise × interval once its
-// server is back.
-func TestHealthCheckFailover(t *testing.T) {
+// server is back. For IPv4 and IPv6 (probes from health.source6).
+func TestHealthCheckFailover(t *testing.T) { forFamilies(t, testHealthCheckFailover) }
+
+func testHealthCheckFailover(t *testing.T, ipv6 bool) {
 	hc := &config.HealthCheck{Type: "http", Interval: 300 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2, Path: "/", ExpectStatus: 200}
-	l, bs, tl := opsDeploy(t, 2, 3, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{HealthCheck: hc, LogLevel: "info"})
-	url := fmt.Sprintf("http://%s/", l.VIP)
+	l, bs, tl := opsDeploy(t, 2, 3, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{HealthCheck: hc, LogLevel: "info", IPv6: ipv6})
+	url := vipURL(l, 80, "/")
 	var res []connResult
 	done := make(chan struct{})
 	go func() { res = openLoopRun(l.Clients, url, 200, 40, 3*time.Second); close(done) }() // 5 s

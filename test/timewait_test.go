@@ -127,10 +127,12 @@ func openLoop(t testing.TB, clients []*lab.NS, url string, n int, rate float64, 
 }
 
 // twDeploy builds a lab with 2 clients and 1 backend (server closes
-// first), and tslb with 64 SNAT ports.
+// first), dual-stack with IPv6 primary if o.IPv6, and tslb with 64 SNAT
+// ports. clientTS is the clients' net.ipv4.tcp_timestamps, which Linux
+// applies to IPv6 too.
 func twDeploy(t testing.TB, o harness.Options, clientTS string) (*lab.Lab, *harness.TSLB) {
 	t.Helper()
-	l := lab.NewT(t, lab.Config{Clients: 2, Backends: 1})
+	l := lab.NewT(t, lab.Config{Clients: 2, Backends: 1, IPv6: o.IPv6})
 	for _, c := range l.Clients {
 		if err := c.Sysctl("net.ipv4.tcp_timestamps", clientTS); err != nil {
 			t.Fatal(err)
@@ -169,14 +171,17 @@ func oldACKs(frames []lab.Frame) (syns, old, clientRSTs int) {
 
 // TestTimeWaitRewrite: timestamps: rewrite under 19x TIME_WAIT pressure:
 // 0 errors, 0 connects slower than 500 ms, tuples reused early because
-// tslb's TSval toward the backend is newer than any it sent on them.
-func TestTimeWaitRewrite(t *testing.T) {
-	l, tl := twDeploy(t, harness.Options{Timestamps: config.TSRewrite}, "1")
+// tslb's TSval toward the backend is newer than any it sent on them. For
+// IPv4 and IPv6 (Linux keeps IPv6 TIME_WAIT by the same rules).
+func TestTimeWaitRewrite(t *testing.T) { forFamilies(t, testTimeWaitRewrite) }
+
+func testTimeWaitRewrite(t *testing.T, ipv6 bool) {
+	l, tl := twDeploy(t, harness.Options{Timestamps: config.TSRewrite, IPv6: ipv6}, "1")
 	bc, err := l.Backends[0].Capture("eth0", 40000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := openLoop(t, l.Clients, fmt.Sprintf("http://%s/", l.VIP), twConns, twRate, 10*time.Second)
+	s := openLoop(t, l.Clients, vipURL(l, 80, "/"), twConns, twRate, 10*time.Second)
 	frames := bc.Stop()
 	syns, old, rsts := oldACKs(frames)
 	time.Sleep(3 * time.Second) // the last flows leave the table (flows.timeouts.time_wait 2 s)
@@ -204,14 +209,17 @@ func TestTimeWaitRewrite(t *testing.T) {
 
 // TestTimeWaitStripForcedReuse is the control: timestamps stripped, no ISN
 // translation, exhaustion: reuse and no repair — a stripping balancer.
-// The same load must show the failure, or the lab built no pressure.
-func TestTimeWaitStripForcedReuse(t *testing.T) {
-	l, tl := twDeploy(t, harness.Options{Timestamps: config.TSStrip, NoISN: true, Exhaustion: config.ExhaustReuse, NoRepair: true}, "1")
+// The same load must show the failure, or the lab built no pressure; for
+// IPv4 and IPv6.
+func TestTimeWaitStripForcedReuse(t *testing.T) { forFamilies(t, testTimeWaitStripForcedReuse) }
+
+func testTimeWaitStripForcedReuse(t *testing.T, ipv6 bool) {
+	l, tl := twDeploy(t, harness.Options{Timestamps: config.TSStrip, NoISN: true, Exhaustion: config.ExhaustReuse, NoRepair: true, IPv6: ipv6}, "1")
 	bc, err := l.Backends[0].Capture("eth0", 40000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := openLoop(t, l.Clients, fmt.Sprintf("http://%s/", l.VIP), twConns, twRate, 10*time.Second)
+	s := openLoop(t, l.Clients, vipURL(l, 80, "/"), twConns, twRate, 10*time.Second)
 	frames := bc.Stop()
 	syns, old, rsts := oldACKs(frames)
 	m := metrics(t, tl)
@@ -237,7 +245,7 @@ func TestTimeWaitStripForcedReuse(t *testing.T) {
 // between the client's and the backend's captures.
 func TestISNTranslation(t *testing.T) {
 	l, tl := twDeploy(t, harness.Options{Timestamps: config.TSPassthrough}, "0")
-	s := openLoop(t, l.Clients, fmt.Sprintf("http://%s/", l.VIP), twConns, twRate, 10*time.Second)
+	s := openLoop(t, l.Clients, vipURL(l, 80, "/"), twConns, twRate, 10*time.Second)
 	m := metrics(t, tl)
 	t.Logf("ISN translation: %v; early_reuse_isn %.0f, fresh %.0f, old_ack %.0f", s, m.Sum("tslb_snat_allocations_total", "kind=early_reuse_isn"),
 		m.Sum("tslb_snat_allocations_total", "kind=fresh"), m.Sum("tslb_collisions_total", "signature=old_ack"))
@@ -272,7 +280,7 @@ func TestISNTranslation(t *testing.T) {
 	want := sha256.New()
 	io.Copy(want, lab.Stream(11, n))
 	wantHex := hex.EncodeToString(want.Sum(nil))
-	resp, err := hc.Post(fmt.Sprintf("http://%s/upload", l.VIP), "application/octet-stream", lab.Stream(11, n))
+	resp, err := hc.Post(vipURL(l, 80, "/upload"), "application/octet-stream", lab.Stream(11, n))
 	if err != nil {
 		t.Fatalf("upload: %v", err)
 	}
@@ -478,7 +486,7 @@ func transfer(t *testing.T, l *lab.Lab, n int64) {
 	hc := l.Clients[0].HTTPClient(false, time.Minute)
 	want := sha256.New()
 	io.Copy(want, lab.Stream(5, n))
-	resp, err := hc.Get(fmt.Sprintf("http://%s/bytes?n=%d&seed=5", l.VIP, n))
+	resp, err := hc.Get(vipURL(l, 80, fmt.Sprintf("/bytes?n=%d&seed=5", n)))
 	if err != nil {
 		t.Fatalf("download: %v", err)
 	}
@@ -488,7 +496,7 @@ func transfer(t *testing.T, l *lab.Lab, n int64) {
 	if err != nil || got != n || !bytes.Equal(h.Sum(nil), want.Sum(nil)) {
 		t.Fatalf("download: %d bytes, err %v, sha match %v", got, err, bytes.Equal(h.Sum(nil), want.Sum(nil)))
 	}
-	resp, err = hc.Post(fmt.Sprintf("http://%s/upload", l.VIP), "application/octet-stream", lab.Stream(5, n))
+	resp, err = hc.Post(vipURL(l, 80, "/upload"), "application/octet-stream", lab.Stream(5, n))
 	if err != nil {
 		t.Fatalf("upload: %v", err)
 	}
@@ -514,7 +522,7 @@ func TestCollisionRepair(t *testing.T) {
 		}
 		caps = append(caps, cp)
 	}
-	s := openLoop(t, l.Clients, fmt.Sprintf("http://%s/", l.VIP), 300, twRate, 10*time.Second)
+	s := openLoop(t, l.Clients, vipURL(l, 80, "/"), 300, twRate, 10*time.Second)
 	rsts := 0
 	for _, cp := range caps {
 		for _, f := range cp.Stop() {

@@ -38,6 +38,7 @@ func cmdBench(args []string) int {
 	keepPcap := fs.Bool("keep-pcap", false, "write OUT/<cell>-collisions.pcap with the first collisions")
 	tslbWorkers := fs.Int("tslb-workers", 0, "tslb cells: datapath.workers (0: one per CPU, tslb's default)")
 	tslbIO := fs.String("tslb-io", "ring", "tslb cells: datapath.io, ring or socket (the per-frame fallback)")
+	ipv6 := fs.Bool("6", false, "IPv6: every cell on a dual-stack lab with an IPv6 VIP, SNAT address and backends (nftables table ip6, HAProxy and tslb on IPv6)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -59,7 +60,7 @@ func cmdBench(args []string) int {
 	cfg := bench.Config{Binary: exe, Cells: strings.Split(*cells, ","), Rate: *rate, Conns: *conns, Duration: *duration,
 		Ports: *ports, Backends: *backends, Clients: *clients, CTTimeWait: *ctTW, ClosedFor: *closed, BulkFor: *bulk,
 		Workers: *workers, RRConns: *rrConns, RRFor: *rrFor, RRSize: *rrSize, Timeout: *timeout, BackendTSOff: *noTS, OutDir: *out, KeepPcap: *keepPcap, Progress: os.Stderr,
-		TSLBWorkers: *tslbWorkers, TSLBIO: *tslbIO}
+		TSLBWorkers: *tslbWorkers, TSLBIO: *tslbIO, IPv6: *ipv6}
 	if cfg.TSLBWorkers == 0 {
 		cfg.TSLBWorkers = runtime.NumCPU()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sort"
@@ -29,6 +30,7 @@ func cmdDemo(args []string) int {
 	ts := fs.String("timestamps", "rewrite", "timestamp mode of the service: strip, passthrough or rewrite")
 	keep := fs.Bool("keep", false, "keep the lab and tslb running after the requests, until Ctrl-C")
 	instances := fs.Int("cluster", 0, "run N tslb instances behind a BGP/ECMP router instead of one (2..8); one is stopped mid-run")
+	ipv6 := fs.Bool("6", false, "IPv6: a dual-stack lab (fd00:5e18::/48) and an IPv6 service (VIP, backends, SNAT)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -57,11 +59,19 @@ func cmdDemo(args []string) int {
 		fmt.Fprintln(os.Stderr, "tslb demo:", err)
 		return 1
 	}
+	if *instances > 0 && *ipv6 {
+		fmt.Fprintln(os.Stderr, "tslb demo: -cluster is IPv4 only (the BGP speaker carries IPv4 unicast)")
+		return 2
+	}
 	if *instances > 0 {
 		return demoCluster(ctx, exe, dir, *instances, *clients, *backends, *requests, *conc, *keep)
 	}
-	fmt.Printf("building lab: %d client(s), tslb, %d backend(s) in network namespaces ...\n", *clients, *backends)
-	l, err := lab.New(lab.Config{Clients: *clients, Backends: *backends})
+	fam := "IPv4"
+	if *ipv6 {
+		fam = "dual-stack, IPv6 service"
+	}
+	fmt.Printf("building lab (%s): %d client(s), tslb, %d backend(s) in network namespaces ...\n", fam, *clients, *backends)
+	l, err := lab.New(lab.Config{Clients: *clients, Backends: *backends, IPv6: *ipv6})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tslb demo: lab:", err)
 		return 1
@@ -80,15 +90,15 @@ func cmdDemo(args []string) int {
 		weights[i] = i + 1
 	}
 	t, err := harness.Start(ctx, l, harness.Options{Binary: exe, Dir: dir, Weights: weights,
-		Timestamps: config.TSMode(*ts)})
+		Timestamps: config.TSMode(*ts), IPv6: *ipv6})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tslb demo:", err)
 		return 1
 	}
 	defer t.Kill()
 	fmt.Printf("tslb running in namespace %s (config %s, log %s)\n", l.LB.Name, t.ConfigPath, t.LogPath)
-	fmt.Printf("service web: VIP %s:80 -> %d backends, weights %v, SNAT %s, timestamps %s\n\n",
-		l.VIP, len(bs), weights, l.SNAT, *ts)
+	fmt.Printf("service web: VIP %s -> %d backends, weights %v, SNAT %s, timestamps %s\n\n",
+		netip.AddrPortFrom(l.VIP, 80), len(bs), weights, l.SNAT, *ts)
 
 	res := runDemoLoad(ctx, l, *requests, *conc)
 	printDemoTable(res, bs, weights)
@@ -97,7 +107,7 @@ func cmdDemo(args []string) int {
 		fmt.Println("\nfrom tslb's metrics:")
 		fmt.Printf("  flows created %.0f, active %.0f, SYNs refused %.0f, drops %.0f\n",
 			m.Sum("tslb_flows_created_total"), m.Sum("tslb_flows_active"), m.Sum("tslb_syn_refused_total"), m.Sum("tslb_drops_total"))
-		fmt.Printf("  packets rx %.0f tx %.0f, SNAT ports in use %.0f, ARP entries %.0f\n",
+		fmt.Printf("  packets rx %.0f tx %.0f, SNAT ports in use %.0f, neighbour (ARP/NDP) entries %.0f\n",
 			m.Sum("tslb_link_packets_total", "direction=rx"), m.Sum("tslb_link_packets_total", "direction=tx"),
 			m.Sum("tslb_snat_ports_in_use"), m.Sum("tslb_arp_table_entries"))
 		for k, v := range m {
@@ -108,8 +118,8 @@ func cmdDemo(args []string) int {
 	}
 	fmt.Printf("  metrics URL: http://%s/metrics inside namespace %s (status page: http://%s/, /status.json)\n", harness.MetricsAddr, l.LB.Name, harness.MetricsAddr)
 	if *keep {
-		fmt.Printf("\nkept running. Try:\n  ip netns exec %s curl -s http://%s:80/\n  ip netns exec %s curl -s http://%s/metrics | grep ^tslb_\nCtrl-C to stop and remove the lab.\n",
-			l.Clients[0].Name, l.VIP, l.LB.Name, harness.MetricsAddr)
+		fmt.Printf("\nkept running. Try:\n  ip netns exec %s curl -s http://%s/\n  ip netns exec %s curl -s http://%s/metrics | grep ^tslb_\nCtrl-C to stop and remove the lab.\n",
+			l.Clients[0].Name, netip.AddrPortFrom(l.VIP, 80), l.LB.Name, harness.MetricsAddr)
 		<-ctx.Done()
 	}
 	code, err := t.Stop(10 * time.Second)
@@ -139,7 +149,7 @@ func runDemoLoad(ctx context.Context, l *lab.Lab, n, conc int) *demoResult {
 	for i, c := range l.Clients {
 		clients[i] = c.HTTPClient(false, 5*time.Second)
 	}
-	url := fmt.Sprintf("http://%s:80/", l.VIP)
+	url := "http://" + netip.AddrPortFrom(l.VIP, 80).String() + "/"
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -234,7 +244,7 @@ func printDemoTable(res *demoResult, bs []*lab.Backend, weights []int) {
 		total += w
 	}
 	ok := int(res.done.Load() - res.errors.Load())
-	fmt.Printf("\n  %-8s %-20s %6s %8s %8s %s\n", "backend", "address", "weight", "requests", "share", "expected  sources seen by the backend")
+	fmt.Printf("\n  %-8s %-26s %6s %8s %8s %s\n", "backend", "address", "weight", "requests", "share", "expected  sources seen by the backend")
 	for i, b := range bs {
 		got := res.byBackend[b.ID]
 		share := 0.0
@@ -246,7 +256,7 @@ func printDemoTable(res *demoResult, bs []*lab.Backend, weights []int) {
 			srcs = append(srcs, fmt.Sprintf("%s(%d)", a, n))
 		}
 		sort.Strings(srcs)
-		fmt.Printf("  %-8s %-20s %6d %8d %7.1f%% %7.1f%%  %s\n", b.ID, b.Addr, weights[i], got, share,
+		fmt.Printf("  %-8s %-26s %6d %8d %7.1f%% %7.1f%%  %s\n", b.ID, b.Addr, weights[i], got, share,
 			100*float64(weights[i])/float64(total), strings.Join(srcs, " "))
 	}
 	fmt.Printf("\n  %d requests in %v, %d errors\n", res.done.Load(), res.elapsed.Round(time.Millisecond), res.errors.Load())

@@ -56,8 +56,7 @@ func Analyze(frames []lab.Frame, backendPort uint16, collisions *[]int) CaptureS
 		if !ok {
 			continue
 		}
-		src, _ := netip.AddrFromSlice(ip.SrcIP.To4())
-		dst, _ := netip.AddrFromSlice(ip.DstIP.To4())
+		src, dst := ip.Src(), ip.Dst()
 		if uint16(tcp.DstPort) == backendPort {
 			k := tuple{netip.AddrPortFrom(src, uint16(tcp.SrcPort)), netip.AddrPortFrom(dst, uint16(tcp.DstPort))}
 			switch {
@@ -119,8 +118,7 @@ func collisionFrames(frames []lab.Frame, idx []int, backendPort uint16, max int)
 		if !ok {
 			continue
 		}
-		src, _ := netip.AddrFromSlice(ip.SrcIP.To4())
-		dst, _ := netip.AddrFromSlice(ip.DstIP.To4())
+		src, dst := ip.Src(), ip.Dst()
 		k := tuple{netip.AddrPortFrom(dst, uint16(tcp.DstPort)), netip.AddrPortFrom(src, uint16(tcp.SrcPort))}
 		t := frames[i].Time
 		wins[k] = append(wins[k], win{t.Add(-2 * time.Second), t.Add(2 * time.Second)})
@@ -131,8 +129,7 @@ func collisionFrames(frames []lab.Frame, idx []int, backendPort uint16, max int)
 		if !ok {
 			continue
 		}
-		src, _ := netip.AddrFromSlice(ip.SrcIP.To4())
-		dst, _ := netip.AddrFromSlice(ip.DstIP.To4())
+		src, dst := ip.Src(), ip.Dst()
 		k := tuple{netip.AddrPortFrom(src, uint16(tcp.SrcPort)), netip.AddrPortFrom(dst, uint16(tcp.DstPort))}
 		if uint16(tcp.SrcPort) == backendPort {
 			k = tuple{k.dst, k.src}

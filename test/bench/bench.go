@@ -102,6 +102,10 @@ type Config struct {
 	// datapath.io (0 and "" mean the harness defaults: 2 workers, ring).
 	TSLBWorkers int
 	TSLBIO      string
+	// IPv6 runs every cell over IPv6: dual-stack labs whose VIP, SNAT
+	// address and backends are IPv6 (nftables table ip6, HAProxy and tslb
+	// on IPv6 addresses).
+	IPv6 bool
 	// NewLab builds each cell's lab (nil means lab.New). Tests pass a
 	// function around lab.NewT. The cell closes the lab when it ends;
 	// Lab.Close is idempotent.
@@ -211,7 +215,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Clients: cfg.Clients, CTTimeWaitS: cfg.CTTimeWait.Seconds(), DurationS: cfg.Duration.Seconds(),
 		ClosedS: max(0, cfg.ClosedFor.Seconds()), BulkS: max(0, cfg.BulkFor.Seconds()), Workers: cfg.Workers,
 		TimeoutS: cfg.Timeout.Seconds(), BackendTS: !cfg.BackendTSOff, BackendTWSec: backendTW,
-		RRConns: cfg.RRConns, RRS: max(0, cfg.RRFor.Seconds()), RRSize: cfg.RRSize, RRVIPPort: rrVIPPort, RRBackendPort: rrBackendPort}}
+		RRConns: cfg.RRConns, RRS: max(0, cfg.RRFor.Seconds()), RRSize: cfg.RRSize, RRVIPPort: rrVIPPort, RRBackendPort: rrBackendPort,
+		IPv6: cfg.IPv6}}
 	if cfg.OutDir != "" {
 		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
@@ -261,7 +266,7 @@ func runCell(ctx context.Context, cfg Config, name, pos string) (cell Cell) {
 		return cell
 	}
 	progress("building lab")
-	lc := lab.Config{Clients: cfg.Clients, Backends: cfg.Backends}
+	lc := lab.Config{Clients: cfg.Clients, Backends: cfg.Backends, IPv6: cfg.IPv6}
 	switch name {
 	case CellNFTStrip, CellNFTPass, CellHAProxy:
 		lc.Mode = lab.ModeKernelNAT
@@ -607,7 +612,7 @@ func startBalancer(ctx context.Context, cfg Config, name string, l *lab.Lab, dir
 func tslbOptions(cfg Config, name, dir string) harness.Options {
 	o := harness.Options{Binary: cfg.Binary, Dir: dir, PortMin: cfg.PortMin, PortMax: cfg.PortMin + uint16(cfg.Ports-1), LogLevel: cfg.LogLevel,
 		Port: vipPort, BackendPort: backendPort, ExtraPorts: []lab.PortMap{{VIPPort: rrVIPPort, BackendPort: rrBackendPort}},
-		Workers: cfg.TSLBWorkers, IO: cfg.TSLBIO}
+		Workers: cfg.TSLBWorkers, IO: cfg.TSLBIO, IPv6: cfg.IPv6}
 	switch name {
 	case CellTSLBStrip:
 		o.Timestamps = config.TSStrip
@@ -632,9 +637,11 @@ func haproxyConfig(vip, snat netip.Addr, backends []netip.Addr, portMin, portMax
 		name        string
 		port, bport int
 	}{{"", vipPort, backendPort}, {"_rr", rrVIPPort, rrBackendPort}} {
-		fmt.Fprintf(&s, "\nfrontend fe%s\n  bind %s:%d\n  default_backend be%s\n\nbackend be%s\n  balance roundrobin\n", p.name, vip, p.port, p.name, p.name)
+		fmt.Fprintf(&s, "\nfrontend fe%s\n  bind %s\n  default_backend be%s\n\nbackend be%s\n  balance roundrobin\n", p.name, netip.AddrPortFrom(vip, uint16(p.port)), p.name, p.name)
 		for i, b := range backends {
-			fmt.Fprintf(&s, "  server b%d %s:%d source %s:%d-%d\n", i+1, b, p.bport, snat, portMin, portMax)
+			// [addr]:port works for both families (HAProxy ≥ 1.9).
+			src := netip.AddrPortFrom(snat, portMin).String()
+			fmt.Fprintf(&s, "  server b%d %s source %s-%d\n", i+1, netip.AddrPortFrom(b, uint16(p.bport)), src, portMax)
 		}
 	}
 	return s.String()
@@ -644,13 +651,7 @@ func haproxyConfig(vip, snat netip.Addr, backends []netip.Addr, portMin, portMax
 // ModeKernelNAT lab whose nftables table it deletes first (the lb
 // namespace keeps the VIP and SNAT addresses; forwarding is turned off).
 func startHAProxy(l *lab.Lab, dir string, portMin, portMax uint16) (*balancer, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	out, err := l.LB.Command(ctx, "nft", "delete", "table", "ip", lab.NATTable).CombinedOutput()
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("bench: nft delete table: %v: %s", err, out)
-	}
-	if err := l.LB.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
+	if err := l.StopKernelNAT(); err != nil {
 		return nil, err
 	}
 	var bs []netip.Addr
@@ -683,7 +684,7 @@ func startHAProxy(l *lab.Lab, dir string, portMin, portMax uint16) (*balancer, e
 			return nil, fmt.Errorf("bench: haproxy exited during start (%v): %s", err, b)
 		default:
 		}
-		c, err := l.LB.DialContext(context.Background(), "tcp4", fmt.Sprintf("%s:%d", l.VIP, vipPort))
+		c, err := l.LB.DialContext(context.Background(), "tcp", netip.AddrPortFrom(l.VIP, vipPort).String())
 		if err == nil {
 			c.Close()
 			break

@@ -348,12 +348,26 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestHAProxyConfig(t *testing.T) {
-	got := haproxyConfig(netip.MustParseAddr("198.18.0.100"), snat, []netip.Addr{be1, netip.MustParseAddr("198.18.1.12")}, 20000, 20255)
-	for _, want := range []string{"mode tcp", "bind 198.18.0.100:80", "server b1 198.18.1.11:8080 source 198.18.1.100:20000-20255",
-		"server b2 198.18.1.12:8080 source 198.18.1.100:20000-20255", "frontend fe_rr\n  bind 198.18.0.100:81\n  default_backend be_rr",
-		"backend be_rr\n  balance roundrobin\n  server b1 198.18.1.11:8081 source 198.18.1.100:20000-20255\n  server b2 198.18.1.12:8081"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("haproxy config lacks %q:\n%s", want, got)
+	a := netip.MustParseAddr
+	for _, tc := range []struct {
+		name      string
+		vip, snat netip.Addr
+		backends  []netip.Addr
+		want      []string
+	}{
+		{"ipv4", a("198.18.0.100"), snat, []netip.Addr{be1, a("198.18.1.12")}, []string{"mode tcp", "bind 198.18.0.100:80",
+			"server b1 198.18.1.11:8080 source 198.18.1.100:20000-20255",
+			"server b2 198.18.1.12:8080 source 198.18.1.100:20000-20255", "frontend fe_rr\n  bind 198.18.0.100:81\n  default_backend be_rr",
+			"backend be_rr\n  balance roundrobin\n  server b1 198.18.1.11:8081 source 198.18.1.100:20000-20255\n  server b2 198.18.1.12:8081"}},
+		{"ipv6", a("fd00:5e18::100"), a("fd00:5e18:0:1::100"), []netip.Addr{a("fd00:5e18:0:1::11")}, []string{"bind [fd00:5e18::100]:80",
+			"server b1 [fd00:5e18:0:1::11]:8080 source [fd00:5e18:0:1::100]:20000-20255", "bind [fd00:5e18::100]:81",
+			"server b1 [fd00:5e18:0:1::11]:8081 source [fd00:5e18:0:1::100]:20000-20255"}},
+	} {
+		got := haproxyConfig(tc.vip, tc.snat, tc.backends, 20000, 20255)
+		for _, want := range tc.want {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s: haproxy config lacks %q:\n%s", tc.name, want, got)
+			}
 		}
 	}
 }

@@ -66,9 +66,16 @@ type Conn struct {
 // so thousands of connections can be in flight.
 type Dialer struct {
 	ns   *lab.NS
-	reqs chan chan sockResult
+	reqs chan sockReq
 	done chan error
 	once sync.Once
+}
+
+// sockReq asks the namespace thread for a socket of domain (AF_INET or
+// AF_INET6).
+type sockReq struct {
+	domain int
+	res    chan sockResult
 }
 
 type sockResult struct {
@@ -78,12 +85,12 @@ type sockResult struct {
 
 // NewDialer starts a Dialer for ns. Close it to free its thread.
 func NewDialer(ns *lab.NS) *Dialer {
-	d := &Dialer{ns: ns, reqs: make(chan chan sockResult), done: make(chan error, 1)}
+	d := &Dialer{ns: ns, reqs: make(chan sockReq), done: make(chan error, 1)}
 	go func() {
 		d.done <- ns.Do(func() error {
 			for r := range d.reqs {
-				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-				r <- sockResult{fd, err}
+				fd, err := unix.Socket(r.domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				r.res <- sockResult{fd, err}
 			}
 			return nil
 		})
@@ -99,11 +106,27 @@ func (d *Dialer) Close() {
 	})
 }
 
-// socket returns a new non-blocking TCP socket in the namespace.
-func (d *Dialer) socket(ctx context.Context) (int, error) {
+// socket returns a new non-blocking TCP socket in the namespace, of dst's
+// family, and dst as a socket address.
+func (d *Dialer) socket(ctx context.Context, dst netip.AddrPort) (int, unix.Sockaddr, error) {
+	fd, err := d.socketFD(ctx, dst)
+	if err != nil {
+		return -1, nil, err
+	}
+	if dst.Addr().Is4() {
+		return fd, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}, nil
+	}
+	return fd, &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}, nil
+}
+
+func (d *Dialer) socketFD(ctx context.Context, dst netip.AddrPort) (int, error) {
 	r := make(chan sockResult, 1)
+	domain := unix.AF_INET6
+	if dst.Addr().Is4() {
+		domain = unix.AF_INET
+	}
 	select {
-	case d.reqs <- r:
+	case d.reqs <- sockReq{domain, r}:
 	case <-ctx.Done():
 		return -1, ctx.Err()
 	case err := <-d.done:
@@ -120,11 +143,10 @@ func (d *Dialer) socket(ctx context.Context) (int, error) {
 // Dial connects to dst before deadline and returns the connected socket
 // and the connect time (connect(2) to established).
 func (d *Dialer) Dial(ctx context.Context, dst netip.AddrPort, deadline time.Time) (*os.File, time.Duration, error) {
-	fd, err := d.socket(ctx)
+	fd, sa, err := d.socket(ctx, dst)
 	if err != nil {
 		return nil, 0, err
 	}
-	sa := &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
 	start := time.Now()
 	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		unix.Close(fd)

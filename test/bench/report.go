@@ -74,6 +74,8 @@ type ConfigJSON struct {
 	// service (the HTTP service is VIP:80 to backend port 8080).
 	RRVIPPort     uint16 `json:"rr_vip_port"`
 	RRBackendPort uint16 `json:"rr_backend_port"`
+	// IPv6 reports a run over IPv6 (dual-stack labs, IPv6 services).
+	IPv6 bool `json:"ipv6,omitempty"`
 }
 
 // Cell status values.
@@ -502,10 +504,14 @@ func (r *Report) Markdown(w io.Writer) {
 		rrDesc = fmt.Sprintf("request/response %d connections, one %d-byte request and answer in flight on each, for %.0f s (VIP port %d, backend port %d)",
 			c.RRConns, c.RRSize, c.RRS, c.RRVIPPort, c.RRBackendPort)
 	}
-	fmt.Fprintf(w, "Open loop: %d connections at %.0f/s from %d client namespaces to %d backends (server closes, "+
+	fam := "IPv4"
+	if c.IPv6 {
+		fam = "IPv6"
+	}
+	fmt.Fprintf(w, "%s. Open loop: %d connections at %.0f/s from %d client namespaces to %d backends (server closes, "+
 		"TIME_WAIT %d s, timestamps %v), SNAT ports %d-%d (%d), conntrack TIME_WAIT %.0f s (nft cells); "+
 		"closed loop %d in flight for %.0f s; bulk one connection for %.0f s; %s.\n\n",
-		c.Conns, c.Rate, c.Clients, c.Backends, c.BackendTWSec, onOff(c.BackendTS), c.PortMin, int(c.PortMin)+c.Ports-1, c.Ports,
+		fam, c.Conns, c.Rate, c.Clients, c.Backends, c.BackendTWSec, onOff(c.BackendTS), c.PortMin, int(c.PortMin)+c.Ports-1, c.Ports,
 		c.CTTimeWaitS, c.Workers, c.ClosedS, c.BulkS, rrDesc)
 	fmt.Fprintln(w, "| cell | conns ok/tried | reset | timeout | connect p50 / p90 / p99 / p99.9 / max (ms) | > 500 ms | SYN rtx | old ACKs (→RST) | RST→backend | at clients: old ACKs / SYN rtx | tslb old_ack | closed-loop req/s | bulk Gbit/s | RR tx/s | RR CPU µs/tx | balancer CPU s | softirq s (system) |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -35,7 +35,7 @@ import (
 // registered with Go's poller: the caller owns it and closes it with
 // unix.Close.
 func (d *Dialer) dialRaw(ctx context.Context, dst netip.AddrPort, deadline time.Time) (int, error) {
-	fd, err := d.socket(ctx)
+	fd, sa, err := d.socket(ctx, dst)
 	if err != nil {
 		return -1, err
 	}
@@ -46,7 +46,6 @@ func (d *Dialer) dialRaw(ctx context.Context, dst netip.AddrPort, deadline time.
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 		return fail(fmt.Errorf("bench: TCP_NODELAY: %w", err))
 	}
-	sa := &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
 	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return fail(err)
 	}

@@ -53,6 +53,11 @@ type Options struct {
 	NoRepair    bool              // detector.repair: false
 	PcapDir     string            // detector.pcap_dir
 	TimeWait    time.Duration     // services[].time_wait, 0 means 60s
+	// IPv6 makes the service IPv6 (VIP, backends "[addr]:port", SNAT
+	// address and link subnets of the lab's V6 addressing); it needs a
+	// dual-stack lab (lab.Config.IPv6), whose primary family is IPv6, and
+	// Start refuses a mismatch.
+	IPv6 bool
 	// ExtraPorts adds one service per entry on the same VIP and backends,
 	// named "web-<VIP port>", with the settings of the main one.
 	ExtraPorts []lab.PortMap
@@ -87,11 +92,17 @@ type Options struct {
 	Edit func(*config.Config)
 }
 
-// HealthSource is the address the harness gives the kernel of the lb
-// namespace (on the backend link) for tslb's health probes.
-var HealthSource = netip.MustParseAddr("198.18.1.99")
+// HealthSource and HealthSource6 are the addresses the harness gives the
+// kernel of the lb namespace (on the backend link) for tslb's health
+// probes to IPv4 and IPv6 backends.
+var (
+	HealthSource  = netip.MustParseAddr("198.18.1.99")
+	HealthSource6 = netip.MustParseAddr("fd00:5e18:0:1::99")
+)
 
-// Config builds the configuration of a tslb deployment on l.
+// Config builds the configuration of a tslb deployment on l: one service
+// (and one per ExtraPorts entry) of the lab's primary family, which is
+// IPv6 in a dual-stack lab (see Options.IPv6).
 func Config(l *lab.Lab, o Options) *config.Config {
 	if o.Port == 0 {
 		o.Port = 80
@@ -155,7 +166,11 @@ func Config(l *lab.Lab, o Options) *config.Config {
 		Datapath:  config.Datapath{Workers: cmp.Or(o.Workers, 2), IO: o.IO},
 	}
 	if o.HealthCheck != nil {
-		c.Health.Source = HealthSource
+		if l.IPv6() {
+			c.Health.Source6 = HealthSource6
+		} else {
+			c.Health.Source = HealthSource
+		}
 	}
 	if o.Control {
 		c.Control.Socket = filepath.Join(o.Dir, "tslb.sock")
@@ -212,6 +227,9 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 	}
 	cfg := o.Custom
 	if cfg == nil {
+		if o.IPv6 != l.IPv6() {
+			return nil, fmt.Errorf("harness: Options.IPv6 is %v but the lab's primary family is IPv6: %v (lab.Config.IPv6)", o.IPv6, l.IPv6())
+		}
 		cfg = Config(l, o)
 	}
 	ns := o.NS
@@ -226,6 +244,12 @@ func Start(ctx context.Context, l *lab.Lab, o Options) (*TSLB, error) {
 		out, err := l.LB.Command(ctx, "ip", "addr", "replace", cfg.Health.Source.String()+"/24", "dev", l.LBBackendIf).CombinedOutput()
 		if err != nil {
 			return nil, fmt.Errorf("harness: health source address: %v: %s", err, out)
+		}
+	}
+	if cfg.Health.Source6.IsValid() && o.NS == nil {
+		out, err := l.LB.Command(ctx, "ip", "-6", "addr", "replace", cfg.Health.Source6.String()+"/64", "dev", l.LBBackendIf, "nodad").CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("harness: IPv6 health source address: %v: %s", err, out)
 		}
 	}
 	data, err := cfg.Marshal()

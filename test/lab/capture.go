@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -249,34 +250,54 @@ func WritePcap(path string, frames []Frame) (err error) {
 	return nil
 }
 
-// DecodeTCP decodes f as Ethernet/IPv4/TCP with gopacket, independently of
-// tslb's own parser. It reports false for anything else or for headers
-// cut short; a payload cut by the snap length is fine.
-func DecodeTCP(f Frame) (*layers.IPv4, *layers.TCP, bool) {
+// IPHeader is the part of a decoded IPv4 or IPv6 header that DecodeTCP
+// returns.
+type IPHeader struct {
+	// Version is 4 or 6.
+	Version uint8
+	// SrcIP and DstIP are the header's addresses (4 or 16 bytes).
+	SrcIP, DstIP net.IP
+}
+
+// Src returns the source address.
+func (h *IPHeader) Src() netip.Addr { a, _ := netip.AddrFromSlice(h.SrcIP); return a }
+
+// Dst returns the destination address.
+func (h *IPHeader) Dst() netip.Addr { a, _ := netip.AddrFromSlice(h.DstIP); return a }
+
+// DecodeTCP decodes f as Ethernet/IPv4/TCP or Ethernet/IPv6/TCP (no IPv6
+// extension headers) with gopacket, independently of tslb's own
+// parser. It reports false for anything else or for headers cut short; a
+// payload cut by the snap length is fine.
+func DecodeTCP(f Frame) (*IPHeader, *layers.TCP, bool) {
 	var (
 		eth layers.Ethernet
-		ip  layers.IPv4
+		ip4 layers.IPv4
+		ip6 layers.IPv6
 		tcp layers.TCP
 		pl  gopacket.Payload
 	)
-	p := gopacket.NewDecodingLayerParser(layers.LayerTypeEthernet, &eth, &ip, &tcp, &pl)
+	p := gopacket.NewDecodingLayerParser(layers.LayerTypeEthernet, &eth, &ip4, &ip6, &tcp, &pl)
 	p.IgnoreUnsupported = true
 	var decoded []gopacket.LayerType
 	// Errors after the TCP header (e.g. a truncated payload) do not matter.
 	_ = p.DecodeLayers(f.Data, &decoded)
-	var sawIP, sawTCP bool
+	var ip *IPHeader
+	var sawTCP bool
 	for _, t := range decoded {
 		switch t {
 		case layers.LayerTypeIPv4:
-			sawIP = true
+			ip = &IPHeader{Version: 4, SrcIP: ip4.SrcIP, DstIP: ip4.DstIP}
+		case layers.LayerTypeIPv6:
+			ip = &IPHeader{Version: 6, SrcIP: ip6.SrcIP, DstIP: ip6.DstIP}
 		case layers.LayerTypeTCP:
 			sawTCP = true
 		}
 	}
-	if !sawIP || !sawTCP {
+	if ip == nil || !sawTCP {
 		return nil, nil, false
 	}
-	return &ip, &tcp, true
+	return ip, &tcp, true
 }
 
 // TCPFlagsFilter is a classic BPF program for CaptureFiltered that keeps

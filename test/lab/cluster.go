@@ -268,15 +268,15 @@ func (c *Cluster) build() error {
 	if err := l.step("sysctls"); err != nil {
 		return err
 	}
-	brf, err := l.Switch.addBridge(frontBr)
+	brf, err := l.Switch.addBridge(frontBr, false)
 	if err != nil {
 		return err
 	}
-	brc, err := l.Switch.addBridge(clientBr)
+	brc, err := l.Switch.addBridge(clientBr, false)
 	if err != nil {
 		return err
 	}
-	brb, err := l.Switch.addBridge(backendBr)
+	brb, err := l.Switch.addBridge(backendBr, false)
 	if err != nil {
 		return err
 	}
@@ -311,7 +311,7 @@ func (c *Cluster) build() error {
 		if err := in.NS.nl.LinkSetHardwareAddr(f, in.MAC); err != nil {
 			return fmt.Errorf("lab: MAC of %s in %s: %w", ClusterFrontIf, in.NS.Name, err)
 		}
-		if err := l.Switch.addPort(brb, fmt.Sprintf("tb%d", in.ID), in.NS, ClusterBackendIf, netip.Prefix{}); err != nil {
+		if err := l.Switch.addPort(brb, fmt.Sprintf("tb%d", in.ID), in.NS, ClusterBackendIf); err != nil {
 			return err
 		}
 		// The kernel reaches the clients through the router (health

@@ -30,7 +30,16 @@
 // per-packet measurements.
 //
 // Every lab namespace has IPv6 disabled (to keep the wire quiet) and its
-// loopback up (tslb's metrics listen on 127.0.0.1 in the lb namespace).
+// loopback up (tslb's metrics listen on 127.0.0.1 in the lb namespace),
+// unless Config.IPv6 builds a dual-stack lab: clients and backends then
+// also get fd00:5e18::(10+i)/64 and fd00:5e18:0:1::(10+i)/64 (the VIP
+// fd00:5e18::100, the SNAT address fd00:5e18:0:1::100; Lab.V4 and Lab.V6
+// hold each family's addressing, and the Lab's VIP, SNAT and NS.Addr are
+// IPv6), without DAD or router advertisements; the lb namespace gets no
+// IPv6 address (not even link-local) and forwards nothing, and in
+// ModeKernelNAT a table ip6 "tslbpeer" NATs IPv6 as the ip one does IPv4.
+// Lab.RouteBackend puts an IPv6 router with a smaller MTU in front of a
+// backend, for path-MTU tests.
 // Offloads stay at the kernel defaults — veth TSO, GSO and checksum offload
 // on — because the balancer must cope with them; NS.SetOffloads exists only
 // as a documented fallback.
@@ -38,7 +47,8 @@
 // Rules the package keeps:
 //   - traffic flows only between namespaces the lab creates, over veth pairs
 //     whose ends are created directly inside lab namespaces;
-//   - addresses come only from 198.18.0.0/15 (RFC 2544 benchmarking);
+//   - addresses come only from 198.18.0.0/15 (RFC 2544 benchmarking) and
+//     the ULA prefix fd00:5e18::/48 (IPv6Prefix);
 //   - the host's (root namespace's) interfaces, routes, sysctls and
 //     firewall are never touched: NS.Sysctl accepts only per-namespace net.*
 //     keys and runs on a thread switched into the namespace;

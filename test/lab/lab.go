@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +61,17 @@ type Config struct {
 	Mode Mode
 	// NAT configures the kernel balancer; it is used only in ModeKernelNAT.
 	NAT NATConfig
+	// IPv6 builds a dual-stack lab whose primary family is IPv6: every
+	// client and backend gets an IPv6 address (ULA fd00:5e18::/48, see
+	// Lab.V6) besides its IPv4 one, usable at once (accept_dad=0, added
+	// with nodad), and Lab.VIP, SNAT, ClientNet, BackendNet and NS.Addr are
+	// the IPv6 ones. Router advertisements are ignored and IPv6 forwarding
+	// is off in every namespace; the lb namespace has no link-local
+	// addresses (addr_gen_mode 1), so in ModeUserspace its kernel owns no
+	// IPv6 address at all, as it owns no IPv4 one. The bridges do no
+	// multicast snooping, so neighbour solicitations reach tslb, which
+	// joins no group. In ModeKernelNAT both families are NATed.
+	IPv6 bool
 }
 
 // NATConfig configures the nftables peer balancer of ModeKernelNAT. Zero
@@ -99,11 +111,15 @@ type Lab struct {
 	// Clients and Backends are the end-host namespaces, in order c1.., b1...
 	Clients, Backends []*NS
 	// VIP (198.18.0.100) and SNAT (198.18.1.100) are the balancer's
-	// addresses, on-link for clients and backends respectively.
+	// addresses, on-link for clients and backends respectively: those of
+	// V6 in a dual-stack lab (Config.IPv6).
 	VIP, SNAT netip.Addr
 	// ClientNet (198.18.0.0/24) and BackendNet (198.18.1.0/24) are the two
-	// lab subnets.
+	// lab subnets (those of V6 in a dual-stack lab).
 	ClientNet, BackendNet netip.Prefix
+	// V4 is the lab's IPv4 addressing, V6 its IPv6 addressing (the zero
+	// Addressing unless the lab is dual-stack).
+	V4, V6 Addressing
 	// LBClientIf and LBBackendIf are the lb namespace's interfaces towards
 	// the clients ("tslb-c0") and the backends ("tslb-b0").
 	LBClientIf, LBBackendIf string
@@ -120,13 +136,39 @@ type Lab struct {
 	closeErr  error
 }
 
-// Fixed lab addressing.
+// Addressing is one family's addresses of a lab.
+type Addressing struct {
+	// VIP and SNAT are the balancer's addresses, on-link for clients and
+	// backends respectively.
+	VIP, SNAT netip.Addr
+	// ClientNet and BackendNet are the two subnets.
+	ClientNet, BackendNet netip.Prefix
+}
+
+// IsValid reports whether a is set (a dual-stack lab's V6).
+func (a Addressing) IsValid() bool { return a.VIP.IsValid() }
+
+// Fixed lab addressing: 198.18.0.0/15 (RFC 2544) and, in dual-stack labs,
+// fd00:5e18::/48 (a ULA prefix) with one /64 per segment. Host i of a
+// subnet is .10+i in IPv4 and ::<10+i> (the same digits, read as hex) in
+// IPv6: 198.18.1.11 and fd00:5e18:0:1::11.
 var (
 	vipAddr    = netip.MustParseAddr("198.18.0.100")
 	snatAddr   = netip.MustParseAddr("198.18.1.100")
 	clientNet  = netip.MustParsePrefix("198.18.0.0/24")
 	backendNet = netip.MustParsePrefix("198.18.1.0/24")
+
+	labV4 = Addressing{VIP: vipAddr, SNAT: snatAddr, ClientNet: clientNet, BackendNet: backendNet}
+	labV6 = Addressing{
+		VIP:        netip.MustParseAddr("fd00:5e18::100"),
+		SNAT:       netip.MustParseAddr("fd00:5e18:0:1::100"),
+		ClientNet:  netip.MustParsePrefix("fd00:5e18::/64"),
+		BackendNet: netip.MustParsePrefix("fd00:5e18:0:1::/64"),
+	}
 )
+
+// IPv6Prefix is the ULA prefix of every IPv6 address of the labs.
+var IPv6Prefix = netip.MustParsePrefix("fd00:5e18::/48")
 
 // Interface names. Only namespace names derive from the prefix; interface
 // names live inside the lab namespaces and never collide with the host's.
@@ -157,14 +199,11 @@ func New(cfg Config) (*Lab, error) {
 	}
 	l := &Lab{
 		Prefix:      cfg.Prefix,
-		VIP:         vipAddr,
-		SNAT:        snatAddr,
-		ClientNet:   clientNet,
-		BackendNet:  backendNet,
 		LBClientIf:  lbClientIf,
 		LBBackendIf: lbBackendIf,
 		cfg:         cfg,
 	}
+	l.setAddressing(cfg.IPv6)
 	if err := l.build(); err != nil {
 		if cerr := l.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("lab: teardown after failed build: %w", cerr))
@@ -173,6 +212,22 @@ func New(cfg Config) (*Lab, error) {
 	}
 	return l, nil
 }
+
+// setAddressing sets the lab's addressing fields for an IPv4-only or a
+// dual-stack lab.
+func (l *Lab) setAddressing(dual bool) {
+	l.V4 = labV4
+	p := labV4
+	if dual {
+		l.V6 = labV6
+		p = labV6
+	}
+	l.VIP, l.SNAT, l.ClientNet, l.BackendNet = p.VIP, p.SNAT, p.ClientNet, p.BackendNet
+}
+
+// IPv6 reports whether the lab is dual-stack with IPv6 as its primary
+// family (Config.IPv6).
+func (l *Lab) IPv6() bool { return l.V6.IsValid() }
 
 // withDefaults validates c and fills in defaults.
 func (c Config) withDefaults() (Config, error) {
@@ -275,6 +330,7 @@ func (l *Lab) build() error {
 		if err != nil {
 			return err
 		}
+		l.setHostAddr6(ns, l.V6.ClientNet, i)
 		l.Clients = append(l.Clients, ns)
 	}
 	for i := 1; i <= l.cfg.Backends; i++ {
@@ -282,6 +338,7 @@ func (l *Lab) build() error {
 		if err != nil {
 			return err
 		}
+		l.setHostAddr6(ns, l.V6.BackendNet, i)
 		l.Backends = append(l.Backends, ns)
 	}
 	if err := l.step("namespaces"); err != nil {
@@ -291,10 +348,8 @@ func (l *Lab) build() error {
 	// Quiet, uniform namespaces before any link exists: links created
 	// later inherit "default".
 	for _, ns := range l.all {
-		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-			if err := ns.Sysctl(k, "1"); err != nil {
-				return err
-			}
+		if err := l.ipv6Sysctls(ns); err != nil {
+			return err
 		}
 		if err := ns.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
 			return err
@@ -314,11 +369,11 @@ func (l *Lab) build() error {
 	if err := l.Switch.bridgeNetfilterOff(); err != nil {
 		return err
 	}
-	brc, err := l.Switch.addBridge(clientBr)
+	brc, err := l.Switch.addBridge(clientBr, l.IPv6())
 	if err != nil {
 		return err
 	}
-	brb, err := l.Switch.addBridge(backendBr)
+	brb, err := l.Switch.addBridge(backendBr, l.IPv6())
 	if err != nil {
 		return err
 	}
@@ -326,24 +381,24 @@ func (l *Lab) build() error {
 		return err
 	}
 	for i, c := range l.Clients {
-		if err := l.Switch.addPort(brc, fmt.Sprintf("c%d", i+1), c, hostIf, netip.PrefixFrom(c.Addr, clientNet.Bits())); err != nil {
+		if err := l.Switch.addPort(brc, fmt.Sprintf("c%d", i+1), c, hostIf, c.prefixes(l)...); err != nil {
 			return err
 		}
 	}
 	if err := l.step("clients"); err != nil {
 		return err
 	}
-	if err := l.Switch.addPort(brc, swLBClient, l.LB, lbClientIf, netip.Prefix{}); err != nil {
+	if err := l.Switch.addPort(brc, swLBClient, l.LB, lbClientIf); err != nil {
 		return err
 	}
-	if err := l.Switch.addPort(brb, swLBBackend, l.LB, lbBackendIf, netip.Prefix{}); err != nil {
+	if err := l.Switch.addPort(brb, swLBBackend, l.LB, lbBackendIf); err != nil {
 		return err
 	}
 	if err := l.step("lb"); err != nil {
 		return err
 	}
 	for i, b := range l.Backends {
-		if err := l.Switch.addPort(brb, fmt.Sprintf("b%d", i+1), b, hostIf, netip.PrefixFrom(b.Addr, backendNet.Bits())); err != nil {
+		if err := l.Switch.addPort(brb, fmt.Sprintf("b%d", i+1), b, hostIf, b.prefixes(l)...); err != nil {
 			return err
 		}
 	}
@@ -368,6 +423,68 @@ func hostAddr(p netip.Prefix, i int) netip.Addr {
 	return netip.AddrFrom4(a)
 }
 
+// hostAddr6 returns the IPv6 address of host i (1-based) in the /64 p:
+// ::<10+i>, the decimal digits read as hex, so that 198.18.1.11 and
+// fd00:5e18:0:1::11 are the same host.
+func hostAddr6(p netip.Prefix, i int) netip.Addr {
+	a := p.Addr().As16()
+	v := 0
+	for _, d := range strconv.Itoa(10 + i) {
+		v = v<<4 | int(d-'0')
+	}
+	a[14], a[15] = byte(v>>8), byte(v)
+	return netip.AddrFrom16(a)
+}
+
+// setHostAddr6 gives ns its IPv6 address in a dual-stack lab (host i of
+// p) and makes it the primary one.
+func (l *Lab) setHostAddr6(ns *NS, p netip.Prefix, i int) {
+	if !l.IPv6() {
+		return
+	}
+	ns.Addr6 = hostAddr6(p, i)
+	ns.Addr = ns.Addr6
+}
+
+// prefixes returns the addresses of a client or backend namespace with
+// their subnets' lengths (every lab subnet is a /24 and, in IPv6, a /64):
+// IPv4 and, in a dual-stack lab, IPv6.
+func (n *NS) prefixes(l *Lab) []netip.Prefix {
+	out := []netip.Prefix{netip.PrefixFrom(n.Addr4, l.V4.BackendNet.Bits())}
+	if n.Addr6.IsValid() {
+		out = append(out, netip.PrefixFrom(n.Addr6, 64))
+	}
+	return out
+}
+
+// ipv6Sysctls sets a namespace's IPv6 sysctls before any link exists
+// (links created later inherit "default"): IPv6 off in an IPv4-only lab
+// and in the switch namespace; otherwise on, without DAD (addresses are
+// usable at once), router advertisements ignored, forwarding off, and in
+// the lb namespace no link-local addresses.
+func (l *Lab) ipv6Sysctls(ns *NS) error {
+	set := func(kv ...string) error {
+		for i := 0; i < len(kv); i += 2 {
+			for _, scope := range []string{"all", "default"} {
+				if err := ns.Sysctl("net.ipv6.conf."+scope+"."+kv[i], kv[i+1]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if !l.IPv6() || ns == l.Switch {
+		return set("disable_ipv6", "1")
+	}
+	if err := set("disable_ipv6", "0", "accept_dad", "0", "accept_ra", "0", "forwarding", "0"); err != nil {
+		return err
+	}
+	if ns == l.LB {
+		return ns.Sysctl("net.ipv6.conf.default.addr_gen_mode", "1")
+	}
+	return nil
+}
+
 // newNS creates the named namespace <prefix>-<suffix> and records it.
 func (l *Lab) newNS(suffix string, addr netip.Addr, ifname string) (*NS, error) {
 	name := l.Prefix + "-" + suffix
@@ -375,7 +492,7 @@ func (l *Lab) newNS(suffix string, addr netip.Addr, ifname string) (*NS, error) 
 	if err != nil {
 		return nil, err
 	}
-	ns := &NS{Name: name, Addr: addr, If: ifname, handle: h}
+	ns := &NS{Name: name, Addr: addr, Addr4: addr, If: ifname, handle: h}
 	l.mu.Lock()
 	l.all = append(l.all, ns)
 	l.mu.Unlock()
@@ -463,9 +580,14 @@ func removeNamedNS(name string) error {
 	return nil
 }
 
-// addBridge creates an up bridge in n.
-func (n *NS) addBridge(name string) (netlink.Link, error) {
+// addBridge creates an up bridge in n, without multicast snooping if
+// noSnooping is set.
+func (n *NS) addBridge(name string, noSnooping bool) (netlink.Link, error) {
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if noSnooping {
+		off := false
+		br.MulticastSnooping = &off
+	}
 	if err := n.nl.LinkAdd(br); err != nil {
 		return nil, fmt.Errorf("lab: bridge %s in %s: %w", name, n.Name, err)
 	}
@@ -480,10 +602,10 @@ func (n *NS) addBridge(name string) (netlink.Link, error) {
 }
 
 // addPort creates a veth pair: swName in n (the switch namespace),
-// enslaved to br, and peerName inside peer, with the optional address
-// addr. Both ends are brought up. The peer end is created directly inside
+// enslaved to br, and peerName inside peer, with the addresses addrs.
+// Both ends are brought up. The peer end is created directly inside
 // peer, so no interface ever appears in the host namespace.
-func (n *NS) addPort(br netlink.Link, swName string, peer *NS, peerName string, addr netip.Prefix) error {
+func (n *NS) addPort(br netlink.Link, swName string, peer *NS, peerName string, addrs ...netip.Prefix) error {
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: swName, MasterIndex: br.Attrs().Index},
 		PeerName:      peerName,
@@ -503,17 +625,29 @@ func (n *NS) addPort(br netlink.Link, swName string, peer *NS, peerName string, 
 	if err != nil {
 		return err
 	}
-	if addr.IsValid() {
-		a := &netlink.Addr{IPNet: &net.IPNet{
-			IP:   net.IP(addr.Addr().AsSlice()),
-			Mask: net.CIDRMask(addr.Bits(), 32),
-		}}
-		if err := peer.nl.AddrAdd(pl, a); err != nil {
-			return fmt.Errorf("lab: address %v on %s in %s: %w", addr, peerName, peer.Name, err)
+	for _, addr := range addrs {
+		if err := peer.addAddr(pl, addr); err != nil {
+			return err
 		}
 	}
 	if err := peer.nl.LinkSetUp(pl); err != nil {
 		return fmt.Errorf("lab: %s up in %s: %w", peerName, peer.Name, err)
+	}
+	return nil
+}
+
+// addAddr adds addr to link; IPv6 addresses without duplicate address
+// detection (IFA_F_NODAD), so that they are usable at once.
+func (n *NS) addAddr(link netlink.Link, addr netip.Prefix) error {
+	a := &netlink.Addr{IPNet: &net.IPNet{
+		IP:   net.IP(addr.Addr().AsSlice()),
+		Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen()),
+	}}
+	if addr.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	if err := n.nl.AddrAdd(link, a); err != nil {
+		return fmt.Errorf("lab: address %v on %s in %s: %w", addr, link.Attrs().Name, n.Name, err)
 	}
 	return nil
 }
@@ -617,13 +751,10 @@ func Attach(prefix string) (*Lab, error) {
 	}
 	l := &Lab{
 		Prefix:      prefix,
-		VIP:         vipAddr,
-		SNAT:        snatAddr,
-		ClientNet:   clientNet,
-		BackendNet:  backendNet,
 		LBClientIf:  lbClientIf,
 		LBBackendIf: lbBackendIf,
 	}
+	l.setAddressing(false)
 	open := func(suffix string, addr netip.Addr, ifname string) (*NS, error) {
 		name := prefix + "-" + suffix
 		h, err := netns.GetFromPath(filepath.Join(netnsDir, name))
@@ -635,7 +766,7 @@ func Attach(prefix string) (*Lab, error) {
 			h.Close()
 			return nil, fmt.Errorf("lab: netlink handle in %s: %w", name, err)
 		}
-		ns := &NS{Name: name, Addr: addr, If: ifname, handle: h, nl: nl}
+		ns := &NS{Name: name, Addr: addr, Addr4: addr, If: ifname, handle: h, nl: nl}
 		l.all = append(l.all, ns)
 		return ns, nil
 	}

@@ -161,9 +161,30 @@ func TestNATRuleset(t *testing.T) {
 			},
 		},
 	}
+	tests = append(tests, struct {
+		name    string
+		cfg     NATConfig
+		want    []string
+		notWant []string
+	}{
+		name: "ipv6",
+		cfg:  NATConfig{VIPPort: 80, BackendPort: 8080, PortMin: 20000, PortMax: 60999, StripTS: true},
+		want: []string{
+			"table ip6 tslbpeer {",
+			"ip6 daddr fd00:5e18::100 tcp dport 80 dnat to numgen inc mod 2 map { 0 : fd00:5e18:0:1::11, 1 : fd00:5e18:0:1::12 } : 8080",
+			`oifname "tslb-b0" ct status dnat meta l4proto tcp snat to [fd00:5e18:0:1::100]:20000-60999`,
+			"reset tcp option timestamp",
+		},
+		notWant: []string{"ip daddr", "198.18."},
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := natRuleset(tt.cfg, vipAddr, snatAddr, backends)
+			vip, snat, bs := vipAddr, snatAddr, backends
+			if tt.name == "ipv6" {
+				vip, snat = labV6.VIP, labV6.SNAT
+				bs = []netip.Addr{hostAddr6(labV6.BackendNet, 1), hostAddr6(labV6.BackendNet, 2)}
+			}
+			got := natRuleset(tt.cfg, vip, snat, bs)
 			for _, w := range tt.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("ruleset lacks %q:\n%s", w, got)

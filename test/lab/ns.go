@@ -23,9 +23,13 @@ import (
 type NS struct {
 	// Name is the namespace name as shown by `ip netns list`.
 	Name string
-	// Addr is the namespace's IPv4 address on If; it is the zero
-	// (invalid) Addr for the lb and switch namespaces.
+	// Addr is the namespace's address on If of the lab's primary family
+	// (Addr6 in a dual-stack lab, else Addr4); it is the zero (invalid)
+	// Addr for the lb and switch namespaces.
 	Addr netip.Addr
+	// Addr4 and Addr6 are its IPv4 and IPv6 addresses on If (Addr6 only
+	// in a dual-stack lab).
+	Addr4, Addr6 netip.Addr
 	// If is the name of the namespace's lab interface: "eth0" for clients
 	// and backends, "" for the lb and switch namespaces.
 	If string
@@ -233,6 +237,16 @@ func (n *NS) Link(ifname string) (netlink.Link, error) {
 // Addrs returns the IPv4 addresses configured on ifname inside the
 // namespace.
 func (n *NS) Addrs(ifname string) ([]netip.Prefix, error) {
+	return n.addrs(ifname, netlink.FAMILY_V4)
+}
+
+// Addrs6 returns the IPv6 addresses configured on ifname inside the
+// namespace, link-local ones included.
+func (n *NS) Addrs6(ifname string) ([]netip.Prefix, error) {
+	return n.addrs(ifname, netlink.FAMILY_V6)
+}
+
+func (n *NS) addrs(ifname string, family int) ([]netip.Prefix, error) {
 	l, err := n.Link(ifname)
 	if err != nil {
 		return nil, err
@@ -241,14 +255,18 @@ func (n *NS) Addrs(ifname string) ([]netip.Prefix, error) {
 	if h == nil {
 		return nil, errClosed
 	}
-	as, err := h.AddrList(l, netlink.FAMILY_V4)
+	as, err := h.AddrList(l, family)
 	if err != nil {
 		return nil, fmt.Errorf("lab: addresses of %s in %s: %w", ifname, n.Name, err)
 	}
 	var out []netip.Prefix
 	for _, a := range as {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		ip, ok := netip.AddrFromSlice(a.IP)
 		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if (family == netlink.FAMILY_V4) != ip.Is4() {
 			continue
 		}
 		ones, _ := a.Mask.Size()

@@ -118,7 +118,12 @@ func startRRServer(ns *NS, id string, addr netip.AddrPort, size int) (*RRServer,
 		return nil, fmt.Errorf("lab: RR server %s on %v: %w", id, addr, err)
 	}
 	err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		domain := unix.AF_INET6
+		var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+		if addr.Addr().Is4() {
+			domain, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+		}
+		fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
@@ -126,7 +131,7 @@ func startRRServer(ns *NS, id string, addr netip.AddrPort, size int) (*RRServer,
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 			return err
 		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}); err != nil {
+		if err := unix.Bind(fd, sa); err != nil {
 			return err
 		}
 		return unix.Listen(fd, 1024)

@@ -97,7 +97,7 @@ func (l *Lab) StartBackends(cfg ServerConfig) ([]*Backend, error) {
 // startBackend listens inside ns and serves in a goroutine owned by the
 // returned Backend.
 func startBackend(ns *NS, id string, addr netip.AddrPort, closeFirst bool) (*Backend, error) {
-	ln, err := ns.Listen("tcp4", addr.String())
+	ln, err := ns.Listen("tcp", addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("lab: backend %s listen: %w", id, err)
 	}
