@@ -26,6 +26,30 @@ import (
 // run with -cpu 1,2 for the scaling.
 func BenchmarkWorkerPath(b *testing.B) {
 	nw := runtime.GOMAXPROCS(0)
+	bal, queues := benchBalancer(b, nw)
+	defer bal.closeLinks()
+	benchWorkers(b, bal.workers, []map[string][]*benchQueue{queues})
+}
+
+// BenchmarkWorkerPathSeparate is BenchmarkWorkerPath with one Balancer of
+// one worker per GOMAXPROCS: nothing shared between the goroutines but the
+// process. Its scaling against BenchmarkWorkerPath's shows the cost of
+// what the workers of one Balancer share.
+func BenchmarkWorkerPathSeparate(b *testing.B) {
+	var ws []*worker
+	var qs []map[string][]*benchQueue
+	for range runtime.GOMAXPROCS(0) {
+		bal, queues := benchBalancer(b, 1)
+		defer bal.closeLinks()
+		ws = append(ws, bal.workers[0])
+		qs = append(qs, queues)
+	}
+	benchWorkers(b, ws, qs)
+}
+
+// benchBalancer is a Balancer of nw workers on bench queues, each worker
+// with 32 established flows whose data segments its queues replay.
+func benchBalancer(b *testing.B, nw int) (*Balancer, map[string][]*benchQueue) {
 	cfg := testConfig(func(c *config.Config) {
 		c.Datapath.Workers = nw
 		c.SNAT.PortMax = 29999
@@ -54,13 +78,11 @@ func BenchmarkWorkerPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer bal.closeLinks()
 	for _, l := range bal.sh.nics {
 		l.neigh.learn(nat.AddrFrom(clientAddr), clientMAC, now)
 		l.neigh.learn(nat.AddrFrom(be1Addr), be1MAC, now)
 		l.neigh.learn(nat.AddrFrom(be2Addr), be2MAC, now)
 	}
-	const flowsPer = 32
 	payload := make([]byte, 64)
 	for wi, w := range bal.workers {
 		cq, bq := queues["c0"][wi], queues["b0"][wi]
@@ -95,12 +117,19 @@ func BenchmarkWorkerPath(b *testing.B) {
 		cq.replay(ctmpl)
 		bq.replay(btmpl)
 	}
+	return bal, queues
+}
+
+const flowsPer = 32
+
+func benchWorkers(b *testing.B, workers []*worker, queueSets []map[string][]*benchQueue) {
+	nw := len(workers)
 	var next atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
-		w := bal.workers[int(next.Add(1)-1)%nw]
+		w := workers[int(next.Add(1)-1)%nw]
 		for pb.Next() {
 			if _, err := w.once(); err != nil {
 				b.Error(err)
@@ -114,12 +143,14 @@ func BenchmarkWorkerPath(b *testing.B) {
 	b.ReportMetric(float64(el.Nanoseconds())/pkts, "ns/pkt")
 	b.ReportMetric(pkts/el.Seconds()/1e6, "Mpps")
 	var sent, drops uint64
-	for _, qs := range queues {
-		for _, q := range qs {
-			sent += q.sent
+	for _, queues := range queueSets {
+		for _, qs := range queues {
+			for _, q := range qs {
+				sent += q.sent
+			}
 		}
 	}
-	for _, w := range bal.workers {
+	for _, w := range workers {
 		for i := range w.c.drops {
 			drops += w.c.drops[i].Load()
 		}
@@ -159,11 +190,13 @@ func (w *worker) benchHandle(t testing.TB, nic int, frame []byte, out *benchQueu
 // every Recv (copied from the templates into its buffers) and counts what
 // is sent.
 type benchQueue struct {
+	_    [64]byte // queues of different workers are allocated side by side: no false sharing of sent
 	tmpl [][]byte
 	bufs [][]byte
 	sent uint64
 	keep bool   // setup: remember the last frame sent
 	last []byte // a copy of it
+	_    [64]byte
 }
 
 func (q *benchQueue) replay(tmpl [][]byte) {
