@@ -95,10 +95,12 @@ func (f *flow) finished() bool { return f.state == nat.StateTimeWait || f.state 
 // 3/4 load and never shrinks. The hash is seeded per table, so crafted
 // tuples cannot build long probe chains.
 type flowTable struct {
+	_     [64]byte // per worker, allocated side by side: n must not share a line
 	seed  uint64
 	slots []flowSlot
 	mask  uint64
 	n     int
+	_     [64]byte
 }
 
 type flowSlot struct {

@@ -20,10 +20,12 @@ import (
 // scrape, the rate tick, a reload adding pools, the state file. It is
 // never contended by another worker.
 type poolShard struct {
+	_      [64]byte // the shards of the workers are allocated side by side: mu must not share a line
 	mu     sync.Mutex
 	byKey  map[poolKey]*snat.Pool
 	list   []*snat.Pool
 	ledger *ledgerDir // nil: pools in the heap (no state_file)
+	_      [64]byte
 }
 
 type poolKey struct {

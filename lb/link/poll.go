@@ -31,6 +31,9 @@ import (
 // worker then sees ErrClosed from Recv and must stop waiting on that
 // queue: its descriptor number may be reused.
 type Poller struct {
+	// The pads keep each worker's Poller (written per wait: events, nev)
+	// off the cache lines of the Poller allocated next to it.
+	_   [64]byte
 	fds []unix.PollFd
 	qs  []Queue // qs[i] owns fds[i+1]
 
@@ -50,6 +53,7 @@ type Poller struct {
 	events [16]unix.EpollEvent
 	nev    int
 	waitFn func(fd uintptr) bool
+	_      [64]byte
 }
 
 // NewPoller returns a Poller over the descriptors of qs (queues without
