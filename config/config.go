@@ -322,6 +322,12 @@ type Datapath struct {
 	// RingFrames is the number of slots of each (link, worker) receive
 	// ring, a power of two from 64 to 65536 (0 means DefaultRingFrames).
 	RingFrames int
+	// KernelDropOff (datapath.kernel_drop: false) leaves the kernel of
+	// tslb's namespace to route and discard the frames tslb takes. By
+	// default tslb installs an nftables netdev ingress table (link.
+	// KernelDrop) that drops packets to its VIPs and SNAT addresses after
+	// its packet sockets have their copy.
+	KernelDropOff bool
 }
 
 // Datapath limits and defaults.

@@ -729,6 +729,7 @@ func TestWrongTypes(t *testing.T) {
 		{"ring_frames not power of two", "", "datapath:\n  ring_frames: 1000\n", "datapath.ring_frames", 15, "power of two"},
 		{"ring_frames small", "", "datapath:\n  ring_frames: 8\n", "datapath.ring_frames", 15, "out of range 64..65536"},
 		{"datapath unknown key", "", "datapath:\n  threads: 2\n", "datapath.threads", 15, "unknown key"},
+		{"kernel_drop not a boolean", "", "datapath:\n  kernel_drop: maybe\n", "datapath.kernel_drop", 15, "expected a boolean"},
 		{"passive syn_timeout short", "", "health:\n  passive:\n    syn_timeout: 1ms\n", "health.passive.syn_timeout", 16, "out of range 10ms..10s"},
 		{"passive retries big", "", "health:\n  passive:\n    retries: 9\n", "health.passive.retries", 16, "out of range 0..8"},
 		{"passive enabled string", "", "health:\n  passive:\n    enabled: sometimes\n", "health.passive.enabled", 16, "expected a boolean"},
@@ -1129,6 +1130,7 @@ func TestRestartKeysDiffer(t *testing.T) {
 		{"state file", func(c *config.Config) { c.StateFile = "/var/lib/tslb/ledger" }, []string{"state_file"}},
 		{"workers", func(c *config.Config) { c.Datapath.Workers = 3 }, []string{"datapath.workers"}},
 		{"io", func(c *config.Config) { c.Datapath.IO = "socket" }, []string{"datapath.io"}},
+		{"kernel_drop", func(c *config.Config) { c.Datapath.KernelDropOff = true }, []string{"datapath.kernel_drop"}},
 		{"several", func(c *config.Config) {
 			c.StateFile = "/x"
 			c.Links[1].Subnets = []netip.Prefix{netip.MustParsePrefix("198.18.1.0/25")}

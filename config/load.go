@@ -914,8 +914,12 @@ func (d *decoder) flows(n *yaml.Node, path string, f *Flows) {
 
 // datapath decodes the datapath section.
 func (d *decoder) datapath(n *yaml.Node, path string, dp *Datapath) {
-	d.mapping(n, path, []string{"workers", "io", "ring_frames"}, func(key string, v *yaml.Node, p string) {
+	d.mapping(n, path, []string{"workers", "io", "ring_frames", "kernel_drop"}, func(key string, v *yaml.Node, p string) {
 		switch key {
+		case "kernel_drop":
+			if x, ok := d.boolean(v, p); ok {
+				dp.KernelDropOff = !x
+			}
 		case "workers":
 			if x, ok := d.integer(v, p, 0, MaxWorkers); ok {
 				dp.Workers = int(x)

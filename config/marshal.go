@@ -68,6 +68,7 @@ type (
 		Workers    int    `yaml:"workers,omitempty"`
 		IO         string `yaml:"io,omitempty"`
 		RingFrames int    `yaml:"ring_frames,omitempty"`
+		KernelDrop *bool  `yaml:"kernel_drop,omitempty"`
 	}
 	yamlLink struct {
 		Name      string   `yaml:"name,omitempty"`
@@ -251,6 +252,10 @@ func (c *Config) Marshal() ([]byte, error) {
 	}
 	if dp := c.Datapath; dp != (Datapath{}) {
 		y.Datapath = &yamlDatapath{Workers: dp.Workers, IO: dp.IO, RingFrames: dp.RingFrames}
+		if dp.KernelDropOff {
+			off := false
+			y.Datapath.KernelDrop = &off
+		}
 	}
 	if cl := c.Cluster; cl != nil {
 		y.Cluster = marshalCluster(cl)

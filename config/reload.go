@@ -53,6 +53,7 @@ func (c *Config) RestartKeysDiffer(o *Config) []string {
 	diff(c.Datapath.Workers != o.Datapath.Workers, "datapath.workers")
 	diff(c.Datapath.IO != o.Datapath.IO, "datapath.io")
 	diff(c.Datapath.RingFrames != o.Datapath.RingFrames, "datapath.ring_frames")
+	diff(c.Datapath.KernelDropOff != o.Datapath.KernelDropOff, "datapath.kernel_drop")
 	keys = append(keys, clusterRestartKeys(c.Cluster, o.Cluster)...)
 	return keys
 }

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,10 @@ type Options struct {
 	// NewAnnouncer makes the BGP speaker of a cluster instance; nil means
 	// bgp.NewSpeaker (GoBGP).
 	NewAnnouncer func(bgp.Config) (Announcer, error)
+	// KernelDrop installs the kernel-side drop of frames to tslb's
+	// addresses (datapath.kernel_drop); nil means link.KernelDrop when
+	// Open is link.Open, and nothing with other links (tests).
+	KernelDrop func(owned map[string][]netip.Addr) (remove func() error, err error)
 }
 
 // shared is what every worker reads and none owns: the running snapshot,
@@ -79,7 +85,11 @@ type Balancer struct {
 
 	recoveredTW, recoveredUnknown int // tuples read back from the ledger files at start
 
-	started       time.Time
+	started time.Time
+	// kernelDrop installs the kernel-side drop (nil: none); removeDrop
+	// removes the installed one. Guarded by reloadMu after New.
+	kernelDrop    func(map[string][]netip.Addr) (func() error, error)
+	removeDrop    func() error
 	lastReload    time.Time // guarded by reloadMu
 	lastReloadErr string    // guarded by reloadMu
 
@@ -98,6 +108,9 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 	}
 	if opts.Open == nil {
 		opts.Open = link.Open
+		if opts.KernelDrop == nil {
+			opts.KernelDrop = link.KernelDrop
+		}
 	}
 	if opts.Seed == 0 {
 		opts.Seed = rand.Uint64()
@@ -155,7 +168,7 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 		if name == "" {
 			name = lc.Interface
 		}
-		l := &nic{name: name, idx: i, mac: nat.MAC(info.MAC), mtu: info.MTU, subnets: lc.Subnets,
+		l := &nic{name: name, ifname: lc.Interface, idx: i, mac: nat.MAC(info.MAC), mtu: info.MTU, subnets: lc.Subnets,
 			neigh: newNeighTable(), steer: steer, queues: qs}
 		if lc.Gateway.IsValid() {
 			l.gw, l.hasGW = nat.AddrFrom(lc.Gateway), true
@@ -213,6 +226,8 @@ func New(cfg *config.Config, opts Options) (*Balancer, error) {
 			return nil, err
 		}
 	}
+	b.kernelDrop = opts.KernelDrop
+	b.installKernelDrop(s)
 	b.workers[0].announce.Store(true)
 	switch {
 	case len(recovered) > 0:
@@ -398,6 +413,9 @@ func (b *Balancer) Stopping() bool { return b.sh.stopping.Load() }
 
 func (b *Balancer) closeLinks() {
 	b.closeOnce.Do(func() {
+		b.reloadMu.Lock()
+		b.removeKernelDrop()
+		b.reloadMu.Unlock()
 		for _, l := range b.sh.nics {
 			for _, q := range l.queues {
 				q.Close()
@@ -441,4 +459,51 @@ func (b *Balancer) housekeeping(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// installKernelDrop (re)installs the kernel-side drop of frames to the
+// VIPs and SNAT addresses s owns on each link (datapath.kernel_drop): the
+// kernel of tslb's namespace would otherwise route each one and discard it
+// in ip_error. A failure is logged and costs only that CPU.
+func (b *Balancer) installKernelDrop(s *snapshot) {
+	if b.kernelDrop == nil {
+		return
+	}
+	if s.cfg.Datapath.KernelDropOff {
+		b.removeKernelDrop()
+		return
+	}
+	owned := map[string][]netip.Addr{}
+	n := 0
+	for _, l := range b.sh.nics {
+		for a := range s.linkOwned[l.idx] {
+			if o := s.owned[a]; o != nil && (o.kind == ownedVIP || o.kind == ownedSNAT) {
+				owned[l.ifname] = append(owned[l.ifname], a.Addr())
+				n++
+			}
+		}
+	}
+	for _, as := range owned {
+		slices.SortFunc(as, netip.Addr.Compare)
+	}
+	remove, err := b.kernelDrop(owned)
+	if err != nil {
+		b.sh.log.Warn("kernel drop not installed: the namespace's kernel routes and discards every frame tslb takes (datapath.kernel_drop)", "err", err)
+		b.sh.m.kernelDropRules.Set(0)
+		return
+	}
+	b.removeDrop = remove
+	b.sh.m.kernelDropRules.Set(float64(n))
+}
+
+// removeKernelDrop removes what installKernelDrop installed.
+func (b *Balancer) removeKernelDrop() {
+	if b.removeDrop == nil {
+		return
+	}
+	if err := b.removeDrop(); err != nil {
+		b.sh.log.Warn("kernel drop: removing the nftables table", "err", err)
+	}
+	b.removeDrop = nil
+	b.sh.m.kernelDropRules.Set(0)
 }

@@ -125,6 +125,7 @@ type metrics struct {
 	flowsExpired                             [8]prometheus.Counter  // by nat.ConnState
 	closedClient, closedBackend, closedReset prometheus.Counter
 	arpSent                                  *prometheus.CounterVec // link, op
+	kernelDropRules                          prometheus.Gauge
 
 	exhaustion      *prometheus.CounterVec // service, outcome
 	redispatched    *prometheus.CounterVec // service, reason
@@ -175,6 +176,11 @@ func newMetrics(b *Balancer) *metrics {
 	// scrape storm is answered from a copy at most a second old.
 	m.reg.MustRegister(collectors.NewGoCollector(),
 		newCachedCollector(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), time.Second, time.Now))
+	m.kernelDropRules = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tslb_kernel_drop_addresses",
+		Help: "Addresses (VIPs, SNAT) whose packets the kernel of tslb's namespace drops at ingress after tslb's sockets took them (datapath.kernel_drop); 0 when off or not installed.",
+	})
+	m.reg.MustRegister(m.kernelDropRules)
 	m.flowsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tslb_flows_active", Help: "Flows in the flow table, by service.",
 	}, []string{"service"})

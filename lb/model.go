@@ -111,7 +111,8 @@ func (be *backend) usable(now int64) bool {
 // statistics; a worker sends only on its own).
 type nic struct {
 	name    string
-	idx     int // position in shared.nics
+	ifname  string // the interface
+	idx     int    // position in shared.nics
 	mac     nat.MAC
 	mtu     int
 	subnets []netip.Prefix

@@ -273,6 +273,7 @@ func (b *Balancer) Reload(cfg *config.Config) error {
 	b.applyTimeouts(cfg)
 	b.sh.snap.Store(s)
 	b.health.apply(b, s)
+	b.installKernelDrop(s)
 	m.reloads.WithLabelValues("success").Inc()
 	m.lastReloadOK.Set(1)
 	m.configVersion.Set(float64(s.version))

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -432,4 +433,73 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("tslb %s: %v\n%s", strings.Join(args, " "), err, text)
 		}
 	})
+}
+
+// TestKernelDropInLab: with datapath.kernel_drop (the default) the kernel
+// of tslb's namespace discards the frames to the VIP and SNAT address at
+// ingress, after tslb took them: 500 requests through tslb leave its
+// Ip InAddrErrors (what ip_error counts for a packet to an address the
+// kernel neither owns nor forwards to) unchanged. The control, with
+// kernel_drop: false, must see them counted, or the test proves nothing.
+func TestKernelDropInLab(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		t.Run(map[bool]string{false: "kernel_drop", true: "control_kernel_drop_off"}[off], func(t *testing.T) {
+			l, _, tl := deploy(t, 1, 2, lab.ServerConfig{Port: 8080, CloseFirst: true}, harness.Options{LogLevel: "warn",
+				Edit: func(c *config.Config) { c.Datapath.KernelDropOff = off }})
+			want := 2.0 // the VIP and the SNAT address
+			if off {
+				want = 0
+			}
+			if got := metrics(t, tl).Sum("tslb_kernel_drop_addresses"); got != want {
+				t.Fatalf("tslb_kernel_drop_addresses = %v, want %v; log:\n%s", got, want, tl.Log())
+			}
+			before := inAddrErrors(t, l.LB)
+			res := lab.Requests(context.Background(), l.Clients, vipURL(l, 80, "/"), 500, 8, 5*time.Second, 60*time.Second, false)
+			if res.Errors != 0 {
+				t.Fatalf("%d errors: %v", res.Errors, res.FirstErrors)
+			}
+			d := inAddrErrors(t, l.LB) - before
+			t.Logf("kernel_drop off=%v: 500 requests, lb namespace Ip InAddrErrors +%d", off, d)
+			switch {
+			case !off && d > 10:
+				t.Errorf("InAddrErrors +%d with the kernel drop installed, want about 0", d)
+			case off && d < 2000:
+				t.Errorf("control: InAddrErrors +%d for 500 requests, want every frame tslb took (>= 2000)", d)
+			}
+		})
+	}
+}
+
+// inAddrErrors is Ip: InAddrErrors of ns.
+func inAddrErrors(t *testing.T, ns *lab.NS) int64 {
+	t.Helper()
+	var v int64 = -1
+	err := ns.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp") // /proc/net is the thread group leader's namespace
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, line := range strings.Split(string(b), "\n") {
+			fs := strings.Fields(line)
+			if len(fs) == 0 || fs[0] != "Ip:" {
+				continue
+			}
+			if names == nil {
+				names = fs
+				continue
+			}
+			for i, n := range names {
+				if n == "InAddrErrors" && i < len(fs) {
+					v, err = strconv.ParseInt(fs[i], 10, 64)
+					return err
+				}
+			}
+		}
+		return fmt.Errorf("no Ip: InAddrErrors in /proc/net/snmp")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
