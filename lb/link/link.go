@@ -2,8 +2,10 @@
 // (a TPACKET_V2 receive ring with PACKET_VNET_HDR and batched transmit, or
 // the per-frame read(2)/write(2) fallback), the PACKET_FANOUT group that
 // spreads a link over the datapath workers with a classic-BPF steering
-// program, the kernel's drop counters (PACKET_STATISTICS), and an in-memory
-// queue for tests and benchmarks.
+// program, the kernel's drop counters (PACKET_STATISTICS), the ingress
+// drop that spares the namespace's kernel the frames tslb takes
+// (KernelDrop, an nftables netdev table), and an in-memory queue for tests
+// and benchmarks.
 //
 // It knows nothing of flows, NAT or configuration files, and may not import
 // any other tslb package but nat (for header lengths). Every frame it
