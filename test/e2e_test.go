@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -502,4 +503,75 @@ func inAddrErrors(t *testing.T, ns *lab.NS) int64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestLabUp: `tslb lab up` (both families) builds a lab that stays, and
+// writes a configuration for it that check-config accepts and whose
+// service balances real requests through `tslb run`; `tslb lab down`
+// removes every namespace.
+func TestLabUp(t *testing.T) {
+	forFamilies(t, func(t *testing.T, ipv6 bool) {
+		lab.Require(t)
+		prefix := fmt.Sprintf("tslbup%d", os.Getpid()%10000)
+		cfgPath := filepath.Join(t.TempDir(), "lab.yaml")
+		args := []string{"lab", "up", "-prefix", prefix, "-clients", "1", "-backends", "1", "-config", cfgPath}
+		if ipv6 {
+			args = append(args, "-6")
+		}
+		down := func() { exec.Command(tslbBinary, "lab", "down", "-prefix", prefix).Run() }
+		t.Cleanup(down)
+		if out, err := exec.Command(tslbBinary, args...).CombinedOutput(); err != nil {
+			t.Fatalf("tslb %v: %v\n%s", args, err, out)
+		}
+		if out, err := exec.Command(tslbBinary, "check-config", cfgPath).CombinedOutput(); err != nil {
+			t.Fatalf("check-config of the written configuration: %v\n%s", err, out)
+		}
+		l, err := lab.Attach(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vip := netip.AddrPortFrom(cfg.Services[0].VIP, cfg.Services[0].Port)
+		be := cfg.Services[0].Backends[0].Address
+		if vip.Addr().Is6() != ipv6 {
+			t.Fatalf("service VIP %s, want IPv6 %v", vip, ipv6)
+		}
+		ln, err := l.Backends[0].Listen("tcp", be.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "up\n") }))
+		run := l.LB.Command(context.Background(), tslbBinary, "run", "-c", cfgPath)
+		if err := run.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { run.Process.Signal(syscall.SIGTERM); run.Wait() }()
+		hc := l.Clients[0].HTTPClient(false, 2*time.Second)
+		var last error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			resp, err := hc.Get("http://" + vip.String() + "/")
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(b) == "up\n" {
+					last = nil
+					break
+				}
+				err = fmt.Errorf("answer %q", b)
+			}
+			last = err
+		}
+		if last != nil {
+			t.Fatalf("no answer through %s: %v", vip, last)
+		}
+		down()
+		if left, _ := lab.Namespaces(prefix); len(left) != 0 {
+			t.Errorf("namespaces left after lab down: %v", left)
+		}
+	})
 }
