@@ -2,10 +2,7 @@ package lab
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -94,40 +91,9 @@ func TestDualStackTopology(t *testing.T) {
 	}
 
 	// IPv6 works across a bridge at once (c1 -> c2), not between subnets.
-	ln, err := l.Clients[1].Listen("tcp", "[fd00:5e18::12]:9999")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			c.Write([]byte("hi"))
-			c.Close()
-		}
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := l.Clients[0].DialContext(ctx, "tcp", "[fd00:5e18::12]:9999")
-	if err != nil {
-		t.Fatalf("c1 -> c2 over IPv6: %v", err)
-	}
-	if b, _ := io.ReadAll(c); string(b) != "hi" {
-		t.Errorf("c1 read %q", b)
-	}
-	if la := c.LocalAddr().(*net.TCPAddr); la.IP.String() != "fd00:5e18::11" {
-		t.Errorf("c1 local address %v, want fd00:5e18::11", la)
-	}
-	c.Close()
-	dctx, dcancel := context.WithTimeout(ctx, time.Second)
-	if _, err := l.Clients[0].DialContext(dctx, "tcp", "[fd00:5e18:0:1::11]:8080"); err == nil {
-		t.Error("c1 reached a backend directly over IPv6; the subnets must not be routed")
-	}
-	dcancel()
-	if _, lerr := exec.LookPath("ping"); lerr == nil {
-		if out, err := l.Backends[1].Command(ctx, "ping", "-6", "-c1", "-W2", "fd00:5e18:0:1::11").CombinedOutput(); err != nil {
-			t.Errorf("b2 ping -6 b1: %v: %s", err, out)
-		}
-	}
+	checkL2(ctx, t, l, "tcp", "fd00:5e18::12", "fd00:5e18::11", "fd00:5e18:0:1::11", "-6")
 }
 
 // TestKernelNAT6: the dual-stack kernel peer balancer NATs IPv6 (table

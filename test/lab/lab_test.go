@@ -375,38 +375,9 @@ func TestUserspaceTopology(t *testing.T) {
 
 	// L2 works across the bridges: c1 reaches c2, b2 reaches b1, and the
 	// two subnets are not routed to each other.
-	ln, err := l.Clients[1].Listen("tcp4", "198.18.0.12:9999")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			c.Write([]byte("hi"))
-			c.Close()
-		}
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := l.Clients[0].DialContext(ctx, "tcp4", "198.18.0.12:9999")
-	if err != nil {
-		t.Fatalf("c1 -> c2: %v", err)
-	}
-	if b, _ := io.ReadAll(c); string(b) != "hi" {
-		t.Errorf("c1 read %q", b)
-	}
-	if la := c.LocalAddr().(*net.TCPAddr); la.IP.String() != "198.18.0.11" {
-		t.Errorf("c1 local address %v", la)
-	}
-	c.Close()
-	if _, err := l.Clients[0].DialContext(ctx, "tcp4", "198.18.1.11:8080"); err == nil {
-		t.Error("c1 reached a backend directly; the subnets must not be routed")
-	}
-	if out, err := l.Backends[1].Command(ctx, "ping", "-c1", "-W2", "198.18.1.11").CombinedOutput(); err != nil {
-		if _, lerr := exec.LookPath("ping"); lerr == nil {
-			t.Errorf("b2 ping b1: %v: %s", err, out)
-		}
-	}
+	checkL2(ctx, t, l, "tcp4", "198.18.0.12", "198.18.0.11", "198.18.1.11", "")
 	if out, err := l.LB.Command(ctx, "ip", "-4", "-o", "addr").Output(); err != nil || strings.Contains(string(out), "198.18.") {
 		t.Errorf("lb ns addresses via ip netns exec: %v %q", err, out)
 	}
@@ -1027,5 +998,49 @@ func TestRRServer(t *testing.T) {
 	}
 	if _, err := s.NS.DialContext(ctx, "tcp4", s.Addr.String()); err == nil {
 		t.Error("server still accepts after Close")
+	}
+}
+
+// checkL2 checks a lab's segments for one family: c1 reaches c2 (at
+// c2Addr) over the client bridge from c1Addr, c1 cannot reach the backend
+// b1Addr (the subnets are not routed to each other), and b2 pings b1
+// (pingFlag "-6" for IPv6) when ping is installed.
+func checkL2(ctx context.Context, t *testing.T, l *Lab, network, c2Addr, c1Addr, b1Addr, pingFlag string) {
+	t.Helper()
+	ln, err := l.Clients[1].Listen(network, net.JoinHostPort(c2Addr, "9999"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	c, err := l.Clients[0].DialContext(ctx, network, net.JoinHostPort(c2Addr, "9999"))
+	if err != nil {
+		t.Fatalf("c1 -> c2 (%s): %v", network, err)
+	}
+	if b, _ := io.ReadAll(c); string(b) != "hi" {
+		t.Errorf("c1 read %q", b)
+	}
+	if la := c.LocalAddr().(*net.TCPAddr); la.IP.String() != c1Addr {
+		t.Errorf("c1 local address %v, want %s", la, c1Addr)
+	}
+	c.Close()
+	dctx, dcancel := context.WithTimeout(ctx, time.Second)
+	defer dcancel()
+	if _, err := l.Clients[0].DialContext(dctx, network, net.JoinHostPort(b1Addr, "8080")); err == nil {
+		t.Errorf("c1 reached backend %s directly (%s); the subnets must not be routed", b1Addr, network)
+	}
+	if _, lerr := exec.LookPath("ping"); lerr == nil {
+		args := []string{"-c1", "-W2", b1Addr}
+		if pingFlag != "" {
+			args = append([]string{pingFlag}, args...)
+		}
+		if out, err := l.Backends[1].Command(ctx, "ping", args...).CombinedOutput(); err != nil {
+			t.Errorf("b2 ping %s b1: %v: %s", pingFlag, err, out)
+		}
 	}
 }
