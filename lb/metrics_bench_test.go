@@ -7,6 +7,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -72,5 +73,21 @@ func TestCachedCollector(t *testing.T) {
 		if got := value(); got != step.want {
 			t.Errorf("after +%v: value %v, want %v (inner collected %d times)", step.advance, got, step.want, inner.n)
 		}
+	}
+}
+
+// TestMetricsUncompressed: /metrics answers in plain text even when the
+// client asks for gzip (gzip cost 1.5x the gather; see MetricsHandler).
+func TestMetricsUncompressed(t *testing.T) {
+	h := start(t, testConfig())
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	h.b.MetricsHandler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Encoding") != "" {
+		t.Fatalf("status %d, Content-Encoding %q: want 200, uncompressed", rec.Code, rec.Header().Get("Content-Encoding"))
+	}
+	if !strings.Contains(rec.Body.String(), "tslb_flows_active") {
+		t.Errorf("body is not the text exposition")
 	}
 }
