@@ -193,26 +193,24 @@ func (s *service) pick(h uint64, worker int, now int64) *backend {
 // after they failed it).
 func (s *service) pickExcept(h uint64, worker int, now int64, not []*backend) *backend {
 	sched := s.scheds[worker]
-	for i := 0; i <= len(s.backends); i++ {
-		be := sched.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
-		if be == nil {
-			return nil
-		}
-		if be.usable(now) && !tried(not, be) {
-			return be
-		}
-	}
-	// Every backend the scheduler offered is out by passive health (or
-	// down): rather than refuse every client, use one that the active
-	// check (if any) still calls up — passive health guards against one
-	// bad backend, not against an outage of all (Envoy's "panic" rule).
-	for i := 0; i <= len(s.backends); i++ {
-		be := sched.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
-		if be == nil {
-			return nil
-		}
-		if be.up.Load() && !tried(not, be) {
-			return be
+	// The first pass wants a usable backend. If every backend the
+	// scheduler offered is out by passive health (or down), the second
+	// takes one the active check (if any) still calls up rather than
+	// refuse every client: passive health guards against one bad backend,
+	// not against an outage of all (Envoy's "panic" rule).
+	for pass := range 2 {
+		for i := 0; i <= len(s.backends); i++ {
+			be := sched.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
+			if be == nil {
+				return nil
+			}
+			ok := be.usable(now)
+			if pass == 1 {
+				ok = be.up.Load()
+			}
+			if ok && !tried(not, be) {
+				return be
+			}
 		}
 	}
 	return nil
